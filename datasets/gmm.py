@@ -143,6 +143,34 @@ class GaussianMixture:
     d2 = jnp.sum(jnp.square(x[:, None, :] - self.means[None]), axis=-1)
     return jnp.argmin(d2, axis=1)
 
+  def mode_metrics(self, x) -> dict[str, float]:
+    """How well a sample [n, D] reproduces the mixture, each mode found by nearest mean.
+
+    Returns:
+      tv: total variation between the modes' sample frequencies and the weights.
+      mean_err: max over modes and coordinates of |sample mean - mu| / mode std.
+      std_err: max over modes and coordinates of |sample std / mode std - 1|.
+      Both are NaN-free only if every mode received at least two samples (else inf).
+    """
+    x = np.asarray(x, np.float64)
+    comp = np.asarray(self.nearest_component(jnp.asarray(x, jnp.float32)))
+    freq = np.bincount(comp, minlength=self.num_components) / len(comp)
+    tv = 0.5 * float(np.abs(freq - np.asarray(self.weights, np.float64)).sum())
+    mean_err = std_err = 0.0
+    for k in range(self.num_components):
+      xk = x[comp == k]
+      if len(xk) < 2 or not np.all(np.isfinite(xk)):
+        return {"tv": tv, "mean_err": float("inf"), "std_err": float("inf")}
+      sd = np.sqrt(np.diag(np.asarray(self.covs[k], np.float64)))
+      mean_err = max(mean_err, float(np.max(np.abs(xk.mean(0) - np.asarray(self.means[k])) / sd)))
+      std_err = max(std_err, float(np.max(np.abs(xk.std(0, ddof=1) / sd - 1))))
+    return {"tv": tv, "mean_err": mean_err, "std_err": std_err}
+
+  def metric_floor(self, key: jax.Array, n: int, repeats: int = 200, quantile: float = 0.99) -> dict[str, float]:
+    """The ``quantile`` of ``mode_metrics`` over ``repeats`` exact samples of size n: the noise floor."""
+    values = [self.mode_metrics(self.sample(k, n)) for k in jax.random.split(key, repeats)]
+    return {name: float(np.quantile([v[name] for v in values], quantile)) for name in values[0]}
+
 
 def example_mixture(dim: int = 2) -> GaussianMixture:
   """The project's test mixture: four well-separated modes with unequal weights 0.5/0.25/0.15/0.10.

@@ -143,48 +143,61 @@ class SDE(abc.ABC):
     i = self.discrete_index(t)
     return a[i], s[i]
 
-  def transition_coefs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(alpha_i, v_i) of the forward step x_i = alpha_i x_{i-1} + sqrt(v_i) z at level i(t).
+  def transition_coefs(self, t: jax.Array, t_prev: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(alpha, v) of the forward step x_t = alpha x_{t_prev} + sqrt(v) z, each [B].
 
-    alpha_i = a_i / a_{i-1},  v_i = s_i^2 - alpha_i^2 s_{i-1}^2  (the semigroup kernel above).
-    VE gives (1, sigma_i^2 - sigma_{i-1}^2) (SMLD chain, Song et al. 2021 eq. 8); VP gives
-    (sqrt(1 - beta_i), beta_i) (DDPM chain, eq. 10).
+    alpha = a_t / a_{t_prev},  v = s_t^2 - alpha^2 s_{t_prev}^2  (the semigroup kernel above).
+    With ``t_prev=None`` the step is between ladder levels i(t) - 1 and i(t) of ``discrete_coefs``:
+    VE gives (1, sigma_i^2 - sigma_{i-1}^2) (SMLD chain, Song et al. 2021 eq. 8), VP gives
+    (sqrt(1 - beta_i), beta_i) (DDPM chain, eq. 10). With times t_prev < t it is the exact kernel
+    of the continuous SDE between them, so that samplers can step on any grid.
     """
-    a, s, a_prev, s_prev = self._ladder()
-    i = self.discrete_index(t)
-    alpha = a[i] / a_prev[i]
-    return alpha, jnp.maximum(jnp.square(s[i]) - jnp.square(alpha * s_prev[i]), 0.0)
+    if t_prev is None:
+      a, s, a_prev, s_prev = self._ladder()
+      i = self.discrete_index(t)
+      a, s, a_prev, s_prev = a[i], s[i], a_prev[i], s_prev[i]
+    else:
+      (a, s), (a_prev, s_prev) = self.marginal_coefs(t), self.marginal_coefs(t_prev)
+    alpha = a / a_prev
+    return alpha, jnp.maximum(jnp.square(s) - jnp.square(alpha * s_prev), 0.0)
 
-  def discretize(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One step of the forward chain at level i(t): x_i = x_{i-1} + f + G z.
+  def _prev_std(self, t: jax.Array, t_prev: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """(s_t, s_{t_prev}) on the ladder (t_prev None) or at the two times."""
+    if t_prev is None:
+      _, s, _, s_prev = self._ladder()
+      i = self.discrete_index(t)
+      return s[i], s_prev[i]
+    return self.marginal_coefs(t)[1], self.marginal_coefs(t_prev)[1]
 
-    Returns f = (alpha_i - 1) x (shaped like x) and G = sqrt(v_i) ([B]); see ``transition_coefs``.
+  def discretize(self, x: jax.Array, t: jax.Array, t_prev: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """One step of the forward chain: x_t = x_{t_prev} + f + G z (see ``transition_coefs``).
+
+    Returns f = (alpha - 1) x (shaped like x) and G = sqrt(v) ([B]).
     """
-    alpha, v = self.transition_coefs(t)
+    alpha, v = self.transition_coefs(t, t_prev)
     return batch_broadcast(alpha - 1.0, x) * x, jnp.sqrt(v)
 
-  def ancestral_step_coefs(self, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Coefficients of one ancestral (DDPM-posterior) step from level i(t) to i-1.
+  def ancestral_step_coefs(self, t: jax.Array, t_prev: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Coefficients of one ancestral (DDPM-posterior) step from t (or ladder level i(t)) to t_prev (or i-1).
 
-    With Tweedie's estimate x_0 = (x_i + s_i^2 score) / a_i inserted in the Gaussian posterior
-    q(x_{i-1} | x_i, x_0) of the chain (Ho et al. 2020, eqs. 6-7), the posterior is
-        mean = (x_i + v_i score) / alpha_i,   var = v_i s_{i-1}^2 / s_i^2.
+    With Tweedie's estimate x_0 = (x_t + s_t^2 score) / a_t inserted in the Gaussian posterior
+    q(x_{t_prev} | x_t, x_0) of the step (Ho et al. 2020, eqs. 6-7), the posterior is
+        mean = (x_t + v score) / alpha,   var = v s_{t_prev}^2 / s_t^2.
     VE: mean = x + (sigma_i^2 - sigma_{i-1}^2) score, as in Song et al. 2021 eq. 47. VP: mean =
     (x + beta_i score)/sqrt(1 - beta_i) (eq. 10); for the variance score_sde takes beta_i, the other
     DDPM choice (Ho et al. 2020 sec. 3.2) -- here the posterior variance, the same on every SDE.
 
-    Returns (1/alpha_i, v_i, posterior std), each [B].
+    Returns (1/alpha, v, posterior std), each [B].
     """
-    _, s, _, s_prev = self._ladder()
-    i = self.discrete_index(t)
-    alpha, v = self.transition_coefs(t)
-    return 1.0 / alpha, v, jnp.sqrt(v * jnp.square(s_prev[i]) / jnp.square(s[i]))
+    alpha, v = self.transition_coefs(t, t_prev)
+    s, s_prev = self._prev_std(t, t_prev)
+    return 1.0 / alpha, v, jnp.sqrt(v * jnp.square(s_prev) / jnp.square(s))
 
   def langevin_alpha(self, t: jax.Array) -> jax.Array:
     """The alpha_i of the Langevin corrector step eps = 2 alpha (snr |z| / |score|)^2, [B].
 
-    alpha_i = (a_i / a_{i-1})^2: 1 for VE (Song et al. 2021 Alg. 4) and 1 - beta_i for VP (Alg. 5);
-    sub-VP shares VP's scale ladder and so its alpha_i.
+    alpha_i = (a_i / a_{i-1})^2 on the ladder: 1 for VE (Song et al. 2021 Alg. 4) and 1 - beta_i
+    for VP (Alg. 5); sub-VP shares VP's scale ladder and so its alpha_i.
     """
     alpha, _ = self.transition_coefs(t)
     return jnp.square(alpha)
@@ -217,11 +230,11 @@ class ReverseSDE:
     drift = drift - self._c * batch_broadcast(jnp.square(g), x) * self.score_fn(x, t)
     return drift, jnp.zeros_like(g) if self.probability_flow else g
 
-  def discretize(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One reverse step of the discrete chain: x_{i-1} = x_i - rev_f + rev_G z (Song et al. 2021 eq. 46).
+  def discretize(self, x: jax.Array, t: jax.Array, t_prev: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """One reverse step of the chain: x_{t_prev} = x_t - rev_f + rev_G z (Song et al. 2021 eq. 46).
 
-    rev_f = f - c G^2 score with (f, G) = forward.discretize(x, t); rev_G = G (0 for the flow).
+    rev_f = f - c G^2 score with (f, G) = forward.discretize(x, t, t_prev); rev_G = G (0 for the flow).
     """
-    f, G = self.forward.discretize(x, t)
+    f, G = self.forward.discretize(x, t, t_prev)
     rev_f = f - self._c * batch_broadcast(jnp.square(G), x) * self.score_fn(x, t)
     return rev_f, jnp.zeros_like(G) if self.probability_flow else G

@@ -1,0 +1,71 @@
+"""Helpers shared by the samplers: option checks, per-sample noise, Tweedie denoising."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from sde_lib import SDE, ScoreFn, batch_broadcast
+
+
+def check_shape(shape) -> tuple[int, ...]:
+  """A sample shape [B, ...] with a batch axis and at least one data axis, all positive ints."""
+  shape = tuple(shape)
+  if len(shape) < 2 or not all(isinstance(d, int) and d > 0 for d in shape):
+    raise ValueError(f"shape must be [batch, *data_dims] with positive integers, got {shape!r}")
+  return shape
+
+
+def check_steps(name: str, value) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  return value
+
+
+def check_positive(name: str, value) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+  return float(value)
+
+
+def check_eps(sde: SDE, eps) -> float:
+  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < sde.T:
+    raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps!r}")
+  return float(eps)
+
+
+def check_choice(name: str, value, choices) -> str:
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+  return value
+
+
+def sigma_range(sde: SDE, eps: float, sigma_min: float) -> tuple[jax.Array, jax.Array]:
+  """(sigma(T), max(sigma_min, sigma(eps))): the noise levels a sigma-grid sampler spans.
+
+  The floor keeps steps off noise levels too small to matter (sub-VP's sigma(1e-3) is ~1e-4).
+  """
+  return sde.sigma(jnp.asarray(sde.T)), jnp.maximum(sigma_min, sde.sigma(jnp.asarray(eps)))
+
+
+def per_sample_keys(key: jax.Array, batch: int) -> jax.Array:
+  """Key b = fold_in(key, b): sample b's randomness does not depend on the batch size (as EDM)."""
+  return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
+
+
+def per_sample_normal(keys: jax.Array, step, shape) -> jax.Array:
+  """Standard normal noise [B, ...] drawn from each sample's own key folded with ``step``."""
+  return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), tuple(shape[1:])))(keys)
+
+
+def full_time(t, batch: int) -> jax.Array:
+  """A scalar time broadcast to the [B] vector the score functions take."""
+  return jnp.full((batch,), t, dtype=jnp.float32)
+
+
+def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array) -> jax.Array:
+  """E[x(0) | x(t)] = (x + s^2 score) / a (Tweedie's formula; Efron 2011, seed 004). One NFE."""
+  a, s = sde.marginal_coefs(t)
+  return (x + batch_broadcast(jnp.square(s), x) * score_fn(x, t)) / batch_broadcast(a, x)
