@@ -103,9 +103,11 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, eps: 
     probes = jnp.swapaxes(probes, 0, 1)                                    # [P, B, ...]
     if not per_sample:
       return integrate(score_fn, x, probes)
-    one = lambda xi, pi: jax.tree.map(lambda v: v[0], integrate(score_fn, xi[None], pi[:, None]))
-    logp, z, nfe = jax.vmap(one, in_axes=(0, 1))(x, probes)
-    return logp, z, nfe
+    def one(xi, pi):
+      logp, z, nfe = integrate(score_fn, xi[None], pi[:, None])
+      return logp[0], z[0], nfe
+
+    return jax.vmap(one, in_axes=(0, 1))(x, probes)
 
   return likelihood_fn
 

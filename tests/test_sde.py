@@ -137,6 +137,22 @@ def test_ancestral_step_maps_level_i_to_level_i_minus_1(sde, key):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_ancestral_step_between_arbitrary_times(sde, key):
+  """The same posterior step between continuous times t > t_prev (any sampler grid) is exact too."""
+  c, n = 2.0, 40000
+  score_fn = GaussianMixture([1.0], [[c]], [[1e-10]]).score_fn(sde)
+  for t_now, t_prev in ((0.9, 0.5), (0.3, 0.29), (0.05, 0.0)):
+    t, tp = jnp.full((n,), t_now), jnp.full((n,), t_prev)
+    (a, s), (a_p, s_p) = (tuple(float(v[0]) for v in sde.marginal_coefs(u[:1])) for u in (t, tp))
+    k1, k2 = jax.random.split(jax.random.fold_in(key, int(t_now * 100)))
+    x = a * c + s * jax.random.normal(k1, (n, 1))
+    inv_alpha, v, std = sde.ancestral_step_coefs(t, tp)
+    x_prev = inv_alpha[:, None] * (x + v[:, None] * score_fn(x, t)) + std[:, None] * jax.random.normal(k2, x.shape)
+    assert abs(float(jnp.mean(x_prev)) - a_p * c) < 4 * s_p / np.sqrt(n) + 1e-5
+    assert abs(float(jnp.std(x_prev)) - s_p) < 4 * s_p / np.sqrt(2 * n) + 1e-5
+
+
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
 @pytest.mark.parametrize("probability_flow", [False, True])
 def test_reverse_drift_and_diffusion(sde, probability_flow, key):
   x = jax.random.normal(key, (5, 3, 2))
