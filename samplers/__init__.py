@@ -10,7 +10,7 @@ import inspect
 
 from samplers.annealed import get_ald_sampler
 from samplers.fast import get_dpm_solver_pp_sampler, get_edm_heun_sampler
-from samplers.likelihood import DIVERGENCES, bits_per_dim, dequantize, get_likelihood_fn
+from samplers.likelihood import DIVERGENCES, bits_per_dim, dequantize, drift_and_divergence, get_likelihood_fn
 from samplers.ode import SOLVERS, get_ode_sampler, solve
 from samplers.pc import CORRECTORS, PREDICTORS, get_pc_sampler, register_corrector, register_predictor
 
@@ -44,6 +44,6 @@ def get_sampler(sde, shape, method: str = "pc", **options):
 
 
 __all__ = ["get_sampler", "METHODS", "PREDICTORS", "CORRECTORS", "register_predictor", "register_corrector",
-           "get_likelihood_fn", "DIVERGENCES", "bits_per_dim", "dequantize", "SOLVERS", "solve",
+           "get_likelihood_fn", "DIVERGENCES", "bits_per_dim", "dequantize", "drift_and_divergence", "SOLVERS", "solve",
            "get_pc_sampler", "get_ode_sampler", "get_ald_sampler", "get_edm_heun_sampler",
            "get_dpm_solver_pp_sampler"]

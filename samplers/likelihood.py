@@ -24,7 +24,7 @@ def _flat(v):
   return v.reshape(v.shape[0], -1)
 
 
-def _divergence(drift_fn, x, probes, divergence):
+def drift_and_divergence(drift_fn, x, probes, divergence):
   """(f~(x), div f~(x)) for a batch: f~ like x, div [B].
 
   ``exact``: the trace of the per-sample Jacobian from D JVPs against the basis vectors
@@ -85,7 +85,7 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, eps: 
     def vector_field(t, state):
       y, _ = state
       drift_fn = lambda v: rsde.sde(v, common.full_time(t, batch))[0]
-      return _divergence(drift_fn, y, probes, divergence)
+      return drift_and_divergence(drift_fn, y, probes, divergence)
 
     (z, delta), nfe = solve(vector_field, (x, jnp.zeros(batch)), eps, sde.T, solver=solver, rtol=rtol,
                             atol=atol, n_steps=n_steps, max_steps=max_steps)

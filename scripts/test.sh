@@ -8,7 +8,7 @@ python3 -m venv .venv
 # Pin JAX to the CPU and keep its threads to the 2 cores CI has.
 export JAX_PLATFORMS=cpu
 set +e
-.venv/bin/python -m pytest -q tests "$@"
+.venv/bin/python -m pytest -q -n 2 tests "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -63,6 +63,9 @@ class SDE(abc.ABC):
   """
 
   T: float = 1.0
+  # True for SDEs with a(t) = 1 whose noise grows without bound (VE). Score networks are conditioned
+  # on sigma(t) there and on the time t otherwise (score_sde's convention, see models.get_score_fn).
+  variance_exploding: bool = False
 
   def __init__(self, N: int):
     self.N = check_positive_int("N", N)

@@ -24,6 +24,8 @@ class VESDE(SDE):
     N: number of levels of the discrete SMLD ladder sigma_i = sigma(i/(N-1)).
   """
 
+  variance_exploding = True
+
   def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
     super().__init__(N)
     self.sigma_min = check_finite_nonnegative("sigma_min", sigma_min)

@@ -1,0 +1,79 @@
+"""Timing and reporting helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def machine() -> str:
+  """One line naming the machine: CPU model and cores, or the accelerator."""
+  dev = jax.devices()[0]
+  if dev.platform != "cpu":
+    return f"{dev.device_kind} ({dev.platform}), jax {jax.__version__}"
+  model = platform.processor() or "unknown CPU"
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{model}, {os.cpu_count()} cores, CPU only, jax {jax.__version__}"
+
+
+def block(tree):
+  return jax.tree.map(lambda v: v.block_until_ready() if hasattr(v, "block_until_ready") else v, tree)
+
+
+def time_compiled(fn, *args, repeats: int = 3):
+  """(compile seconds, median run seconds, last output) of a jitted fn: the first call minus a run."""
+  t0 = time.perf_counter()
+  out = block(fn(*args))
+  first = time.perf_counter() - t0
+  runs = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = block(fn(*args))
+    runs.append(time.perf_counter() - t0)
+  run = statistics.median(runs)
+  return max(first - run, 0.0), run, out
+
+
+def sliced_wasserstein(x, y, key, n_projections: int = 128) -> float:
+  """Sliced 2-Wasserstein distance between two equal-sized samples [n, D] (random unit directions)."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  dirs = np.asarray(jax.random.normal(key, (n_projections, x.shape[1])), np.float64)
+  dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+  px, py = np.sort(x @ dirs.T, axis=0), np.sort(y @ dirs.T, axis=0)
+  return float(np.sqrt(np.mean((px - py) ** 2)))
+
+
+def write(name: str, header: str, rows: list[dict], columns: list[str], notes: str = "") -> str:
+  """Writes results/NAME.json and results/NAME.md (a markdown table); returns the markdown."""
+  os.makedirs(RESULTS, exist_ok=True)
+  with open(os.path.join(RESULTS, name + ".json"), "w") as f:
+    json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+
+  def fmt(v):
+    if isinstance(v, float):
+      return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+  lines = [f"# {header}", "", f"Machine: {machine()}", "", notes, "",
+           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+  text = "\n".join(lines) + "\n"
+  with open(os.path.join(RESULTS, name + ".md"), "w") as f:
+    f.write(text)
+  return text

@@ -1,0 +1,14 @@
+"""Score networks (NCSN++, DDPM++, DDPM, MLP), the registry, score parameterisations, EMA.
+
+Samplers and losses never see a network: ``get_score_fn`` turns one into a ``score_fn(x, t)``.
+"""
+
+from models.ema import ema_update
+from models.mlp import MLP
+from models.ncsnpp import DDPM, NCSNpp
+from models.registry import MODELS, count_params, get_model, init_params, make_apply_fn, model_kwargs
+from models.score import PARAMETERIZATIONS, VP_CONTINUOUS_LABEL_SCALE, get_score_fn, noise_labels
+
+__all__ = ["NCSNpp", "DDPM", "MLP", "MODELS", "get_model", "init_params", "count_params", "make_apply_fn",
+           "model_kwargs", "get_score_fn", "noise_labels", "PARAMETERIZATIONS", "VP_CONTINUOUS_LABEL_SCALE",
+           "ema_update"]

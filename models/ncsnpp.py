@@ -1,0 +1,225 @@
+"""NCSN++ / DDPM++: one configurable U-Net (Song et al. 2021, App. H), and DDPM's U-Net (Ho et al. 2020).
+
+Structure and parameter counts follow score_sde's ``models/ncsnpp.py`` and ``models/ddpm.py``
+(checked in tests/test_models.py against the reference's counts for every CIFAR-10 configuration);
+the code is written for Flax linen, NHWC. The networks map (x [B, H, W, C], labels [B]) to an
+output shaped like x; turning that output into a score (dividing by sigma, by the marginal std,
+...) is ``models.get_score_fn``'s job, so the networks know nothing of the SDE.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from models import layers
+
+
+class NCSNpp(nn.Module):
+  """NCSN++ (``resblock_type="biggan"``, FIR, Fourier) and DDPM++ (``fir=False``, positional) in one class.
+
+  Attributes (score_sde's ``config.model`` names):
+    nf: base width; the time embedding is 4 nf wide.
+    ch_mult: width multiplier per resolution (len = number of resolutions).
+    num_res_blocks: residual blocks per resolution (one more on the way up).
+    attn_resolutions: resolutions (image side in pixels) with self-attention.
+    dropout: dropout rate inside residual blocks (active with ``train=True``).
+    resamp_with_conv: up/down-sampling layers carry a 3x3 convolution (DDPM blocks).
+    fir, fir_kernel: FIR resampling and its 1-D kernel.
+    resblock_type: ``"biggan"`` (resampling inside residual blocks) or ``"ddpm"``.
+    progressive: output pyramid ``"none" | "output_skip" | "residual"``.
+    progressive_input: input pyramid ``"none" | "input_skip" | "residual"``.
+    progressive_combine: ``"sum" | "cat"`` for ``input_skip``.
+    embedding_type: ``"fourier"`` (labels are noise levels sigma; log sigma is embedded) or
+      ``"positional"`` (labels are time steps).
+    fourier_scale: std of the fixed Fourier frequencies.
+    conditional: condition on the labels at all.
+    skip_rescale: divide residual sums by sqrt 2.
+    init_scale: scale of the last layer of each block (0 -> 1e-10, so blocks start near identity).
+    nonlinearity: a name in ``layers.ACTIVATIONS``.
+    centered: inputs are already in [-1, 1]; otherwise [0, 1] inputs are mapped by 2x - 1.
+  """
+
+  nf: int = 128
+  ch_mult: Sequence[int] = (1, 2, 2, 2)
+  num_res_blocks: int = 4
+  attn_resolutions: Sequence[int] = (16,)
+  dropout: float = 0.1
+  resamp_with_conv: bool = True
+  fir: bool = True
+  fir_kernel: Sequence[int] = (1, 3, 3, 1)
+  resblock_type: str = "biggan"
+  progressive: str = "none"
+  progressive_input: str = "residual"
+  progressive_combine: str = "sum"
+  embedding_type: str = "fourier"
+  fourier_scale: float = 16.0
+  conditional: bool = True
+  skip_rescale: bool = True
+  init_scale: float = 0.0
+  nonlinearity: str = "swish"
+  centered: bool = False
+
+  CHOICES = {
+      "resblock_type": ("biggan", "ddpm"),
+      "progressive": ("none", "output_skip", "residual"),
+      "progressive_input": ("none", "input_skip", "residual"),
+      "progressive_combine": ("sum", "cat"),
+      "embedding_type": ("fourier", "positional"),
+      "nonlinearity": tuple(layers.ACTIVATIONS),
+  }
+
+  @nn.compact
+  def __call__(self, x, labels, train: bool = False):
+    act = layers.ACTIVATIONS[self.nonlinearity]
+    channels = x.shape[-1]
+    n_res = len(self.ch_mult)
+    root2 = math.sqrt(2.0)
+
+    def resblock(out_ch=None, up=False, down=False):
+      common = dict(act=act, out_ch=out_ch, dropout=self.dropout, skip_rescale=self.skip_rescale,
+                    init_scale=self.init_scale)
+      if self.resblock_type == "ddpm":
+        return layers.ResnetBlockDDPM(**common)
+      return layers.ResnetBlockBigGAN(up=up, down=down, fir=self.fir, fir_kernel=self.fir_kernel, **common)
+
+    def attn():
+      return layers.AttnBlock(skip_rescale=self.skip_rescale, init_scale=self.init_scale)
+
+    def head(out_ch, init_scale=1.0):
+      return lambda h: layers.conv3x3(out_ch, init_scale=init_scale)(act(layers.group_norm(h.shape[-1])(h)))
+
+    # Time / noise-level embedding.
+    if self.embedding_type == "fourier":
+      temb = layers.GaussianFourierProjection(self.nf, self.fourier_scale)(jnp.log(labels))
+    else:
+      temb = layers.timestep_embedding(labels, self.nf)
+    if self.conditional:
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(temb)
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(act(temb))
+    else:
+      temb = None
+
+    if not self.centered:
+      x = 2 * x - 1.0                                            # [0, 1] data to [-1, 1]
+
+    # Downsampling path.
+    pyramid_in = x if self.progressive_input != "none" else None
+    hs = [layers.conv3x3(self.nf)(x)]
+    for level in range(n_res):
+      for _ in range(self.num_res_blocks):
+        h = resblock(self.nf * self.ch_mult[level])(hs[-1], temb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn()(h)
+        hs.append(h)
+      if level != n_res - 1:
+        if self.resblock_type == "ddpm":
+          h = layers.Downsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel)(hs[-1])
+        else:
+          h = resblock(down=True)(hs[-1], temb, train)
+        if self.progressive_input == "input_skip":
+          pyramid_in = layers.Downsample(fir=self.fir, fir_kernel=self.fir_kernel)(pyramid_in)
+          h = layers.Combine(self.progressive_combine)(pyramid_in, h)
+        elif self.progressive_input == "residual":
+          pyramid_in = layers.Downsample(out_ch=h.shape[-1], with_conv=True, fir=self.fir,
+                                         fir_kernel=self.fir_kernel)(pyramid_in)
+          pyramid_in = (pyramid_in + h) / root2 if self.skip_rescale else pyramid_in + h
+          h = pyramid_in
+        hs.append(h)
+
+    # Middle.
+    h = resblock()(hs[-1], temb, train)
+    h = attn()(h)
+    h = resblock()(h, temb, train)
+
+    # Upsampling path.
+    pyramid = None
+    for level in reversed(range(n_res)):
+      for _ in range(self.num_res_blocks + 1):
+        h = resblock(self.nf * self.ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+      if h.shape[1] in self.attn_resolutions:
+        h = attn()(h)
+      if self.progressive == "output_skip":
+        out = head(channels, self.init_scale)(h)
+        pyramid = out if level == n_res - 1 else layers.Upsample(fir=self.fir, fir_kernel=self.fir_kernel)(pyramid) + out
+      elif self.progressive == "residual":
+        if level == n_res - 1:
+          pyramid = head(h.shape[-1])(h)
+        else:
+          pyramid = layers.Upsample(out_ch=h.shape[-1], with_conv=True, fir=self.fir,
+                                    fir_kernel=self.fir_kernel)(pyramid)
+          pyramid = (pyramid + h) / root2 if self.skip_rescale else pyramid + h
+          h = pyramid
+      if level != 0:
+        if self.resblock_type == "ddpm":
+          h = layers.Upsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel)(h)
+        else:
+          h = resblock(up=True)(h, temb, train)
+    assert not hs
+
+    if self.progressive == "output_skip":
+      return pyramid
+    return head(channels, self.init_scale)(h)
+
+
+class DDPM(nn.Module):
+  """DDPM's U-Net (Ho et al. 2020; score_sde ``models/ddpm.py``), the VP discrete baseline.
+
+  Attributes as ``NCSNpp`` (nf, ch_mult, num_res_blocks, attn_resolutions, dropout, resamp_with_conv,
+  conditional, nonlinearity, centered); labels are time steps, positionally embedded.
+
+  As in score_sde, attention on the way up comes once per resolution, after its residual blocks
+  (Ho et al.'s TF code attends after every up block): on CIFAR-10 that is 35,218,947 parameters,
+  two 256-channel attention blocks (2 x 263,680) fewer than the original DDPM.
+  """
+
+  nf: int = 128
+  ch_mult: Sequence[int] = (1, 2, 2, 2)
+  num_res_blocks: int = 2
+  attn_resolutions: Sequence[int] = (16,)
+  dropout: float = 0.1
+  resamp_with_conv: bool = True
+  conditional: bool = True
+  nonlinearity: str = "swish"
+  centered: bool = False
+
+  CHOICES = {"nonlinearity": tuple(layers.ACTIVATIONS)}
+
+  @nn.compact
+  def __call__(self, x, labels, train: bool = False):
+    act = layers.ACTIVATIONS[self.nonlinearity]
+    channels = x.shape[-1]
+    n_res = len(self.ch_mult)
+    resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=self.dropout)
+    attn = lambda: layers.AttnBlock()
+    temb = None
+    if self.conditional:
+      temb = layers.timestep_embedding(labels, self.nf)
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(temb)
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(act(temb))
+    h = x if self.centered else 2 * x - 1.0
+    hs = [layers.conv3x3(self.nf)(h)]
+    for level in range(n_res):
+      for _ in range(self.num_res_blocks):
+        h = resblock(self.nf * self.ch_mult[level])(hs[-1], temb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn()(h)
+        hs.append(h)
+      if level != n_res - 1:
+        hs.append(layers.Downsample(with_conv=self.resamp_with_conv)(hs[-1]))
+    h = resblock()(hs[-1], temb, train)
+    h = attn()(h)
+    h = resblock()(h, temb, train)
+    for level in reversed(range(n_res)):
+      for _ in range(self.num_res_blocks + 1):
+        h = resblock(self.nf * self.ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+      if h.shape[1] in self.attn_resolutions:
+        h = attn()(h)
+      if level != 0:
+        h = layers.Upsample(with_conv=self.resamp_with_conv)(h)
+    assert not hs
+    h = act(layers.group_norm(h.shape[-1])(h))
+    return layers.conv3x3(channels, init_scale=0.0)(h)

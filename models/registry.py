@@ -1,0 +1,111 @@
+"""The model registry and the one place a ConfigDict becomes typed network hyperparameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.mlp import MLP
+from models.ncsnpp import DDPM, NCSNpp
+
+MODELS: dict[str, type[nn.Module]] = {"ncsnpp": NCSNpp, "ddpm": DDPM, "mlp": MLP}
+_FROM_DATA = {"centered"}                    # fields read from config.data rather than config.model
+
+
+def _coerce(cls_name: str, field: dataclasses.Field, value: Any):
+  """Converts a ConfigDict value to the field's declared type, or raises naming the field."""
+  kind, default = field.type, field.default
+  where = f"{'data' if field.name in _FROM_DATA else 'model'}.{field.name}"
+  try:
+    if isinstance(default, bool):
+      if not isinstance(value, bool):
+        raise TypeError
+      return value
+    if isinstance(default, int):
+      if isinstance(value, bool) or int(value) != value:
+        raise TypeError
+      return int(value)
+    if isinstance(default, float):
+      if isinstance(value, bool):
+        raise TypeError
+      return float(value)
+    if isinstance(default, str):
+      if not isinstance(value, str):
+        raise TypeError
+      return value.lower()
+    if isinstance(default, tuple):
+      return tuple(int(v) for v in value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{where} must be like {default!r} ({kind}) for model {cls_name}, got {value!r}") from None
+  return value
+
+
+def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[str, Any]:
+  """Typed keyword arguments for ``cls`` from config.model (and config.data.centered).
+
+  Every attribute of ``cls`` must be present in the config; values are type-checked and choice
+  fields validated. Fields of config.model the network does not use (SDE parameters, EMA rate...)
+  are ignored.
+
+  Raises:
+    ValueError: a missing field, a value of the wrong type, or an invalid choice (all named).
+  """
+  kwargs = {}
+  for field in dataclasses.fields(cls):
+    if field.name in ("parent", "name"):
+      continue
+    source = data_config if field.name in _FROM_DATA else model_config
+    prefix = "data" if field.name in _FROM_DATA else "model"
+    if source is None or field.name not in source:
+      raise ValueError(f"{prefix}.{field.name} is missing: model {cls.__name__} needs it (default {field.default!r})")
+    value = _coerce(cls.__name__, field, source[field.name])
+    choices = getattr(cls, "CHOICES", {}).get(field.name)
+    if choices is not None and value not in choices:
+      raise ValueError(f"{prefix}.{field.name} must be one of {list(choices)}, got {value!r}")
+    kwargs[field.name] = value
+  return kwargs
+
+
+def get_model(config) -> nn.Module:
+  """The network named by ``config.model.name``, built from typed hyperparameters.
+
+  Raises:
+    ValueError: an unknown name (the valid ones are listed) or a bad hyperparameter.
+  """
+  name = str(config.model.name).lower()
+  if name not in MODELS:
+    raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {config.model.name!r}")
+  cls = MODELS[name]
+  return cls(**model_kwargs(cls, config.model, config.get("data")))
+
+
+def init_params(model: nn.Module, key: jax.Array, shape) -> dict:
+  """Initial parameters of ``model`` for inputs of ``shape`` [B, ...] (labels are ones), built in one
+  compiled program (eager initialisation compiles every layer's operations one by one)."""
+  shape = tuple(shape)
+
+  @jax.jit
+  def init(key):
+    return model.init({"params": key, "dropout": key}, jnp.zeros(shape), jnp.ones(shape[:1]))["params"]
+
+  return init(key)
+
+
+def count_params(model: nn.Module, shape) -> int:
+  """The number of parameters for inputs of ``shape``, from ``jax.eval_shape`` (nothing allocated)."""
+  shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0), shape))
+  return sum(math.prod(v.shape) for v in jax.tree.leaves(shapes))
+
+
+def make_apply_fn(model: nn.Module) -> Callable:
+  """``apply_fn(params, x, labels, train=False, rngs=None) -> [like x]``, a pure function."""
+
+  def apply_fn(params, x, labels, train: bool = False, rngs=None):
+    return model.apply({"params": params}, x, labels, train=train, rngs=rngs)
+
+  return apply_fn

@@ -1,0 +1,195 @@
+"""Score networks: faithful to score_sde's parameter counts, wired correctly, parameterised exactly."""
+
+import importlib
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+import sde_lib
+from datasets import GaussianMixture
+from models import fir, layers
+from tests.conftest import SDE_IDS, all_sdes
+
+REFERENCE_COUNTS = {          # parameters of score_sde's networks on 32x32x3 (../shared/reference_configs.md)
+    "configs.ve.cifar10": 62_758_915,
+    "configs.ve.cifar10_deep": 107_587_075,
+    "configs.ve.cifar10_discrete": 62_693_251,
+    "configs.vp.cifar10": 61_804_419,
+    "configs.vp.cifar10_deep": 106_632_579,
+    "configs.subvp.cifar10": 61_804_419,
+    "configs.subvp.cifar10_deep": 106_632_579,
+}
+FOURIER_FIXED = 128           # of which the fixed Fourier frequencies W (not trained) for the Fourier configs
+
+
+def _config(name):
+  return importlib.import_module(name).get_config()
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_COUNTS))
+def test_parameter_counts_equal_the_reference(name):
+  config = _config(name)
+  model = models.get_model(config)
+  assert models.count_params(model, (1, 32, 32, 3)) == REFERENCE_COUNTS[name]
+  shapes = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), (1, 32, 32, 3)))
+  fixed = sum(v.size for k, v in jax.tree_util.tree_leaves_with_path(shapes) if "GaussianFourierProjection" in str(k))
+  assert fixed == (FOURIER_FIXED if config.model.embedding_type == "fourier" else 0)
+
+
+def _small(config, **overrides):
+  """The configuration at reduced width and depth (CPU-friendly), the same topology: two resolutions
+  keep every down/up path, pyramid and combine, and 16x16 inputs keep attention at 16."""
+  config.model.nf = 16
+  config.model.ch_mult = (1, 2)
+  config.model.num_res_blocks = 1
+  for k, v in overrides.items():
+    config.model[k] = v
+  return config
+
+
+VARIANTS = {
+    "ncsnpp_ve": ("configs.ve.cifar10", {}),
+    "ddpmpp_vp": ("configs.vp.cifar10", {}),
+    "ncsnpp_discrete": ("configs.ve.cifar10_discrete", {}),
+    "output_skip_cat": ("configs.ve.cifar10", dict(progressive="output_skip", progressive_input="input_skip",
+                                                   progressive_combine="cat")),
+    "output_residual_ddpm_blocks": ("configs.ve.cifar10", dict(progressive="residual", resblock_type="ddpm")),
+    "ddpm": ("configs.vp.cifar10", dict(name="ddpm")),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_shape_zero_init_and_time_conditioning(variant, key):
+  """Output shaped like the input; with init_scale = 0 the last layers start at zero (so does the
+  output); once the weights move, the output depends on the labels (conditioning is wired)."""
+  name, overrides = VARIANTS[variant]
+  model = models.get_model(_small(_config(name), **overrides))
+  x = jax.random.uniform(key, (2, 16, 16, 3))
+
+  @jax.jit
+  def run(key):
+    params = model.init({"params": key}, x, jnp.ones(2))["params"]
+    at_init = model.apply({"params": params}, x, jnp.array([0.5, 3.0]))
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    moved = unravel(flat + 0.05 * jax.random.normal(jax.random.fold_in(key, 1), flat.shape))
+    both = model.apply({"params": moved}, jnp.concatenate([x, x]), jnp.array([0.5, 0.5, 20.0, 20.0]))
+    return at_init, both[:2], both[2:]
+
+  at_init, out1, out2 = run(key)
+  assert at_init.shape == out1.shape == x.shape and np.all(np.isfinite(out1))
+  assert float(jnp.max(jnp.abs(at_init))) < 1e-3                  # init_scale 0 -> 1e-10 last layers
+  assert float(jnp.max(jnp.abs(out1))) > 1e-2                     # ... and not because the net is dead
+  assert float(jnp.max(jnp.abs(out1 - out2))) > 1e-4              # the labels reach the output
+
+
+def test_digits_sized_unet_and_mlp(key):
+  config = _config("configs.vp.cifar10")
+  config.model.update(nf=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(4,))
+  model = models.get_model(config)
+  n = models.count_params(model, (1, 8, 8, 1))
+  assert 2e5 < n < 2e6                                                 # a few hundred thousand for 8x8 digits
+  mlp = models.MLP(hidden=64, depth=2)
+  x = jax.random.normal(key, (5, 3))
+  params = models.init_params(mlp, key, x.shape)
+  assert models.make_apply_fn(mlp)(params, x, jnp.arange(5.0)).shape == (5, 3)
+
+
+def test_fir_up_then_down_preserves_a_constant_image():
+  x = jnp.full((1, 12, 12, 2), 3.7)
+  y = fir.downsample_2d(fir.upsample_2d(x))
+  assert y.shape == x.shape
+  np.testing.assert_allclose(y[:, 1:-1, 1:-1], 3.7, rtol=1e-6)          # borders see the zero padding
+  np.testing.assert_allclose(fir.upsample_2d(x)[:, 2:-2, 2:-2], 3.7, rtol=1e-6)
+  np.testing.assert_allclose(fir.naive_downsample_2d(fir.naive_upsample_2d(x)), x)
+
+
+def test_attention_is_permutation_equivariant(key):
+  block = layers.AttnBlock(init_scale=1.0)
+  x = jax.random.normal(key, (2, 4, 4, 8))
+  params = block.init(key, x)
+  perm = jax.random.permutation(jax.random.key(5), 16)
+  permute = lambda v: v.reshape(2, 16, 8)[:, perm].reshape(2, 4, 4, 8)
+  np.testing.assert_allclose(block.apply(params, permute(x)), permute(block.apply(params, x)), rtol=1e-5, atol=1e-5)
+
+
+def test_ema_matches_its_closed_form():
+  ema, p, rate = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([3.0, 5.0])}, 0.9
+  for _ in range(7):
+    ema = models.ema_update(ema, p, rate)
+  expected = rate**7 * np.array([1.0, -2.0]) + (1 - rate**7) * np.array([3.0, 5.0])
+  np.testing.assert_allclose(ema["w"], expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="ema rate"):
+    models.ema_update(ema, p, 1.5)
+
+
+# ------------------------------------------------------------------------- score parameterisations
+def _recording_apply(output_fn):
+  """A fake network whose output is output_fn(x, labels), so the score has a closed form."""
+  return lambda params, x, labels, train=False, rngs=None: output_fn(x, labels)
+
+
+@pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+@pytest.mark.parametrize("continuous", [True, False])
+def test_reference_parameterisation(sde, continuous, key):
+  x = jax.random.normal(key, (6, 3))
+  t = jnp.linspace(0.1, 0.9, 6)
+  a, s = sde.marginal_coefs(t) if continuous else sde.discrete_marginal(t)
+  labels = (sde.sigma(t) if sde.variance_exploding else 999.0 * t) if continuous else jnp.round(999 * t)
+  seen = {}
+
+  def out(x, lab):
+    seen["labels"] = lab
+    return x + 1.0
+
+  score = models.get_score_fn(sde, _recording_apply(out), None, continuous=continuous, scale_by_sigma=True)(x, t)
+  np.testing.assert_allclose(seen["labels"], labels, rtol=1e-5)
+  if sde.variance_exploding:
+    np.testing.assert_allclose(score, (x + 1) / s[:, None], rtol=1e-5)      # the network predicts the score
+  else:
+    np.testing.assert_allclose(score, -(x + 1) / s[:, None], rtol=1e-5)     # it predicts the noise
+
+
+@pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+def test_epsilon_parameterisation(sde, key):
+  """eps-hat = z gives score -z / s(t)."""
+  x, z = jax.random.normal(key, (2, 6, 3))
+  t = jnp.linspace(0.1, 0.9, 6)
+  score = models.get_score_fn(sde, _recording_apply(lambda x_, lab: z), None, parameterization="epsilon")(x, t)
+  np.testing.assert_allclose(score, -z / sde.marginal_coefs(t)[1][:, None], rtol=1e-5)
+
+
+@pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+def test_edm_preconditioning_is_exact_for_gaussian_data(sde, key):
+  """With F = 0, D = c_skip x_hat is the exact denoiser of N(0, sigma_data^2) data, so the score is exact."""
+  sigma_data = 0.7
+  gaussian = GaussianMixture([1.0], [[0.0, 0.0]], [[sigma_data**2, sigma_data**2]])
+  x = jax.random.normal(key, (6, 2)) * 2
+  t = jnp.linspace(0.05, 0.95, 6)
+  zero_net = _recording_apply(lambda x_, lab: jnp.zeros_like(x_))
+  score = models.get_score_fn(sde, zero_net, None, parameterization="edm", sigma_data=sigma_data)(x, t)
+  np.testing.assert_allclose(score, gaussian.score_t(x, t, sde), rtol=1e-4, atol=1e-6)
+
+
+def test_model_registry_errors():
+  config = _config("configs.ve.cifar10")
+  config.model.name = "unet3d"
+  with pytest.raises(ValueError, match=r"model.name must be one of \['ddpm', 'mlp', 'ncsnpp'\]"):
+    models.get_model(config)
+  config = _config("configs.ve.cifar10")
+  config.model.resblock_type = "resnext"
+  with pytest.raises(ValueError, match=r"model.resblock_type must be one of \['biggan', 'ddpm'\]"):
+    models.get_model(config)
+  # ConfigDict itself refuses 2.5 for an int field; a plain mapping (a hand-built or JSON config) does not.
+  fields = dict(_config("configs.ve.cifar10").model, num_res_blocks=2.5)
+  with pytest.raises(ValueError, match="model.num_res_blocks must be like 4"):
+    models.model_kwargs(models.NCSNpp, fields, {"centered": False})
+  config = _config("configs.ve.cifar10")
+  del config.model["fir_kernel"]
+  with pytest.raises(ValueError, match="model.fir_kernel is missing"):
+    models.get_model(config)
+  with pytest.raises(ValueError, match="parameterization must be one of"):
+    models.get_score_fn(sde_lib.VPSDE(), None, None, parameterization="v")
