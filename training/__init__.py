@@ -1,0 +1,1 @@
+"""Running the library: train state, sharded steps, checkpoints, logging, and the train/eval/sample modes."""

@@ -1,0 +1,34 @@
+"""Sample grids as PNG."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+
+def to_unit_range(x: np.ndarray, centered: bool) -> np.ndarray:
+  """Model-space images ([-1, 1] if centered, else [0, 1]) to [0, 1], clipped."""
+  x = np.asarray(x, np.float32)
+  return np.clip((x + 1.0) / 2.0 if centered else x, 0.0, 1.0)
+
+
+def save_grid(images: np.ndarray, path: str, *, scale: int = 1) -> str:
+  """Tiles images [N, H, W, C] in [0, 1] into a near-square grid PNG (1 px gaps); returns the path."""
+  from PIL import Image
+
+  n, h, w, c = images.shape
+  cols = int(math.ceil(math.sqrt(n)))
+  rows = int(math.ceil(n / cols))
+  grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
+  for i, img in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = img
+  pixels = np.round(grid * 255).astype(np.uint8)
+  picture = Image.fromarray(pixels.squeeze(-1) if c == 1 else pixels)
+  if scale > 1:
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  picture.save(path)
+  return path

@@ -1,0 +1,91 @@
+"""The training step: loss, gradient, Adam, EMA; several steps per call with lax.scan; sharded.
+
+Parallelism lives here only: one jitted function over a 1-D ``data`` mesh of all devices, the batch
+sharded along it and the state replicated (jax.sharding; multi-host after jax.distributed.initialize).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import models
+import sde_lib
+from training.state import TrainState
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh named ``data`` over every device JAX sees (all hosts)."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ValueError(f"training.batch_size must be divisible by the number of devices ({n}), got {batch_size}")
+
+
+def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.GradientTransformation, *,
+                    ema_rate: float, continuous: bool = True, reduce_mean: bool = False,
+                    likelihood_weighting: bool = False, eps: float = 1e-5, parameterization: str = "reference",
+                    scale_by_sigma: bool = False, train: bool = True) -> Callable:
+  """``step_fn(state, batches [S, B, ...], base_key) -> (state, {"loss": [S], "grad_norm": [S]})``.
+
+  Step k of the run uses the key fold_in(base_key, k) (k = state.step), so a resumed run repeats
+  exactly what an uninterrupted one would do. ``train=False`` gives the evaluation loss (no
+  update, dropout off, EMA parameters): ``(state, batches, key) -> {"loss": [S]}``.
+  """
+  loss_fn = sde_lib.get_loss_fn(sde, continuous=continuous, reduce_mean=reduce_mean,
+                                likelihood_weighting=likelihood_weighting, eps=eps)
+
+  def objective(params, batch, key, dropout: bool):
+    loss_key, dropout_key = jax.random.split(key)
+    score_fn = models.get_score_fn(sde, apply_fn, params, continuous=continuous, parameterization=parameterization,
+                                   scale_by_sigma=scale_by_sigma, train=dropout, rngs={"dropout": dropout_key})
+    return loss_fn(loss_key, score_fn, batch)
+
+  def one_step(state: TrainState, batch, base_key):
+    key = jax.random.fold_in(base_key, state.step)
+    loss, grads = jax.value_and_grad(objective)(state.params, batch, key, True)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = models.ema_update(state.ema_params, params, ema_rate)
+    new = TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+    return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+  def train_fn(state, batches, base_key):
+    if batches.shape[0] == 1:
+      # No loop for one step: on XLA:CPU (jax 0.10) a backward pass inside a loop body runs ~13x slower
+      # (measured on the digits U-Net); on accelerators several steps per call amortise the dispatch.
+      state, metrics = one_step(state, batches[0], base_key)
+      return state, jax.tree.map(lambda v: v[None], metrics)
+    return jax.lax.scan(lambda s, b: one_step(s, b, base_key), state, batches)
+
+  def eval_fn(state, batches, base_key):
+    keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.arange(batches.shape[0]))
+    return {"loss": jax.vmap(lambda b, k: objective(state.ema_params, b, k, False))(batches, keys)}
+
+  return train_fn if train else eval_fn
+
+
+def shard_step(step_fn: Callable, mesh: Mesh, *, train: bool = True) -> Callable:
+  """jit ``step_fn`` over the mesh: batches [S, B, ...] sharded on B, state and key replicated."""
+  replicated = NamedSharding(mesh, P())
+  batch = NamedSharding(mesh, P(None, "data"))
+  if train:
+    return jax.jit(step_fn, in_shardings=(replicated, batch, replicated), out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+  return jax.jit(step_fn, in_shardings=(replicated, batch, replicated), out_shardings=replicated)
+
+
+def put_batches(batches: np.ndarray, mesh: Mesh) -> jax.Array:
+  """Places host batches [S, B, ...] on the mesh, B sharded (this process's share on multi-host)."""
+  sharding = NamedSharding(mesh, P(None, "data"))
+  if jax.process_count() == 1:
+    return jax.device_put(batches, sharding)
+  return jax.make_array_from_process_local_data(sharding, batches)

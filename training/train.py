@@ -1,0 +1,194 @@
+"""``--mode train``: the training loop (score_sde's run_lib.train, split into small pieces)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+import models
+import sde_lib
+from datasets.images import get_dataset
+from training import step as step_lib
+from training.checkpoint import Checkpointer
+from training.images import save_grid, to_unit_range
+from training.sampling import get_sampler_from_config
+from training.state import TrainState, create_train_state, get_optimizer, learning_rate_schedule
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or infinite loss; the message names the step."""
+
+
+@dataclasses.dataclass
+class Setup:
+  """What every mode builds from a config: SDE, network, optimizer, mesh, shapes, keys."""
+
+  sde: sde_lib.SDE
+  model: object
+  apply_fn: Callable
+  optimizer: object
+  mesh: object
+  image_shape: tuple
+  init_key: jax.Array
+  step_key: jax.Array
+  sample_key: jax.Array
+
+  def score_fn(self, config, params, *, train: bool = False, rngs=None):
+    return models.get_score_fn(self.sde, self.apply_fn, params, continuous=config.training.continuous,
+                               parameterization=config.model.get("parameterization", "reference"),
+                               scale_by_sigma=bool(config.model.get("scale_by_sigma", False)), train=train, rngs=rngs)
+
+  def state_template(self) -> TrainState:
+    """A state of the right structure (for restoring), built without running the network."""
+    return jax.eval_shape(lambda: create_train_state(self.model, self.optimizer, self.init_key, (1,) + self.image_shape))
+
+
+def setup(config) -> Setup:
+  """Builds the run's pieces; every bad field raises a ValueError naming it."""
+  sde = sde_lib.get_sde(config)
+  model = models.get_model(config)
+  mesh = step_lib.make_mesh()
+  step_lib.check_batch_size(int(config.training.batch_size), mesh)
+  base = jax.random.key(int(config.seed))
+  shape = (int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
+  return Setup(sde, model, models.make_apply_fn(model), get_optimizer(config.optim), mesh, shape,
+               jax.random.fold_in(base, 0), jax.random.fold_in(base, 1), jax.random.fold_in(base, 2))
+
+
+def restore_or_create(run: Setup, checkpointer: Checkpointer) -> TrainState:
+  replicated = NamedSharding(run.mesh, P())
+  restored = checkpointer.restore_latest(run.state_template())
+  if restored is None:
+    state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.image_shape)
+  else:
+    state = restored
+  return jax.device_put(state, replicated)
+
+
+def make_sample_fn(config, run: Setup, n: int):
+  """jitted ``(key, params) -> (samples [n, H, W, C], nfe)`` with the configured sampler."""
+  sampler = get_sampler_from_config(config, run.sde, (n,) + run.image_shape)
+  return jax.jit(lambda key, params: sampler(key, run.score_fn(config, params)))
+
+
+def _crossed(prev: int, now: int, freq: int) -> bool:
+  return freq > 0 and prev // freq != now // freq
+
+
+def train(config, workdir: str) -> TrainState:
+  """Trains until config.training.n_iters, resuming from the newest loadable checkpoint in workdir.
+
+  Writes checkpoints (``checkpoints/``, ``checkpoints-meta/``), TensorBoard scalars
+  (``tensorboard/``: loss, eval_loss, lr, grad_norm, steps_per_s) and, at each snapshot, a PNG grid
+  of EMA samples (``samples/step_N.png``). Returns the final state.
+
+  Raises:
+    NonFiniteLossError: a NaN/inf loss; nothing after the last good checkpoint is written.
+  """
+  run = setup(config)
+  tc = config.training
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = Checkpointer(workdir)
+  state = restore_or_create(run, checkpointer)
+  start = int(state.step)
+  if start:
+    logging.info("resuming from step %d", start)
+  batch_size, per_call, n_iters = int(tc.batch_size), max(int(tc.get("steps_per_call", 1)), 1), int(tc.n_iters)
+  step_options = dict(ema_rate=float(config.model.ema_rate), continuous=tc.continuous, reduce_mean=tc.reduce_mean,
+                      likelihood_weighting=tc.likelihood_weighting, eps=float(tc.get("eps", 1e-5)),
+                      parameterization=config.model.get("parameterization", "reference"),
+                      scale_by_sigma=bool(config.model.get("scale_by_sigma", False)))
+  train_fn = step_lib.shard_step(step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, **step_options), run.mesh)
+  eval_fn = step_lib.shard_step(step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, train=False,
+                                                         **step_options), run.mesh, train=False)
+  train_data = get_dataset(config.data, "train", seed=int(config.seed))
+  eval_data = get_dataset(config.data, "test", seed=int(config.seed) + 1)
+  lr_at = learning_rate_schedule(config.optim.lr, int(config.optim.warmup))
+  writer = _writer(workdir)
+  sample_fn = make_sample_fn(config, run, int(tc.get("snapshot_samples", 64))) if tc.snapshot_sampling else None
+  process, n_proc = jax.process_index(), jax.process_count()
+
+  def host_batches(first: int, count: int, data) -> np.ndarray:
+    local = batch_size // n_proc
+    full = [data.batch(first + i, batch_size)[process * local:(process + 1) * local] for i in range(count)]
+    return np.stack(full)
+
+  bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
+  step, tick = start, time.perf_counter()
+  while step < n_iters:
+    count = min(per_call, n_iters - step)
+    state, metrics = train_fn(state, step_lib.put_batches(host_batches(step, count, train_data), run.mesh), run.step_key)
+    losses = np.asarray(metrics["loss"])
+    if not np.all(np.isfinite(losses)):
+      bad = step + int(np.argmin(np.isfinite(losses)))
+      checkpointer.close()
+      raise NonFiniteLossError(f"training loss is {losses[bad - step]} at step {bad}; stopped, the last "
+                               f"good checkpoint in {workdir} is kept")
+    prev, step = step, step + count
+    bar.update(count)
+    bar.set_postfix(loss=f"{losses[-1]:.4g}")
+    if _crossed(prev, step, int(tc.log_freq)):
+      now = time.perf_counter()
+      rate = (step - prev) / max(now - tick, 1e-9)
+      tick = now
+      _log(writer, step, loss=float(losses[-1]), lr=float(lr_at(step)),
+           grad_norm=float(np.asarray(metrics["grad_norm"])[-1]), steps_per_s=rate)
+    if _crossed(prev, step, int(tc.eval_freq)):
+      eval_loss = eval_fn(state, step_lib.put_batches(host_batches(step, 1, eval_data), run.mesh), run.step_key)
+      _log(writer, step, eval_loss=float(np.asarray(eval_loss["loss"])[0]))
+    if _crossed(prev, step, int(tc.snapshot_freq_for_preemption)):
+      checkpointer.save(step, state, snapshot=False)
+    if _crossed(prev, step, int(tc.snapshot_freq)) or step == n_iters:
+      checkpointer.save(step, state, snapshot=True)
+      if sample_fn is not None and process == 0:
+        x, nfe = sample_fn(jax.random.fold_in(run.sample_key, step), state.ema_params)
+        path = save_grid(to_unit_range(np.asarray(x), config.data.centered),
+                         os.path.join(workdir, "samples", f"step_{step}.png"), scale=4)
+        logging.info("step %d: %d EMA samples (NFE %d) in %s", step, x.shape[0], int(nfe), path)
+  bar.close()
+  checkpointer.close()
+  if writer is not None:
+    writer.close()
+  return state
+
+
+def _writer(workdir: str):
+  if jax.process_index() != 0:
+    return None
+  from tensorboardX import SummaryWriter
+
+  return SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+
+def _log(writer, step: int, **scalars) -> None:
+  logging.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in scalars.items()))
+  if writer is not None:
+    for k, v in scalars.items():
+      writer.add_scalar(k, v, step)
+    writer.flush()
+
+
+def evaluation_state(run: Setup, workdir: str, step: int | None = None) -> TrainState:
+  """The state of snapshot ``step`` (default: the newest loadable checkpoint of either kind)."""
+  checkpointer = Checkpointer(workdir)
+  try:
+    if step is None:
+      state = checkpointer.restore_latest(run.state_template())
+    else:
+      state = checkpointer.restore(step, run.state_template())
+  finally:
+    checkpointer.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {os.path.abspath(workdir)}: run --mode train first")
+  return state
+
+
+__all__ = ["train", "setup", "Setup", "NonFiniteLossError", "evaluation_state", "make_sample_fn"]
