@@ -56,7 +56,7 @@ def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.Gradi
     params = optax.apply_updates(state.params, updates)
     ema = models.ema_update(state.ema_params, params, ema_rate)
     new = TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
-    return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   def train_fn(state, batches, base_key):
     if batches.shape[0] == 1:

@@ -1,0 +1,76 @@
+"""Entry point: python main.py --config configs/ve/cifar10.py --workdir DIR --mode train|eval|sample
+
+Any config field can be overridden: --config.training.batch_size=64. Errors in the input (a bad
+flag, a missing config file, an unknown SDE/model/sampler/data set, a batch size the devices do not
+divide, a data set not on disk) end with one line naming the field and exit status 2.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+flags.DEFINE_string("eval_folder", "eval", "Folder under workdir for evaluation outputs.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host runs).")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse(argv):
+  try:
+    rest = FLAGS(argv)
+    config = FLAGS.config
+    if config is not None:
+      config.to_dict()                            # a failed load surfaces only when the config is read
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  except Exception as e:  # a missing file, or a config file that does not import
+    given = [a.split("=", 1)[1] if "=" in a else argv[i + 1] for i, a in enumerate(argv)
+             if a.split("=", 1)[0] == "--config" and ("=" in a or i + 1 < len(argv))]
+    path = given[-1] if given else "?"                # the last --config wins, as in absl
+    if isinstance(e, OSError):
+      _fail(f"--config: cannot load the config file {path!r} (missing, or it does not import)")
+    if isinstance(e, (AttributeError, KeyError)):
+      _fail(f"--config: no field {str(e).strip(chr(34))} in the config: overrides must name existing fields")
+    _fail(f"--config: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+  if config is None:
+    _fail("--config is required (e.g. --config configs/ve/digits.py)")
+  if not FLAGS.workdir:
+    _fail("--workdir is required")
+  return rest
+
+
+def main(argv):
+  del argv
+  import jax
+
+  from datasets.images import DatasetNotFoundError
+  from training.train import NonFiniteLossError
+
+  if FLAGS.multihost:
+    jax.distributed.initialize()
+  logging.getLogger().setLevel(logging.INFO)
+  try:
+    if FLAGS.mode == "train":
+      from training.train import train
+      train(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == "eval":
+      from training.evaluate import evaluate
+      evaluate(FLAGS.config, FLAGS.workdir, FLAGS.eval_folder)
+    else:
+      from training.evaluate import sample
+      sample(FLAGS.config, FLAGS.workdir)
+  except (ValueError, DatasetNotFoundError, OSError, NonFiniteLossError) as e:
+    _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse)

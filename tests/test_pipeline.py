@@ -1,0 +1,209 @@
+"""The train / eval pipeline: data, steps, resumption, sharding, checkpoints, the command line, FID."""
+
+import importlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import sde_lib
+from datasets.images import get_dataset
+from evaluation import feature_statistics, frechet_distance, kernel_distance
+from training import step as step_lib
+from training.checkpoint import Checkpointer
+from training.train import setup, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(nf=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=())
+
+
+def tiny_config(name="configs.vp.digits", **training):
+  config = importlib.import_module(name).get_config()
+  config.model.update(TINY)
+  config.training.update(dict(batch_size=16, n_iters=2, snapshot_freq=2, snapshot_freq_for_preemption=1,
+                              log_freq=1, eval_freq=1, snapshot_sampling=False), **training)
+  return config
+
+
+def tiny_flags(workdir, n_iters, config="configs/vp/digits.py"):
+  flags = [f"--config={config}", f"--workdir={workdir}", f"--config.training.n_iters={n_iters}",
+           "--config.training.batch_size=16", "--config.training.snapshot_freq=2",
+           "--config.training.snapshot_freq_for_preemption=1", "--config.training.snapshot_sampling=False",
+           "--config.model.nf=8", "--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1",
+           "--config.model.attn_resolutions=()"]
+  return flags
+
+
+def run_main(args, devices=1):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+# ------------------------------------------------------------------------------------------ data
+def test_batches_are_a_pure_function_of_the_step():
+  config = tiny_config()
+  data = get_dataset(config.data, "train", seed=3)
+  assert len(data) == 1500
+  a, b = data.batch(7, 16), data.batch(7, 16)
+  np.testing.assert_array_equal(a, b)
+  assert a.shape == (16, 8, 8, 1) and a.min() >= -1 and a.max() <= 1          # centred digits
+  epoch = np.concatenate([data.indices(s, 100) for s in range(15)])           # one epoch = a permutation
+  np.testing.assert_array_equal(np.sort(epoch), np.arange(1500))
+  test = get_dataset(config.data, "test", evaluation=True)
+  x = next(test.epoch_batches(297))
+  assert len(x) == 297 and not np.allclose(x * 127.5 + 127.5, np.round(x * 127.5 + 127.5))   # dequantised
+
+
+def test_mock_cifar10_pipeline(tmp_path):
+  config = tiny_config("configs.vp.cifar10")
+  with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
+    data = get_dataset(config.data, "train")
+    x = data.batch(0, 4)
+    assert x.shape == (4, 32, 32, 3) and x.min() >= -1 and x.max() <= 1
+    state = train(config, str(tmp_path))
+  assert int(state.step) == 2
+  assert Checkpointer(str(tmp_path)).snapshot_steps() == [2]
+
+
+# ------------------------------------------------------------------------------------------ steps
+@pytest.mark.parametrize("name", ["configs.ve.digits", "configs.vp.digits", "configs.subvp.digits"])
+def test_training_on_digits_lowers_the_loss(name):
+  config = tiny_config(name)
+  config.optim.update(lr=3e-3, warmup=0)
+  run = setup(config)
+  data = get_dataset(config.data, "train")
+  fn = step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, ema_rate=0.9, reduce_mean=True,
+                                scale_by_sigma=bool(config.model.scale_by_sigma))
+  step = jax.jit(fn)
+  from training.state import create_train_state
+  state = create_train_state(run.model, run.optimizer, run.init_key, (1, 8, 8, 1))
+  fixed = jnp.asarray(data.batch(0, 256))
+  loss_fn = sde_lib.get_loss_fn(run.sde, reduce_mean=True)
+  probe = lambda params: float(loss_fn(jax.random.key(5), run.score_fn(config, params), fixed))
+  before = probe(state.params)
+  for k in range(40):
+    state, metrics = step(state, jnp.asarray(data.batch(k, 64))[None], run.step_key)
+    assert np.all(np.isfinite(np.asarray(metrics["loss"])))
+  assert probe(state.params) < 0.8 * before
+
+
+def test_sharded_step_equals_single_device_step():
+  """Four CPU devices: the batch-sharded step gives the single-device loss and parameters."""
+  script = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh
+from tests.test_pipeline import tiny_config
+from training import step as step_lib
+from training.train import setup
+from training.state import create_train_state
+from datasets.images import get_dataset
+assert len(jax.devices()) == 4
+config = tiny_config()
+run = setup(config)
+fn = step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, ema_rate=0.999, reduce_mean=True)
+batch = get_dataset(config.data, 'train').batch(0, 16)[None]
+out = []
+for devices in (jax.devices()[:1], jax.devices()):
+  mesh = Mesh(np.asarray(devices), ('data',))
+  state = jax.device_put(create_train_state(run.model, run.optimizer, run.init_key, (1, 8, 8, 1)),
+                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  state, metrics = step_lib.shard_step(fn, mesh)(state, step_lib.put_batches(batch, mesh), run.step_key)
+  out.append((float(metrics['loss'][0]), np.asarray(jax.flatten_util.ravel_pytree(state.params)[0])))
+import jax.flatten_util
+print('LOSSDIFF', abs(out[0][0] - out[1][0]), 'PARAMDIFF', float(np.max(np.abs(out[0][1] - out[1][1]))))
+"""
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  result = subprocess.run([sys.executable, "-c", "import jax.flatten_util\n" + script], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = next(l for l in result.stdout.splitlines() if l.startswith("LOSSDIFF"))
+  loss_diff, param_diff = float(line.split()[1]), float(line.split()[3])
+  assert loss_diff <= 1e-6 and param_diff <= 1e-6, line
+
+
+# -------------------------------------------------------------------------------- checkpoints
+def _final_state(workdir):
+  run = setup(tiny_config())
+  checkpointer = Checkpointer(workdir)
+  state = checkpointer.restore_latest(run.state_template())
+  checkpointer.close()
+  return state
+
+
+def test_resumed_run_is_bit_identical(tmp_path):
+  """4 steps uninterrupted == 2 steps, a fresh process, 2 more steps (params, EMA, optimizer, step)."""
+  whole, halves = str(tmp_path / "whole"), str(tmp_path / "halves")
+  for workdir, stops in ((whole, [4]), (halves, [2, 4])):
+    for n in stops:
+      result = run_main(tiny_flags(workdir, n))
+      assert result.returncode == 0, result.stderr[-2000:]
+  a, b = _final_state(whole), _final_state(halves)
+  assert int(a.step) == int(b.step) == 4
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_corrupted_newest_checkpoint_is_skipped(tmp_path, caplog):
+  config = tiny_config(n_iters=4)
+  train(config, str(tmp_path))
+  checkpointer = Checkpointer(str(tmp_path))
+  assert checkpointer.snapshot_steps() == [2, 4]
+  checkpointer.close()
+  for kind in ("checkpoints", "checkpoints-meta"):                  # damage every copy of step 4
+    for root, _, files in os.walk(tmp_path / kind / "4"):
+      for f in files:
+        with open(os.path.join(root, f), "wb") as handle:
+          handle.write(b"\0garbage")
+  with caplog.at_level(logging.WARNING):
+    state = _final_state(str(tmp_path))
+  assert int(state.step) == 2
+  assert "step 4, which does not load" in caplog.text
+
+
+# ----------------------------------------------------------------------------- command line
+@pytest.mark.parametrize("extra, devices, match", [
+    (["--mode=dance"], 1, "flag --mode=dance"),
+    (["--config=configs/absent.py"], 1, "cannot load the config file 'configs/absent.py'"),
+    (["--config.training.sde=edm"], 1, "training.sde must be one of"),
+    (["--config.model.name=unet3d"], 1, "model.name must be one of"),
+    (["--config.sampling.method=magic", "--config.training.snapshot_sampling=True"], 1, "sampling.method must be one of"),
+    (["--config.data.dataset=MNIST"], 1, "data.dataset must be one of"),
+    (["--config.training.batch_size=6"], 4, r"training.batch_size must be divisible by the number of devices \(4\)"),
+    (["--config.training.nonexistent=1"], 1, "nonexistent"),
+])
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, extra, devices, match):
+  import re
+  result = run_main(tiny_flags(str(tmp_path), 1) + extra, devices=devices)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and re.search(match, lines[0]), result.stderr[-1000:]
+  assert "Traceback" not in result.stderr
+
+
+def test_missing_dataset_names_the_directory(tmp_path):
+  result = run_main(tiny_flags(str(tmp_path), 1, "configs/vp/cifar10.py") + [f"--config.data.data_dir={tmp_path}/tfds"])
+  assert result.returncode == 2
+  assert f"not prepared in {tmp_path}/tfds" in result.stderr and "tfds build cifar10" in result.stderr
+
+
+# ------------------------------------------------------------------------------------ metrics
+def test_frechet_and_kernel_distances_have_their_closed_forms():
+  rng = np.random.default_rng(0)
+  f = rng.normal(size=(4000, 6))
+  assert abs(frechet_distance(*feature_statistics(f), *feature_statistics(f))) < 1e-6
+  shift = np.array([1.0, -2.0, 0, 0, 0.5, 0])
+  assert abs(frechet_distance(*feature_statistics(f), *feature_statistics(f + shift)) - shift @ shift) < 1e-6
+  # Gaussians with covariances I and 4 I: trace(I + 4I - 2 * 2I) = d.
+  mu = np.zeros(6)
+  assert abs(frechet_distance(mu, np.eye(6), mu, 4 * np.eye(6)) - 6.0) < 1e-9
+  assert abs(kernel_distance(f[:2000], f[2000:])) < 0.05
+  assert kernel_distance(f[:2000], f[2000:] + shift) > 0.5
