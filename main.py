@@ -58,6 +58,7 @@ def main(argv):
   if FLAGS.multihost:
     jax.distributed.initialize()
   logging.getLogger().setLevel(logging.INFO)
+  logging.getLogger("absl").setLevel(logging.WARNING)     # orbax's per-file INFO lines drown the run's own
   try:
     if FLAGS.mode == "train":
       from training.train import train
