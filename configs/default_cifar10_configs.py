@@ -44,6 +44,7 @@ def get_default_configs():
   evaluate.enable_loss = True
   evaluate.enable_bpd = False
   evaluate.bpd_dataset = "test"
+  evaluate.bpd_max_examples = 0              # 0: the whole test split
   evaluate.inception_path = ""               # local Inception-v3 weights for FID/KID (none can be downloaded)
 
   config.data = data = ml_collections.ConfigDict()

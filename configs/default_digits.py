@@ -4,6 +4,7 @@ Trains to recognisable digits in minutes on two CPU cores (benchmarks/digits.py 
 """
 
 from configs.default_cifar10_configs import get_default_configs
+from configs.ncsnpp_fields import set_ncsnpp
 
 
 def get_digits_config(sde: str):
@@ -27,33 +28,15 @@ def get_digits_config(sde: str):
   data.centered = True
   data.random_flip = False                   # digits are not mirror-symmetric
 
-  model = config.model
-  model.name = "ncsnpp"
-  model.nf = 16
+  model = set_ncsnpp(config.model, fir=False, progressive_input="none",
+                     embedding_type="fourier" if sde == "vesde" else "positional",
+                     scale_by_sigma=sde == "vesde", ema_rate=0.999, num_res_blocks=2)
+  model.nf = 16                              # ~260k parameters at 8x8: trains in minutes on 2 CPU cores
   model.ch_mult = (1, 2)
-  model.num_res_blocks = 2
   model.attn_resolutions = (4,)
-  model.resamp_with_conv = True
-  model.conditional = True
-  model.fir = False
-  model.fir_kernel = (1, 3, 3, 1)
-  model.skip_rescale = True
-  model.resblock_type = "biggan"
-  model.progressive = "none"
-  model.progressive_input = "none"
-  model.progressive_combine = "sum"
-  model.fourier_scale = 16.0
-  model.init_scale = 0.0
-  model.nonlinearity = "swish"
   model.dropout = 0.0
-  model.ema_rate = 0.999
   if sde == "vesde":
-    model.embedding_type = "fourier"
-    model.scale_by_sigma = True
     model.sigma_max = 10.0                   # the largest pairwise distance between digits is ~8 on [-1, 1]
-  else:
-    model.embedding_type = "positional"
-    model.scale_by_sigma = False
 
   config.optim.lr = 2e-3
   config.optim.warmup = 200

@@ -169,6 +169,22 @@ def test_corrupted_newest_checkpoint_is_skipped(tmp_path, caplog):
   assert "step 4, which does not load" in caplog.text
 
 
+def test_evaluation_writes_metrics_and_resumes(tmp_path):
+  from training.evaluate import evaluate
+  config = tiny_config()
+  config.sampling.update(method="pc", n_steps=5)
+  config.eval.update(num_samples=8, batch_size=8, enable_bpd=True, bpd_max_examples=4)
+  train(config, str(tmp_path))
+  progress = evaluate(config, str(tmp_path))
+  metrics = progress["2"]
+  assert metrics["nfe"] == 5 + 1 and os.path.exists(metrics["samples_png"])
+  assert np.isfinite(metrics["digits_fid"]) and metrics["digits_fid"] > metrics["digits_fid_floor_train_vs_test"]
+  assert abs(sum(metrics["class_histogram"]) - 1) < 1e-6 and np.isfinite(metrics["bpd_test"])
+  os.remove(metrics["samples_png"])
+  assert evaluate(config, str(tmp_path)) == progress                   # a finished checkpoint is not redone
+  assert not os.path.exists(metrics["samples_png"])
+
+
 # ----------------------------------------------------------------------------- command line
 @pytest.mark.parametrize("extra, devices, match", [
     (["--mode=dance"], 1, "flag --mode=dance"),

@@ -114,7 +114,8 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
         logging.warning("FID/KID skipped: set eval.inception_path to local Inception-v3 weights (none can be "
                         "downloaded at run time)")
     if ev.enable_bpd:
-      metrics["bpd_test"] = bits_per_dim_on_test(config, run, state.ema_params, jax.random.fold_in(key, 1))
+      metrics["bpd_test"] = bits_per_dim_on_test(config, run, state.ema_params, jax.random.fold_in(key, 1),
+                                                 max_examples=int(ev.get("bpd_max_examples", 0)) or None)
     logging.info("checkpoint %d: %s", step, metrics)
     print(json.dumps(metrics))
     progress[str(step)] = metrics
