@@ -14,7 +14,7 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)): the Frechet distance of two Gaussians (FID)."""
-  covmean, _ = linalg.sqrtm(np.asarray(sigma1) @ np.asarray(sigma2), disp=False)
+  covmean = linalg.sqrtm(np.asarray(sigma1) @ np.asarray(sigma2))
   if not np.all(np.isfinite(covmean)):                       # singular product: regularise as TTUR's code
     eye = np.eye(len(mu1)) * 1e-6
     covmean = linalg.sqrtm((sigma1 + eye) @ (sigma2 + eye))
