@@ -3,7 +3,6 @@
 import importlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 
