@@ -88,7 +88,7 @@ def no_predictor(sde, score_fn, x, t, t_next, noise, probability_flow):
 
 
 # ------------------------------------------------------------------------------- correctors
-def _langevin_step_size(sde, x, t, grad, noise, snr, langevin_step):
+def _langevin_step_size(sde, t, grad, noise, snr, langevin_step):
   """eps = 2 alpha (snr |z| / |s|)^2 (Song et al. 2021 Alg. 4/5), [B].
 
   ``"batch"`` (score_sde's rule): |z| and |s| are averaged over the batch, which couples a sample
@@ -109,7 +109,7 @@ def _langevin_step_size(sde, x, t, grad, noise, snr, langevin_step):
 def langevin(sde, score_fn, x, t, noise, snr, langevin_step):
   """One Langevin MCMC step x' = x + eps s(x, t) + sqrt(2 eps) z targeting p_t (seed 001)."""
   grad = score_fn(x, t)
-  eps = batch_broadcast(_langevin_step_size(sde, x, t, grad, noise, snr, langevin_step), x)
+  eps = batch_broadcast(_langevin_step_size(sde, t, grad, noise, snr, langevin_step), x)
   x_mean = x + eps * grad
   return x_mean + jnp.sqrt(2 * eps) * noise, x_mean
 

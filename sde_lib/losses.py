@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from sde_lib.base import SDE, ScoreFn, batch_broadcast
+from sde_lib.base import SDE, ScoreFn, batch_broadcast, check_positive_int
 
 LossFn = Callable[[jax.Array, ScoreFn, jax.Array], jax.Array]
 
@@ -98,8 +98,7 @@ def get_per_example_loss_fn(
     raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps!r}")
   if projection not in PROJECTIONS:
     raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
-  if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-    raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+  check_positive_int("n_projections", n_projections)
   if not continuous and (method != "dsm" or likelihood_weighting):
     raise ValueError("continuous=False (the discrete SMLD/DDPM ladder loss) supports method='dsm' "
                      f"without likelihood_weighting, got method={method!r}, likelihood_weighting={likelihood_weighting!r}")

@@ -21,9 +21,9 @@ from training.images import save_grid, to_unit_range
 from training.train import Setup, evaluation_state, make_sample_fn, setup
 
 
-def draw_samples(config, run: Setup, params, n: int, batch_size: int, key: jax.Array):
-  """n samples in model space [n, H, W, C] (batches of batch_size) and the NFE of one batch."""
-  sample_fn = make_sample_fn(config, run, batch_size)
+def draw_samples(sample_fn, params, n: int, batch_size: int, key: jax.Array):
+  """n samples in model space [n, H, W, C] from a jitted ``sample_fn`` of ``make_sample_fn`` (batches of
+  batch_size) and the NFE of one batch."""
   out, nfe = [], 0
   for i in range(math.ceil(n / batch_size)):
     x, nfe = sample_fn(jax.random.fold_in(key, i), params)
@@ -41,8 +41,10 @@ def sample(config, workdir: str, eval_folder: str = "samples") -> str:
   """Samples from the newest checkpoint with config.sampling (no data set needed); returns the PNG path."""
   run = setup(config)
   state = evaluation_state(run, workdir)
-  n, batch = int(config.eval.num_samples), int(config.eval.batch_size)
-  x, nfe = draw_samples(config, run, state.ema_params, n, min(batch, n), jax.random.fold_in(run.sample_key, 10**6))
+  n = int(config.eval.num_samples)
+  batch = min(int(config.eval.batch_size), n)
+  x, nfe = draw_samples(make_sample_fn(config, run, batch), state.ema_params, n, batch,
+                        jax.random.fold_in(run.sample_key, 10**6))
   name = f"{config.sampling.method}_step_{int(state.step)}"
   path = _save_samples(config, x, os.path.join(workdir, eval_folder), name)
   logging.info("%d samples with %s (NFE %d per batch) in %s", n, config.sampling.method, nfe, path)
@@ -50,11 +52,15 @@ def sample(config, workdir: str, eval_folder: str = "samples") -> str:
   return path
 
 
-def bits_per_dim_on_test(config, run: Setup, params, key: jax.Array, max_examples: int | None = None) -> float:
-  """Mean bits/dim of the dequantised test split under the probability-flow likelihood of the EMA model."""
-  data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
+def make_logp_fn(config, run: Setup):
+  """jitted ``(key, x, params) -> log p [B]``: the probability-flow likelihood of a model."""
   likelihood = samplers.get_likelihood_fn(run.sde, rtol=1e-5, atol=1e-5, eps=float(config.training.get("eps", 1e-5)))
-  fn = jax.jit(lambda k, x, p: likelihood(k, run.score_fn(config, p), x)[0])
+  return jax.jit(lambda k, x, p: likelihood(k, run.score_fn(config, p), x)[0])
+
+
+def bits_per_dim_on_test(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None) -> float:
+  """Mean bits/dim of the dequantised test split under ``fn = make_logp_fn(...)`` at ``params``."""
+  data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
   dims = math.prod(run.image_shape)
   data_range = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
   values, seen = [], 0
@@ -95,6 +101,11 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
   if not steps:
     raise FileNotFoundError(f"no snapshot checkpoint in {os.path.abspath(workdir)}: run --mode train first")
   ev = config.eval
+  # Built once: a new jit per checkpoint would recompile the sampler and the likelihood every time.
+  n = int(ev.num_samples)
+  batch = min(int(ev.batch_size), n)
+  sample_fn = make_sample_fn(config, run, batch) if ev.enable_sampling else None
+  logp_fn = make_logp_fn(config, run) if ev.enable_bpd else None
   for step in steps:
     if str(step) in progress:
       continue
@@ -102,8 +113,7 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
     key = jax.random.fold_in(run.sample_key, 10**7 + step)
     metrics = {"step": step}
     if ev.enable_sampling:
-      n = int(ev.num_samples)
-      x, nfe = draw_samples(config, run, state.ema_params, n, min(int(ev.batch_size), n), key)
+      x, nfe = draw_samples(sample_fn, state.ema_params, n, batch, key)
       metrics["nfe"] = nfe
       metrics["samples_png"] = _save_samples(config, x, folder, f"samples_step_{step}")
       if str(config.data.dataset).upper() == "DIGITS":
@@ -114,7 +124,7 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
         logging.warning("FID/KID skipped: set eval.inception_path to local Inception-v3 weights (none can be "
                         "downloaded at run time)")
     if ev.enable_bpd:
-      metrics["bpd_test"] = bits_per_dim_on_test(config, run, state.ema_params, jax.random.fold_in(key, 1),
+      metrics["bpd_test"] = bits_per_dim_on_test(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, 1),
                                                  max_examples=int(ev.get("bpd_max_examples", 0)) or None)
     logging.info("checkpoint %d: %s", step, metrics)
     print(json.dumps(metrics))
