@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 import models
 import sde_lib
-from datasets.images import get_dataset
+from datasets.images import data_shape, get_dataset
 from training import step as step_lib
 from training.checkpoint import Checkpointer
-from training.images import save_grid, to_unit_range
+from training.images import save_samples_picture
 from training.sampling import get_sampler_from_config
 from training.state import TrainState, create_train_state, get_optimizer, learning_rate_schedule
 
@@ -36,7 +36,7 @@ class Setup:
   apply_fn: Callable
   optimizer: object
   mesh: object
-  image_shape: tuple
+  data_shape: tuple
   init_key: jax.Array
   step_key: jax.Array
   sample_key: jax.Array
@@ -48,7 +48,7 @@ class Setup:
 
   def state_template(self) -> TrainState:
     """A state of the right structure (for restoring), built without running the network."""
-    return jax.eval_shape(lambda: create_train_state(self.model, self.optimizer, self.init_key, (1,) + self.image_shape))
+    return jax.eval_shape(lambda: create_train_state(self.model, self.optimizer, self.init_key, (1,) + self.data_shape))
 
 
 def setup(config) -> Setup:
@@ -58,7 +58,7 @@ def setup(config) -> Setup:
   mesh = step_lib.make_mesh()
   step_lib.check_batch_size(int(config.training.batch_size), mesh)
   base = jax.random.key(int(config.seed))
-  shape = (int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
+  shape = data_shape(config.data)
   return Setup(sde, model, models.make_apply_fn(model), get_optimizer(config.optim), mesh, shape,
                jax.random.fold_in(base, 0), jax.random.fold_in(base, 1), jax.random.fold_in(base, 2))
 
@@ -67,7 +67,7 @@ def restore_or_create(run: Setup, checkpointer: Checkpointer) -> TrainState:
   replicated = NamedSharding(run.mesh, P())
   restored = checkpointer.restore_latest(run.state_template())
   if restored is None:
-    state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.image_shape)
+    state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.data_shape)
   else:
     state = restored
   return jax.device_put(state, replicated)
@@ -75,8 +75,18 @@ def restore_or_create(run: Setup, checkpointer: Checkpointer) -> TrainState:
 
 def make_sample_fn(config, run: Setup, n: int):
   """jitted ``(key, params) -> (samples [n, H, W, C], nfe)`` with the configured sampler."""
-  sampler = get_sampler_from_config(config, run.sde, (n,) + run.image_shape)
+  sampler = get_sampler_from_config(config, run.sde, (n,) + run.data_shape)
   return jax.jit(lambda key, params: sampler(key, run.score_fn(config, params)))
+
+
+def make_step_fn(config, run: Setup, *, train: bool = True) -> Callable:
+  """The (unjitted) training step of ``config.training`` (or its evaluation loss, ``train=False``)."""
+  tc = config.training
+  return step_lib.make_train_step(
+      run.sde, run.apply_fn, run.optimizer, ema_rate=float(config.model.ema_rate), continuous=tc.continuous,
+      reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, eps=float(tc.get("eps", 1e-5)),
+      parameterization=config.model.get("parameterization", "reference"),
+      scale_by_sigma=bool(config.model.get("scale_by_sigma", False)), train=train)
 
 
 def _crossed(prev: int, now: int, freq: int) -> bool:
@@ -102,13 +112,8 @@ def train(config, workdir: str) -> TrainState:
   if start:
     logging.info("resuming from step %d", start)
   batch_size, per_call, n_iters = int(tc.batch_size), max(int(tc.get("steps_per_call", 1)), 1), int(tc.n_iters)
-  step_options = dict(ema_rate=float(config.model.ema_rate), continuous=tc.continuous, reduce_mean=tc.reduce_mean,
-                      likelihood_weighting=tc.likelihood_weighting, eps=float(tc.get("eps", 1e-5)),
-                      parameterization=config.model.get("parameterization", "reference"),
-                      scale_by_sigma=bool(config.model.get("scale_by_sigma", False)))
-  train_fn = step_lib.shard_step(step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, **step_options), run.mesh)
-  eval_fn = step_lib.shard_step(step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, train=False,
-                                                         **step_options), run.mesh, train=False)
+  train_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
+  eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
   train_data = get_dataset(config.data, "train", seed=int(config.seed))
   eval_data = get_dataset(config.data, "test", seed=int(config.seed) + 1)
   lr_at = learning_rate_schedule(config.optim.lr, int(config.optim.warmup))
@@ -150,8 +155,7 @@ def train(config, workdir: str) -> TrainState:
       checkpointer.save(step, state, snapshot=True)
       if sample_fn is not None and process == 0:
         x, nfe = sample_fn(jax.random.fold_in(run.sample_key, step), state.ema_params)
-        path = save_grid(to_unit_range(np.asarray(x), config.data.centered),
-                         os.path.join(workdir, "samples", f"step_{step}.png"), scale=4)
+        path = save_samples_picture(x, config.data, os.path.join(workdir, "samples", f"step_{step}.png"))
         logging.info("step %d: %d EMA samples (NFE %d) in %s", step, x.shape[0], int(nfe), path)
   bar.close()
   checkpointer.close()
@@ -191,4 +195,4 @@ def evaluation_state(run: Setup, workdir: str, step: int | None = None) -> Train
   return state
 
 
-__all__ = ["train", "setup", "Setup", "NonFiniteLossError", "evaluation_state", "make_sample_fn"]
+__all__ = ["train", "setup", "Setup", "make_step_fn", "NonFiniteLossError", "evaluation_state", "make_sample_fn"]

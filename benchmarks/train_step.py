@@ -1,0 +1,76 @@
+"""Training throughput of the CIFAR-10 configurations: steps/s and images/s of the real train step.
+
+The step is the one ``--mode train`` runs (``training.train.make_step_fn``: the config's loss, Adam
+with warm-up and clipping, EMA; sharded over every device JAX sees), on random [-1, 1] batches
+(the data pipeline is not timed). Compile time is the first call minus a run; steps/s is 1 / the
+median of several timed calls. Default batch 8 on CPU; on a GPU pass ``--batch 128``.
+
+    python benchmarks/train_step.py                 # CPU, batch 8
+    python benchmarks/train_step.py --batch 128     # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import jax
+import numpy as np
+
+import _util  # noqa: F401  (puts the repository on sys.path)
+from _util import machine, time_compiled, write
+from training import step as step_lib
+from training.state import create_train_state
+from training.train import make_step_fn, setup
+
+CONFIGS = {
+    "ve/cifar10 (NCSN++ cont., VE)": "configs.ve.cifar10",
+    "vp/cifar10 (DDPM++ cont., VP)": "configs.vp.cifar10",
+    "subvp/cifar10 (DDPM++ cont., sub-VP)": "configs.subvp.cifar10",
+}
+
+
+def bench(name: str, module: str, batch: int, repeats: int) -> dict:
+  config = importlib.import_module(module).get_config()
+  config.training.batch_size = batch
+  run = setup(config)
+  state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.data_shape)
+  step_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
+  batches = np.random.default_rng(0).uniform(-1, 1, (1, batch) + run.data_shape).astype(np.float32)
+  batches = step_lib.put_batches(batches, run.mesh)
+
+  # The step donates its state, so each call feeds the previous call's output (as training does).
+  holder = {"state": state}
+
+  def call(batches, key):
+    holder["state"], metrics = step_fn(holder["state"], batches, key)
+    return metrics
+
+  compile_s, run_s, metrics = time_compiled(call, batches, run.step_key, repeats=repeats)
+  return dict(config=name, devices=len(jax.devices()), batch=batch, compile_s=compile_s, step_s=run_s,
+              steps_per_s=1 / run_s, images_per_s=batch / run_s,
+              loss_finite=bool(np.all(np.isfinite(np.asarray(metrics["loss"])))))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
+  parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+  parser.add_argument("--name", default=None, help="results file name (default train_step_<platform>_b<batch>)")
+  args = parser.parse_args()
+
+  rows = []
+  for name in args.configs:
+    rows.append(bench(name, CONFIGS[name], args.batch, args.repeats))
+    print(rows[-1], flush=True)
+  out = args.name or f"train_step_{jax.devices()[0].platform}_b{args.batch}"
+  notes = (f"`python benchmarks/train_step.py --batch {args.batch}` on {machine()}. One optimisation step per call "
+           f"(loss, gradient, Adam, EMA), median of {args.repeats} calls after compilation; random batches.")
+  print(write(out, f"Training throughput, batch {args.batch}", rows,
+              ["config", "devices", "batch", "compile_s", "step_s", "steps_per_s", "images_per_s", "loss_finite"],
+              notes))
+
+
+if __name__ == "__main__":
+  main()
