@@ -45,7 +45,11 @@ def get_default_configs():
   evaluate.enable_bpd = False
   evaluate.bpd_dataset = "test"
   evaluate.bpd_max_examples = 0              # 0: the whole test split
-  evaluate.inception_path = ""               # local Inception-v3 weights for FID/KID (none can be downloaded)
+  evaluate.inception_path = ""               # local FID Inception-v3 weights, .npz or .pth (see evaluation/inception.py)
+  evaluate.inception_batch_size = 100
+  evaluate.fid_reference_split = "train"      # FID/KID against this split's Inception features (cached in the eval folder)
+  evaluate.fid_reference_examples = 0         # 0: the whole split
+  evaluate.kid_reference_examples = 10000     # reference features kept for KID
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "CIFAR10"                   # CIFAR10 | CELEBA | SVHN | LSUN | DIGITS

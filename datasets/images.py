@@ -19,7 +19,7 @@ TFDS = {
     "CELEBA": ("celeb_a", 64, 3, "train", "validation"),
     "LSUN": ("lsun/church_outdoor", 256, 3, "train", "validation"),
 }
-DATASETS = sorted(list(TFDS) + ["DIGITS"])
+DATASETS = sorted(list(TFDS) + ["DIGITS", "GMM"])
 DIGITS_TEST_SIZE = 297           # a fixed split of scikit-learn's 1,797 digits: 1,500 train, 297 test
 DIGITS_MAX = 16                  # digits pixels are integers 0..16
 
@@ -150,9 +150,21 @@ def _center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(resized).reshape(size, size, crop.shape[-1])
 
 
+def data_shape(data_config) -> tuple[int, ...]:
+  """The shape of one example: (image_size, image_size, num_channels), or (dim,) for the toy "GMM"."""
+  if str(data_config.dataset).upper() == "GMM":
+    return (int(data_config.dim),)
+  return (int(data_config.image_size), int(data_config.image_size), int(data_config.num_channels))
+
+
+def is_image_data(data_config) -> bool:
+  return str(data_config.dataset).upper() != "GMM"
+
+
 def get_dataset(data_config, split: str = "train", *, evaluation: bool = False, seed: int = 0) -> ImageData:
   """The ``ImageData`` of config.data (fields: dataset, image_size, centered, random_flip,
-  uniform_dequantization, data_dir) for ``split`` ("train" or "test").
+  uniform_dequantization, data_dir) for ``split`` ("train" or "test"); for the toy ``"GMM"`` a
+  ``datasets.toy.MixtureData`` (fields: dim, mixture, test_size) with the same interface.
 
   Raises:
     ValueError: an unknown data set or split (the valid ones are listed).
@@ -163,6 +175,10 @@ def get_dataset(data_config, split: str = "train", *, evaluation: bool = False, 
     raise ValueError(f"data.dataset must be one of {DATASETS}, got {data_config.dataset!r}")
   if split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  if name == "GMM":
+    from datasets.toy import MixtureData, get_mixture
+    return MixtureData(get_mixture(data_config), seed=seed, split=int(split == "test"),
+                       size=int(data_config.get("test_size", 4096)))
   if name == "DIGITS":
     x_train, _, x_test, _ = load_digits_arrays()
     source = _ArraySource(x_train if split == "train" else x_test)

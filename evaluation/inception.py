@@ -304,8 +304,11 @@ class InceptionFeatures:
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
   """Inception score exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016): mean and std over ``splits``
-  equal parts of logits [N, K]; p(y) is each part's mean prediction."""
+  equal parts of logits [N, K] (at most N parts); p(y) is each part's mean prediction."""
   logits = np.asarray(logits, np.float64)
+  if len(logits) == 0:
+    raise ValueError("inception_score needs at least one sample")
+  splits = max(1, min(int(splits), len(logits)))
   logp = logits - logits.max(1, keepdims=True)
   logp -= np.log(np.exp(logp).sum(1, keepdims=True))
   scores = []

@@ -96,5 +96,6 @@ def test_inception_score_closed_forms():
   assert inc.inception_score(np.zeros((100, k)), splits=1)[0] == pytest.approx(1.0)        # p(y|x) uniform
   confident = 50.0 * np.eye(k)[np.arange(200) % k]                    # certain, classes equally frequent
   assert inc.inception_score(confident, splits=2)[0] == pytest.approx(k, rel=1e-6)
+  assert inc.inception_score(confident[:4], splits=10)[0] == pytest.approx(1.0)   # 4 parts of one: p(y) = p(y|x)
   one_class = 50.0 * np.eye(k)[np.zeros(200, int)]
   assert inc.inception_score(one_class, splits=1)[0] == pytest.approx(1.0, rel=1e-6)

@@ -62,15 +62,31 @@ def test_batches_are_a_pure_function_of_the_step():
   assert len(x) == 297 and not np.allclose(x * 127.5 + 127.5, np.round(x * 127.5 + 127.5))   # dequantised
 
 
-def test_mock_cifar10_pipeline(tmp_path):
+def test_mock_cifar10_pipeline_with_inception_scores(tmp_path):
+  """Mock CIFAR-10: train two steps, then evaluate with FID/KID/IS from an Inception with random weights."""
+  from evaluation import inception
+  from training.evaluate import evaluate
   config = tiny_config("configs.vp.cifar10")
+  config.sampling.update(method="pc", predictor="euler_maruyama", corrector="none", n_steps=2)
+  variables = inception.InceptionV3().init(jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
+  np.savez(tmp_path / "inception.npz", **inception.state_dict_from_variables(variables))
+  config.eval.update(num_samples=4, batch_size=4, enable_bpd=False, inception_path=str(tmp_path / "inception.npz"),
+                     inception_batch_size=4, fid_reference_examples=8, kid_reference_examples=8)
+  workdir = str(tmp_path / "run")
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
     data = get_dataset(config.data, "train")
     x = data.batch(0, 4)
     assert x.shape == (4, 32, 32, 3) and x.min() >= -1 and x.max() <= 1
-    state = train(config, str(tmp_path))
-  assert int(state.step) == 2
-  assert Checkpointer(str(tmp_path)).snapshot_steps() == [2]
+    state = train(config, workdir)
+    assert int(state.step) == 2
+    assert Checkpointer(workdir).snapshot_steps() == [2]
+    metrics = evaluate(config, workdir)["2"]
+    assert os.path.exists(os.path.join(workdir, "eval", "inception_reference_cifar10_train_8.npz"))
+    assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0 and np.isfinite(metrics["kid"])
+    assert 1.0 <= metrics["inception_score"] <= inception.NUM_CLASSES
+    config.eval.inception_path = str(tmp_path / "absent.npz")
+    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05"):
+      evaluate(config, workdir, eval_folder="eval2")
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -222,3 +238,26 @@ def test_frechet_and_kernel_distances_have_their_closed_forms():
   assert abs(frechet_distance(mu, np.eye(6), mu, 4 * np.eye(6)) - 6.0) < 1e-9
   assert abs(kernel_distance(f[:2000], f[2000:])) < 0.05
   assert kernel_distance(f[:2000], f[2000:] + shift) > 0.5
+
+
+# ------------------------------------------------------------------------------------------ toy
+def test_toy_mixture_pipeline(tmp_path):
+  """configs/toy/vp.py (MLP on the 2-D mixture), a few steps: scatter plots at snapshots; evaluation
+  reports the samples' mode metrics beside the noise floor of exact samples, and the model's and the
+  exact test NLL. (How well the full run learns is measured by benchmarks/toy.py.)"""
+  from datasets.toy import get_mixture
+  from training.evaluate import evaluate
+  config = importlib.import_module("configs.toy.vp").get_config()
+  config.training.update(n_iters=4, snapshot_freq=4, snapshot_samples=64)
+  config.sampling.n_steps = 10
+  config.eval.update(num_samples=256, batch_size=256, bpd_max_examples=16)
+  train(config, str(tmp_path))
+  assert os.path.exists(tmp_path / "samples" / "step_4.png")
+  metrics = evaluate(config, str(tmp_path))["4"]
+  assert metrics["nfe"] == 11 and metrics["samples_png"].endswith(".png")
+  for name in ("tv", "mean_err", "std_err"):                  # four steps have learned nothing yet
+    assert 0 < metrics[f"mode_{name}_floor_p99"] < metrics[f"mode_{name}"]
+  test = next(get_dataset(config.data, "test", seed=config.seed).epoch_batches(16))
+  exact = -float(np.mean(get_mixture(config.data).log_prob_t(test, jnp.full((16,), 1e-5), setup(config).sde))) / 2
+  assert metrics["nll_test_exact"] == pytest.approx(exact, rel=1e-5)
+  assert np.isfinite(metrics["nll_test"]) and metrics["nll_test"] > metrics["nll_test_exact"]

@@ -6,6 +6,7 @@ evaluation resumes with the first unfinished one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -15,9 +16,9 @@ import jax
 import numpy as np
 
 import samplers
-from datasets.images import DIGITS_TEST_SIZE, get_dataset, load_digits_arrays
+from datasets.images import DIGITS_TEST_SIZE, get_dataset, is_image_data, load_digits_arrays
 from training.checkpoint import Checkpointer
-from training.images import save_grid, to_unit_range
+from training.images import save_samples_picture, to_unit_range
 from training.train import Setup, evaluation_state, make_sample_fn, setup
 
 
@@ -34,7 +35,7 @@ def draw_samples(sample_fn, params, n: int, batch_size: int, key: jax.Array):
 def _save_samples(config, x: np.ndarray, folder: str, name: str) -> str:
   os.makedirs(folder, exist_ok=True)
   np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=x)
-  return save_grid(to_unit_range(x[:100], config.data.centered), os.path.join(folder, f"{name}.png"), scale=4)
+  return save_samples_picture(x, config.data, os.path.join(folder, f"{name}.png"))
 
 
 def sample(config, workdir: str, eval_folder: str = "samples") -> str:
@@ -58,19 +59,54 @@ def make_logp_fn(config, run: Setup):
   return jax.jit(lambda k, x, p: likelihood(k, run.score_fn(config, p), x)[0])
 
 
+def _test_batches(data, batch_size: int, max_examples: int | None):
+  """The split in order, in batches, stopping after ``max_examples`` examples (None: all)."""
+  seen = 0
+  for batch in data.epoch_batches(batch_size):
+    batch = batch[:max_examples - seen] if max_examples else batch
+    yield batch
+    seen += len(batch)
+    if max_examples and seen >= max_examples:
+      return
+
+
 def bits_per_dim_on_test(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None) -> float:
   """Mean bits/dim of the dequantised test split under ``fn = make_logp_fn(...)`` at ``params``."""
   data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
-  dims = math.prod(run.image_shape)
+  dims = math.prod(run.data_shape)
   data_range = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
-  values, seen = [], 0
-  for i, batch in enumerate(data.epoch_batches(int(config.eval.batch_size))):
+  values = []
+  for i, batch in enumerate(_test_batches(data, int(config.eval.batch_size), max_examples)):
     values.append(np.asarray(samplers.bits_per_dim(fn(jax.random.fold_in(key, i), batch, params), dims,
                                                    data_range=data_range)))
-    seen += len(batch)
-    if max_examples and seen >= max_examples:
-      break
   return float(np.mean(np.concatenate(values)))
+
+
+def mixture_scores(config, samples: np.ndarray, key: jax.Array) -> dict:
+  """Toy data: the samples' mode metrics (``GaussianMixture.mode_metrics``) and the 99th percentile of
+  the same metrics over 200 exact samples of the same size (the sampling-noise floor)."""
+  from datasets.toy import get_mixture
+
+  mixture = get_mixture(config.data)
+  floor = mixture.metric_floor(key, len(samples))
+  return {**{f"mode_{k}": v for k, v in mixture.mode_metrics(samples).items()},
+          **{f"mode_{k}_floor_p99": v for k, v in floor.items()}}
+
+
+def mixture_nll(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None) -> dict:
+  """Toy data: mean negative log-likelihood (nats per dimension) of the test sample under the model
+  (``fn = make_logp_fn(...)``) and, exactly, under the data's perturbed density p_eps."""
+  from datasets.toy import get_mixture
+
+  mixture, data = get_mixture(config.data), get_dataset(config.data, "test", seed=int(config.seed))
+  eps = float(config.training.get("eps", 1e-5))
+  model, exact = [], []
+  for i, batch in enumerate(_test_batches(data, int(config.eval.batch_size), max_examples)):
+    model.append(np.asarray(fn(jax.random.fold_in(key, i), batch, params)))
+    exact.append(np.asarray(mixture.log_prob_t(batch, np.full(len(batch), eps, np.float32), run.sde)))
+  dims = run.data_shape[0]
+  return {"nll_test": -float(np.mean(np.concatenate(model))) / dims,
+          "nll_test_exact": -float(np.mean(np.concatenate(exact))) / dims}
 
 
 def digits_scores(samples_unit: np.ndarray, cache_dir: str) -> dict:
@@ -86,6 +122,45 @@ def digits_scores(samples_unit: np.ndarray, cache_dir: str) -> dict:
   return {"digits_fid": fid(f_samples, f_test), "digits_fid_floor_train_vs_test": fid(f_train, f_test),
           "digits_kid": kernel_distance(f_samples, f_test), "class_histogram": hist.round(4).tolist(),
           "classifier_test_accuracy": feats.test_accuracy}
+
+
+def reference_inception_statistics(config, extractor, cache_dir: str) -> dict:
+  """Inception pool-feature mean [2048], covariance [2048, 2048] and up to eval.kid_reference_examples
+  features of the data set's ``eval.fid_reference_split`` (cached in cache_dir: computed once per run)."""
+  ev = config.eval
+  split, limit = str(ev.get("fid_reference_split", "train")), int(ev.get("fid_reference_examples", 0))
+  name = f"inception_reference_{str(config.data.dataset).lower()}_{split}_{limit or 'all'}.npz"
+  path = os.path.join(cache_dir, name)
+  if not os.path.exists(path):
+    from evaluation import feature_statistics
+
+    # The reference is the data itself: in order, not flipped, not dequantised.
+    data = dataclasses.replace(get_dataset(config.data, split, evaluation=True, seed=int(config.seed)), dequantize=False)
+    feats, seen = [], 0
+    for batch in data.epoch_batches(int(ev.batch_size)):
+      feats.append(extractor(to_unit_range(batch, config.data.centered))[0])
+      seen += len(batch)
+      if limit and seen >= limit:
+        break
+    feats = np.concatenate(feats)[:limit or None]
+    mu, sigma = feature_statistics(feats)
+    kid = feats[:int(ev.get("kid_reference_examples", 10000))]
+    np.savez(path + ".tmp.npz", mu=mu, sigma=sigma, kid_features=kid)
+    os.replace(path + ".tmp.npz", path)
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def inception_scores(config, samples_unit: np.ndarray, extractor, cache_dir: str) -> dict:
+  """FID and KID of samples [N, H, W, C] in [0, 1] against the data set, and their Inception score."""
+  from evaluation import feature_statistics, frechet_distance, inception_score, kernel_distance
+
+  pool, logits = extractor(samples_unit)
+  ref = reference_inception_statistics(config, extractor, cache_dir)
+  mean_is, std_is = inception_score(logits)
+  return {"fid": frechet_distance(*feature_statistics(pool), ref["mu"], ref["sigma"]),
+          "kid": kernel_distance(pool, ref["kid_features"]), "inception_score": mean_is,
+          "inception_score_std": std_is}
 
 
 def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
@@ -106,6 +181,14 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
   batch = min(int(ev.batch_size), n)
   sample_fn = make_sample_fn(config, run, batch) if ev.enable_sampling else None
   logp_fn = make_logp_fn(config, run) if ev.enable_bpd else None
+  extractor = None
+  if ev.enable_sampling and is_image_data(config.data) and str(config.data.dataset).upper() != "DIGITS":
+    if ev.get("inception_path"):
+      from evaluation import InceptionFeatures
+      extractor = InceptionFeatures(ev.inception_path, batch_size=int(ev.get("inception_batch_size", 100)))
+    else:
+      from evaluation.inception import HOW_TO_GET
+      logging.warning("FID/KID/IS skipped: eval.inception_path is not set. %s", HOW_TO_GET)
   for step in steps:
     if str(step) in progress:
       continue
@@ -116,14 +199,16 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
       x, nfe = draw_samples(sample_fn, state.ema_params, n, batch, key)
       metrics["nfe"] = nfe
       metrics["samples_png"] = _save_samples(config, x, folder, f"samples_step_{step}")
-      if str(config.data.dataset).upper() == "DIGITS":
+      if not is_image_data(config.data):
+        metrics.update(mixture_scores(config, x, jax.random.fold_in(key, 2)))
+      elif str(config.data.dataset).upper() == "DIGITS":
         metrics.update(digits_scores(to_unit_range(x, config.data.centered), folder))
-      elif ev.get("inception_path"):
-        metrics["fid"] = "not computed: the Inception-v3 extractor is not implemented yet"
-      else:
-        logging.warning("FID/KID skipped: set eval.inception_path to local Inception-v3 weights (none can be "
-                        "downloaded at run time)")
-    if ev.enable_bpd:
+      elif extractor is not None:
+        metrics.update(inception_scores(config, to_unit_range(x, config.data.centered), extractor, folder))
+    if ev.enable_bpd and not is_image_data(config.data):
+      metrics.update(mixture_nll(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, 1),
+                                 max_examples=int(ev.get("bpd_max_examples", 0)) or None))
+    elif ev.enable_bpd:
       metrics["bpd_test"] = bits_per_dim_on_test(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, 1),
                                                  max_examples=int(ev.get("bpd_max_examples", 0)) or None)
     logging.info("checkpoint %d: %s", step, metrics)

@@ -1,4 +1,4 @@
-"""Sample grids as PNG."""
+"""Pictures of samples as PNG: image grids, and scatter plots of low-dimensional (toy) samples."""
 
 from __future__ import annotations
 
@@ -32,3 +32,30 @@ def save_grid(images: np.ndarray, path: str, *, scale: int = 1) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   picture.save(path)
   return path
+
+
+def save_scatter(points: np.ndarray, path: str, *, reference: np.ndarray | None = None) -> str:
+  """Scatter plot PNG of the first two coordinates of points [N, D] (over ``reference`` in grey)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+  if reference is not None:
+    ax.scatter(reference[:, 0], reference[:, 1], s=1, c="0.75", label="data")
+  ax.scatter(points[:, 0], points[:, 1], s=1, c="tab:blue", label="samples")
+  ax.set_aspect("equal")
+  ax.set_title(f"{len(points)} samples (x0, x1)", fontsize=9)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def save_samples_picture(x: np.ndarray, data_config, path: str) -> str:
+  """Model-space samples as a PNG: a grid of up to 100 images (4x magnified), or a 2-D scatter plot."""
+  x = np.asarray(x)
+  if x.ndim == 2:
+    return save_scatter(x, path)
+  return save_grid(to_unit_range(x[:100], bool(data_config.centered)), path, scale=4)

@@ -127,7 +127,7 @@ def train(config, workdir: str) -> TrainState:
     return np.stack(full)
 
   bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
-  step, tick = start, time.perf_counter()
+  step, tick, tick_step = start, time.perf_counter(), start
   while step < n_iters:
     count = min(per_call, n_iters - step)
     state, metrics = train_fn(state, step_lib.put_batches(host_batches(step, count, train_data), run.mesh), run.step_key)
@@ -142,8 +142,8 @@ def train(config, workdir: str) -> TrainState:
     bar.set_postfix(loss=f"{losses[-1]:.4g}")
     if _crossed(prev, step, int(tc.log_freq)):
       now = time.perf_counter()
-      rate = (step - prev) / max(now - tick, 1e-9)
-      tick = now
+      rate = (step - tick_step) / max(now - tick, 1e-9)            # since the previous log line
+      tick, tick_step = now, step
       _log(writer, step, loss=float(losses[-1]), lr=float(lr_at(step)),
            grad_norm=float(np.asarray(metrics["grad_norm"])[-1]), steps_per_s=rate)
     if _crossed(prev, step, int(tc.eval_freq)):
