@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -48,6 +49,13 @@ def time_compiled(fn, *args, repeats: int = 3):
     runs.append(time.perf_counter() - t0)
   run = statistics.median(runs)
   return max(first - run, 0.0), run, out
+
+
+def run_main(args: list[str]) -> float:
+  """Runs ``python main.py ARGS`` from the repository root (failing on a non-zero exit); wall seconds."""
+  t0 = time.perf_counter()
+  subprocess.run([sys.executable, "main.py"] + args, cwd=ROOT, check=True)
+  return time.perf_counter() - t0
 
 
 def sliced_wasserstein(x, y, key, n_projections: int = 128) -> float:

@@ -16,20 +16,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 
 import _util
-from _util import write
+from _util import run_main as run, write
 
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
-
-
-def run(args: list[str]) -> float:
-  t0 = time.perf_counter()
-  subprocess.run([sys.executable, "main.py"] + args, cwd=_util.ROOT, check=True)
-  return time.perf_counter() - t0
 
 
 def bench(sde: str, root: str) -> dict:

@@ -323,8 +323,8 @@ def _convert(argv: list[str]) -> None:
   if len(argv) != 3 or argv[0] != "convert":
     sys.exit("usage: python -m evaluation.inception convert IN.pth OUT.npz")
   state_dict = read_state_dict(argv[1])
-  variables_from_state_dict(state_dict)                    # fails early on a foreign file
   np.savez(argv[2], **state_dict)
+  load_variables(argv[2])                                  # every entry present, every shape right
   print(f"wrote {argv[2]} ({len(state_dict)} arrays); set eval.inception_path={argv[2]}")
 
 

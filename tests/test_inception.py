@@ -41,6 +41,17 @@ def test_state_dict_round_trip_through_an_npz_file(tmp_path, random_variables):
   jax.tree.map(np.testing.assert_array_equal, loaded, random_variables)
 
 
+def test_convert_command_writes_a_loadable_archive(tmp_path, random_variables):
+  import os, subprocess, sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  np.savez(tmp_path / "in.npz", **inc.state_dict_from_variables(random_variables))
+  out = str(tmp_path / "out.npz")
+  result = subprocess.run([sys.executable, "-m", "evaluation.inception", "convert", str(tmp_path / "in.npz"), out],
+                          cwd=root, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0 and "eval.inception_path=" in result.stdout, result.stderr
+  jax.tree.map(np.testing.assert_array_equal, inc.load_variables(out), random_variables)
+
+
 def test_bad_weight_files_are_named(tmp_path, random_variables):
   with pytest.raises(FileNotFoundError, match="eval.inception_path.*pt_inception-2015-12-05"):
     inc.load_variables(str(tmp_path / "absent.npz"))

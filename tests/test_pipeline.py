@@ -195,6 +195,7 @@ def test_evaluation_writes_metrics_and_resumes(tmp_path):
   assert metrics["nfe"] == 5 + 1 and os.path.exists(metrics["samples_png"])
   assert np.isfinite(metrics["digits_fid"]) and metrics["digits_fid"] > metrics["digits_fid_floor_train_vs_test"]
   assert abs(sum(metrics["class_histogram"]) - 1) < 1e-6 and np.isfinite(metrics["bpd_test"])
+  assert not os.path.exists(tmp_path / "eval" / "rounds_step_2")      # rounds are dropped once the step is done
   os.remove(metrics["samples_png"])
   assert evaluate(config, str(tmp_path)) == progress                   # a finished checkpoint is not redone
   assert not os.path.exists(metrics["samples_png"])
@@ -261,3 +262,21 @@ def test_toy_mixture_pipeline(tmp_path):
   exact = -float(np.mean(get_mixture(config.data).log_prob_t(test, jnp.full((16,), 1e-5), setup(config).sde))) / 2
   assert metrics["nll_test_exact"] == pytest.approx(exact, rel=1e-5)
   assert np.isfinite(metrics["nll_test"]) and metrics["nll_test"] > metrics["nll_test_exact"]
+
+
+def test_sampling_rounds_resume_after_a_kill(tmp_path):
+  """Rounds of samples are saved as they finish; a rerun reuses them and redoes only the missing ones."""
+  from training.evaluate import draw_samples
+  calls = []
+
+  def sample_fn(key, params):
+    calls.append(int(jax.random.randint(key, (), 0, 10**6)))
+    return jax.random.normal(key, (4, 2)) + params, 7
+
+  rounds = str(tmp_path / "rounds")
+  first, nfe = draw_samples(sample_fn, 1.0, 10, 4, jax.random.key(0), rounds_dir=rounds)
+  assert first.shape == (10, 2) and nfe == 7 and len(calls) == 3
+  os.remove(os.path.join(rounds, "round_1.npz"))                    # killed while round 1 was running
+  again, _ = draw_samples(sample_fn, 1.0, 10, 4, jax.random.key(0), rounds_dir=rounds)
+  assert len(calls) == 4 and calls[3] == calls[1]                   # only round 1 redone, with its own key
+  np.testing.assert_array_equal(again, first)

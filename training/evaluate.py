@@ -1,7 +1,8 @@
 """``--mode eval`` and ``--mode sample``: samples, bits/dim and feature distances of checkpoints.
 
-Evaluation records each finished checkpoint in ``<workdir>/<eval_folder>/progress.json``; a killed
-evaluation resumes with the first unfinished one.
+Evaluation records each finished checkpoint in ``<workdir>/<eval_folder>/progress.json`` and, within
+the checkpoint being evaluated, each finished round (a batch of samples or of bits/dim) in
+``rounds_step_<N>/``; a killed evaluation resumes with the first unfinished round.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import json
 import logging
 import math
 import os
+import shutil
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 import samplers
 from datasets.images import DIGITS_TEST_SIZE, get_dataset, is_image_data, load_digits_arrays
@@ -22,14 +25,35 @@ from training.images import save_samples_picture, to_unit_range
 from training.train import Setup, evaluation_state, make_sample_fn, setup
 
 
-def draw_samples(sample_fn, params, n: int, batch_size: int, key: jax.Array):
-  """n samples in model space [n, H, W, C] from a jitted ``sample_fn`` of ``make_sample_fn`` (batches of
-  batch_size) and the NFE of one batch."""
-  out, nfe = [], 0
-  for i in range(math.ceil(n / batch_size)):
+def _resumable(path: str | None, compute) -> dict:
+  """``compute()`` (a dict of arrays), or what an earlier call saved at ``path``: finished rounds of a
+  killed evaluation are loaded, not redone. The file is written atomically (a kill leaves none)."""
+  if path and os.path.exists(path):
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  out = compute()
+  if path:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path + ".tmp.npz", **out)
+    os.replace(path + ".tmp.npz", path)
+  return out
+
+
+def draw_samples(sample_fn, params, n: int, batch_size: int, key: jax.Array, rounds_dir: str | None = None):
+  """n samples in model space [n, H, W, C] from a jitted ``sample_fn`` of ``make_sample_fn`` (rounds of
+  batch_size, round i with key fold_in(key, i)) and the NFE of one round. With ``rounds_dir`` each
+  round is saved there as it finishes, and rounds already there are reused."""
+
+  def one_round(i):
     x, nfe = sample_fn(jax.random.fold_in(key, i), params)
-    out.append(np.asarray(x))
-  return np.concatenate(out)[:n], int(nfe)
+    return {"x": np.asarray(x), "nfe": np.asarray(nfe)}
+
+  out, nfe = [], 0
+  for i in tqdm(range(math.ceil(n / batch_size)), desc="sampling", disable=jax.process_index() != 0):
+    done = _resumable(rounds_dir and os.path.join(rounds_dir, f"round_{i}.npz"), lambda: one_round(i))
+    out.append(done["x"])
+    nfe = int(done["nfe"])
+  return np.concatenate(out)[:n], nfe
 
 
 def _save_samples(config, x: np.ndarray, folder: str, name: str) -> str:
@@ -59,7 +83,7 @@ def make_logp_fn(config, run: Setup):
   return jax.jit(lambda k, x, p: likelihood(k, run.score_fn(config, p), x)[0])
 
 
-def _test_batches(data, batch_size: int, max_examples: int | None):
+def _split_batches(data, batch_size: int, max_examples: int | None):
   """The split in order, in batches, stopping after ``max_examples`` examples (None: all)."""
   seen = 0
   for batch in data.epoch_batches(batch_size):
@@ -70,15 +94,19 @@ def _test_batches(data, batch_size: int, max_examples: int | None):
       return
 
 
-def bits_per_dim_on_test(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None) -> float:
-  """Mean bits/dim of the dequantised test split under ``fn = make_logp_fn(...)`` at ``params``."""
+def bits_per_dim_on_test(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None,
+                         rounds_dir: str | None = None) -> float:
+  """Mean bits/dim of the dequantised test split under ``fn = make_logp_fn(...)`` at ``params``
+  (each batch's values saved in and reused from ``rounds_dir``, like ``draw_samples``)."""
   data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
   dims = math.prod(run.data_shape)
   data_range = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
   values = []
-  for i, batch in enumerate(_test_batches(data, int(config.eval.batch_size), max_examples)):
-    values.append(np.asarray(samplers.bits_per_dim(fn(jax.random.fold_in(key, i), batch, params), dims,
-                                                   data_range=data_range)))
+  batches = _split_batches(data, int(config.eval.batch_size), max_examples)
+  for i, batch in enumerate(tqdm(batches, desc="bits/dim", disable=jax.process_index() != 0)):
+    bpd = lambda: {"bpd": np.asarray(samplers.bits_per_dim(fn(jax.random.fold_in(key, i), batch, params), dims,
+                                                           data_range=data_range))}
+    values.append(_resumable(rounds_dir and os.path.join(rounds_dir, f"bpd_{i}.npz"), bpd)["bpd"])
   return float(np.mean(np.concatenate(values)))
 
 
@@ -101,7 +129,7 @@ def mixture_nll(config, run: Setup, fn, params, key: jax.Array, max_examples: in
   mixture, data = get_mixture(config.data), get_dataset(config.data, "test", seed=int(config.seed))
   eps = float(config.training.get("eps", 1e-5))
   model, exact = [], []
-  for i, batch in enumerate(_test_batches(data, int(config.eval.batch_size), max_examples)):
+  for i, batch in enumerate(_split_batches(data, int(config.eval.batch_size), max_examples)):
     model.append(np.asarray(fn(jax.random.fold_in(key, i), batch, params)))
     exact.append(np.asarray(mixture.log_prob_t(batch, np.full(len(batch), eps, np.float32), run.sde)))
   dims = run.data_shape[0]
@@ -136,13 +164,10 @@ def reference_inception_statistics(config, extractor, cache_dir: str) -> dict:
 
     # The reference is the data itself: in order, not flipped, not dequantised.
     data = dataclasses.replace(get_dataset(config.data, split, evaluation=True, seed=int(config.seed)), dequantize=False)
-    feats, seen = [], 0
-    for batch in data.epoch_batches(int(ev.batch_size)):
-      feats.append(extractor(to_unit_range(batch, config.data.centered))[0])
-      seen += len(batch)
-      if limit and seen >= limit:
-        break
-    feats = np.concatenate(feats)[:limit or None]
+    total = min(limit or len(data), len(data))
+    batches = tqdm(_split_batches(data, int(ev.batch_size), limit or None), desc=f"Inception features of {split}",
+                   total=math.ceil(total / int(ev.batch_size)), disable=jax.process_index() != 0)
+    feats = np.concatenate([extractor(to_unit_range(b, config.data.centered))[0] for b in batches])
     mu, sigma = feature_statistics(feats)
     kid = feats[:int(ev.get("kid_reference_examples", 10000))]
     np.savez(path + ".tmp.npz", mu=mu, sigma=sigma, kid_features=kid)
@@ -195,8 +220,9 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
     state = evaluation_state(run, workdir, step)
     key = jax.random.fold_in(run.sample_key, 10**7 + step)
     metrics = {"step": step}
+    rounds = os.path.join(folder, f"rounds_step_{step}")            # finished rounds, kept until the step is done
     if ev.enable_sampling:
-      x, nfe = draw_samples(sample_fn, state.ema_params, n, batch, key)
+      x, nfe = draw_samples(sample_fn, state.ema_params, n, batch, key, rounds_dir=rounds)
       metrics["nfe"] = nfe
       metrics["samples_png"] = _save_samples(config, x, folder, f"samples_step_{step}")
       if not is_image_data(config.data):
@@ -210,11 +236,13 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
                                  max_examples=int(ev.get("bpd_max_examples", 0)) or None))
     elif ev.enable_bpd:
       metrics["bpd_test"] = bits_per_dim_on_test(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, 1),
-                                                 max_examples=int(ev.get("bpd_max_examples", 0)) or None)
+                                                 max_examples=int(ev.get("bpd_max_examples", 0)) or None,
+                                                 rounds_dir=rounds)
     logging.info("checkpoint %d: %s", step, metrics)
     print(json.dumps(metrics))
     progress[str(step)] = metrics
     with open(progress_path + ".tmp", "w") as f:
       json.dump(progress, f, indent=1)
     os.replace(progress_path + ".tmp", progress_path)              # atomic: a kill leaves the old file
+    shutil.rmtree(rounds, ignore_errors=True)
   return progress
