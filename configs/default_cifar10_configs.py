@@ -36,7 +36,7 @@ def get_default_configs():
   sampling.atol = 1e-5
 
   config.eval = evaluate = ml_collections.ConfigDict()
-  evaluate.begin_ckpt = 9                    # first and last checkpoint (in snapshot units) to evaluate
+  evaluate.begin_ckpt = 9                    # first and last checkpoint to evaluate, numbered ceil(step / snapshot_freq)
   evaluate.end_ckpt = 26
   evaluate.batch_size = 1024
   evaluate.enable_sampling = True

@@ -48,6 +48,8 @@ def get_digits_config(sde: str):
   sampling.n_steps = 500
 
   evaluate = config.eval
+  evaluate.begin_ckpt = 1                    # every snapshot (steps 1000 and 2000)
+  evaluate.end_ckpt = 2
   evaluate.batch_size = 500
   evaluate.num_samples = 500
   evaluate.enable_bpd = False                # opt in: --config.eval.enable_bpd=True (minutes on CPU)

@@ -52,6 +52,8 @@ def get_toy_config(sde: str):
   sampling.n_steps = 500
 
   evaluate = config.eval
+  evaluate.begin_ckpt = 1                    # every snapshot (steps 5000 and 10000)
+  evaluate.end_ckpt = 2
   evaluate.batch_size = 4096
   evaluate.num_samples = 4096
   evaluate.enable_bpd = True                 # here: NLL in nats/dim, model and exact

@@ -71,7 +71,8 @@ def test_mock_cifar10_pipeline_with_inception_scores(tmp_path):
   variables = inception.InceptionV3().init(jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
   np.savez(tmp_path / "inception.npz", **inception.state_dict_from_variables(variables))
   config.eval.update(num_samples=4, batch_size=4, enable_bpd=False, inception_path=str(tmp_path / "inception.npz"),
-                     inception_batch_size=4, fid_reference_examples=8, kid_reference_examples=8)
+                     inception_batch_size=4, fid_reference_examples=8, kid_reference_examples=8, begin_ckpt=1,
+                     end_ckpt=1)
   workdir = str(tmp_path / "run")
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
     data = get_dataset(config.data, "train")
@@ -280,3 +281,13 @@ def test_sampling_rounds_resume_after_a_kill(tmp_path):
   again, _ = draw_samples(sample_fn, 1.0, 10, 4, jax.random.key(0), rounds_dir=rounds)
   assert len(calls) == 4 and calls[3] == calls[1]                   # only round 1 redone, with its own key
   np.testing.assert_array_equal(again, first)
+
+
+def test_begin_and_end_ckpt_select_snapshots():
+  from training.evaluate import select_snapshots
+  steps = [1000, 2000, 2500]                                        # the last: a final save off the period
+  assert select_snapshots(steps, 1000, 1, 3) == steps
+  assert select_snapshots(steps, 1000, 2, 2) == [2000]
+  assert select_snapshots(steps, 1000, 3, 26) == [2500]
+  with pytest.raises(ValueError, match=r"eval.begin_ckpt=9, eval.end_ckpt=26 select no snapshot.*\[1, 2, 3\]"):
+    select_snapshots(steps, 1000, 9, 26)

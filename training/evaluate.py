@@ -103,7 +103,8 @@ def bits_per_dim_on_test(config, run: Setup, fn, params, key: jax.Array, max_exa
   data_range = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
   values = []
   batches = _split_batches(data, int(config.eval.batch_size), max_examples)
-  for i, batch in enumerate(tqdm(batches, desc="bits/dim", disable=jax.process_index() != 0)):
+  total = math.ceil(min(max_examples or len(data), len(data)) / int(config.eval.batch_size))
+  for i, batch in enumerate(tqdm(batches, desc="bits/dim", total=total, disable=jax.process_index() != 0)):
     bpd = lambda: {"bpd": np.asarray(samplers.bits_per_dim(fn(jax.random.fold_in(key, i), batch, params), dims,
                                                            data_range=data_range))}
     values.append(_resumable(rounds_dir and os.path.join(rounds_dir, f"bpd_{i}.npz"), bpd)["bpd"])
@@ -188,19 +189,35 @@ def inception_scores(config, samples_unit: np.ndarray, extractor, cache_dir: str
           "inception_score_std": std_is}
 
 
+def select_snapshots(steps: list[int], snapshot_freq: int, begin_ckpt: int, end_ckpt: int) -> list[int]:
+  """The snapshot steps whose checkpoint number ceil(step / snapshot_freq) is in [begin_ckpt, end_ckpt]
+  (score_sde's eval.begin_ckpt / eval.end_ckpt).
+
+  Raises:
+    ValueError: none is (the message lists the snapshots there are).
+  """
+  chosen = [s for s in steps if begin_ckpt <= -(-s // snapshot_freq) <= end_ckpt]
+  if not chosen:
+    raise ValueError(f"eval.begin_ckpt={begin_ckpt}, eval.end_ckpt={end_ckpt} select no snapshot: there are "
+                     f"checkpoints {[-(-s // snapshot_freq) for s in steps]} (steps {steps}, "
+                     f"training.snapshot_freq={snapshot_freq})")
+  return chosen
+
+
 def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
-  """Evaluates every snapshot not yet evaluated; returns {step: metrics}."""
+  """Evaluates every selected snapshot (eval.begin_ckpt..end_ckpt) not yet evaluated; returns {step: metrics}."""
   run = setup(config)
   folder = os.path.join(workdir, eval_folder)
   os.makedirs(folder, exist_ok=True)
   progress_path = os.path.join(folder, "progress.json")
   progress = json.load(open(progress_path)) if os.path.exists(progress_path) else {}
   checkpointer = Checkpointer(workdir)
-  steps = checkpointer.snapshot_steps()
+  all_steps = checkpointer.snapshot_steps()
   checkpointer.close()
-  if not steps:
+  if not all_steps:
     raise FileNotFoundError(f"no snapshot checkpoint in {os.path.abspath(workdir)}: run --mode train first")
   ev = config.eval
+  steps = select_snapshots(all_steps, int(config.training.snapshot_freq), int(ev.begin_ckpt), int(ev.end_ckpt))
   # Built once: a new jit per checkpoint would recompile the sampler and the likelihood every time.
   n = int(ev.num_samples)
   batch = min(int(ev.batch_size), n)
