@@ -34,17 +34,15 @@ def save_grid(images: np.ndarray, path: str, *, scale: int = 1) -> str:
   return path
 
 
-def save_scatter(points: np.ndarray, path: str, *, reference: np.ndarray | None = None) -> str:
-  """Scatter plot PNG of the first two coordinates of points [N, D] (over ``reference`` in grey)."""
+def save_scatter(points: np.ndarray, path: str) -> str:
+  """Scatter plot PNG of the first two coordinates of points [N, D]."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-  if reference is not None:
-    ax.scatter(reference[:, 0], reference[:, 1], s=1, c="0.75", label="data")
-  ax.scatter(points[:, 0], points[:, 1], s=1, c="tab:blue", label="samples")
+  ax.scatter(points[:, 0], points[:, 1], s=1, c="tab:blue")
   ax.set_aspect("equal")
   ax.set_title(f"{len(points)} samples (x0, x1)", fontsize=9)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
