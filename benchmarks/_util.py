@@ -58,6 +58,28 @@ def run_main(args: list[str]) -> float:
   return time.perf_counter() - t0
 
 
+def final_metrics(progress_path: str) -> dict:
+  """The metrics of the last evaluated checkpoint in an evaluation's progress.json."""
+  with open(progress_path) as f:
+    progress = json.load(f)
+  return progress[max(progress, key=int)]
+
+
+def run_per_sde(doc: str, sdes: dict, bench, root_name: str) -> list[dict]:
+  """Command line ``[--sdes ...] [--root DIR]``; ``bench(sde, root)`` for each chosen SDE; the rows."""
+  import argparse
+
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+  parser.add_argument("--sdes", nargs="*", default=list(sdes), choices=list(sdes))
+  parser.add_argument("--root", default=os.path.join(ROOT, "runs", root_name))
+  args = parser.parse_args()
+  rows = []
+  for sde in args.sdes:
+    rows.append(bench(sde, args.root))
+    print(rows[-1], flush=True)
+  return rows
+
+
 def sliced_wasserstein(x, y, key, n_projections: int = 128) -> float:
   """Sliced 2-Wasserstein distance between two equal-sized samples [n, D] (random unit directions)."""
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)

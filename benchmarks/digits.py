@@ -13,22 +13,13 @@ copied to docs/digits_<sde>_samples.png.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 
 import _util
-from _util import run_main as run, write
+from _util import final_metrics, run_main as run, run_per_sde, write
 
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
-
-
-def _final(progress_path: str) -> dict:
-  """The metrics of the last evaluated checkpoint in a progress.json."""
-  with open(progress_path) as f:
-    progress = json.load(f)
-  return progress[max(progress, key=int)]
 
 
 def bench(sde: str, root: str) -> dict:
@@ -39,8 +30,8 @@ def bench(sde: str, root: str) -> dict:
   eval_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval"])
   bpd_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval", "--eval_folder=eval_bpd",
                "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=False", "--config.eval.begin_ckpt=2"])
-  last = _final(os.path.join(workdir, "eval", "progress.json"))
-  last_bpd = _final(os.path.join(workdir, "eval_bpd", "progress.json"))
+  last = final_metrics(os.path.join(workdir, "eval", "progress.json"))
+  last_bpd = final_metrics(os.path.join(workdir, "eval_bpd", "progress.json"))
   grid = os.path.join(_util.ROOT, "docs", f"digits_{sde}_samples.png")
   shutil.copyfile(last["samples_png"], grid)
   hist = last["class_histogram"]
@@ -53,14 +44,7 @@ def bench(sde: str, root: str) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sdes", nargs="*", default=list(SDES), choices=list(SDES))
-  parser.add_argument("--root", default=os.path.join(_util.ROOT, "runs", "bench_digits"))
-  args = parser.parse_args()
-  rows = []
-  for sde in args.sdes:
-    rows.append(bench(sde, args.root))
-    print(rows[-1], flush=True)
+  rows = run_per_sde(__doc__, SDES, bench, "bench_digits")
   notes = ("`python benchmarks/digits.py`: per SDE, the README's two commands, `main.py --mode train` "
            "(configs/<sde>/digits.py: 2,000 steps, batch 128; train_s) and `--mode eval` (both snapshots, 500 samples "
            "each; eval_s), then bits/dim of the 297 dequantised test digits at the final checkpoint through the "

@@ -12,13 +12,11 @@ docs/toy_<sde>_samples.png.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 
 import _util
-from _util import run_main as run, write
+from _util import final_metrics, run_main as run, run_per_sde, write
 
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 
@@ -29,9 +27,7 @@ def bench(sde: str, root: str) -> dict:
   config = f"configs/toy/{sde}.py"
   train_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=train"])
   eval_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval"])
-  with open(os.path.join(workdir, "eval", "progress.json")) as f:
-    progress = json.load(f)
-  m = progress[max(progress, key=int)]
+  m = final_metrics(os.path.join(workdir, "eval", "progress.json"))
   picture = os.path.join(_util.ROOT, "docs", f"toy_{sde}_samples.png")
   shutil.copyfile(m["samples_png"], picture)
   row = dict(sde=SDES[sde], steps=m["step"], train_s=train_s, eval_s=eval_s, nfe=m["nfe"])
@@ -44,14 +40,7 @@ def bench(sde: str, root: str) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sdes", nargs="*", default=list(SDES), choices=list(SDES))
-  parser.add_argument("--root", default=os.path.join(_util.ROOT, "runs", "bench_toy"))
-  args = parser.parse_args()
-  rows = []
-  for sde in args.sdes:
-    rows.append(bench(sde, args.root))
-    print(rows[-1], flush=True)
+  rows = run_per_sde(__doc__, SDES, bench, "bench_toy")
   notes = ("`python benchmarks/toy.py`: per SDE, `main.py --mode train` then `--mode eval` on configs/toy/<sde>.py "
            "(MLP 256x3, batch 512, 10,000 steps; PC sampler with 500 steps; NLL by the probability-flow ODE at "
            "rtol = atol = 1e-5 on 1,024 test points, nats per dimension). Seconds are wall clock with process start "

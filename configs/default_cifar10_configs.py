@@ -82,3 +82,12 @@ def get_default_configs():
 
   config.seed = 42
   return config
+
+
+def set_small_pc_sampler(sampling, sde: str, n_steps: int = 500):
+  """The small configs' PC sampler: reverse diffusion + Langevin on VE, Euler-Maruyama alone otherwise."""
+  sampling.method = "pc"
+  sampling.predictor = "reverse_diffusion" if sde == "vesde" else "euler_maruyama"
+  sampling.corrector = "langevin" if sde == "vesde" else "none"
+  sampling.n_steps = n_steps
+  return sampling

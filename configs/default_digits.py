@@ -3,7 +3,7 @@
 Trains to recognisable digits in minutes on two CPU cores (benchmarks/digits.py measures it).
 """
 
-from configs.default_cifar10_configs import get_default_configs
+from configs.default_cifar10_configs import get_default_configs, set_small_pc_sampler
 from configs.ncsnpp_fields import set_ncsnpp
 
 
@@ -41,11 +41,7 @@ def get_digits_config(sde: str):
   config.optim.lr = 2e-3
   config.optim.warmup = 200
 
-  sampling = config.sampling
-  sampling.method = "pc"
-  sampling.predictor = "reverse_diffusion" if sde == "vesde" else "euler_maruyama"
-  sampling.corrector = "langevin" if sde == "vesde" else "none"
-  sampling.n_steps = 500
+  set_small_pc_sampler(config.sampling, sde, n_steps=500)
 
   evaluate = config.eval
   evaluate.begin_ckpt = 1                    # every snapshot (steps 1000 and 2000)

@@ -5,7 +5,7 @@ Trains in a few minutes on two CPU cores (benchmarks/toy.py); evaluation compare
 model's likelihood of a test sample with the exact one.
 """
 
-from configs.default_cifar10_configs import get_default_configs
+from configs.default_cifar10_configs import get_default_configs, set_small_pc_sampler
 
 
 def get_toy_config(sde: str):
@@ -45,11 +45,7 @@ def get_toy_config(sde: str):
   config.optim.warmup = 100
   config.optim.grad_clip = 1.0
 
-  sampling = config.sampling
-  sampling.method = "pc"
-  sampling.predictor = "reverse_diffusion" if sde == "vesde" else "euler_maruyama"
-  sampling.corrector = "langevin" if sde == "vesde" else "none"
-  sampling.n_steps = 500
+  set_small_pc_sampler(config.sampling, sde, n_steps=500)
 
   evaluate = config.eval
   evaluate.begin_ckpt = 1                    # every snapshot (steps 5000 and 10000)
