@@ -3,7 +3,7 @@
 Samplers and losses never see a network: ``get_score_fn`` turns one into a ``score_fn(x, t)``.
 """
 
-from models.ema import ema_update
+from models.ema import ema_update, ema_warmup_rate
 from models.mlp import MLP
 from models.ncsnpp import DDPM, NCSNpp
 from models.registry import MODELS, count_params, get_model, init_params, make_apply_fn, model_kwargs
@@ -11,4 +11,4 @@ from models.score import PARAMETERIZATIONS, VP_CONTINUOUS_LABEL_SCALE, get_score
 
 __all__ = ["NCSNpp", "DDPM", "MLP", "MODELS", "get_model", "init_params", "count_params", "make_apply_fn",
            "model_kwargs", "get_score_fn", "noise_labels", "PARAMETERIZATIONS", "VP_CONTINUOUS_LABEL_SCALE",
-           "ema_update"]
+           "ema_update", "ema_warmup_rate"]

@@ -1,6 +1,7 @@
 """Score networks: faithful to score_sde's parameter counts, wired correctly, parameterised exactly."""
 
 import importlib
+import math
 
 import jax
 import jax.flatten_util
@@ -124,6 +125,21 @@ def test_ema_matches_its_closed_form():
   np.testing.assert_allclose(ema["w"], expected, rtol=1e-6)
   with pytest.raises(ValueError, match="ema rate"):
     models.ema_update(ema, p, 1.5)
+
+
+def test_ema_warmup_forgets_the_initial_parameters():
+  """With warm-up, the initial value's weight after n updates is prod_k min(rate, (1+k)/(10+k)), k = 1..n:
+  10! (n+1)! / (n+10)! while (1+k)/(10+k) < rate (score_sde_pytorch's num_updates), not rate^n."""
+  e0, p, rate = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([3.0, 5.0])}, 0.999
+  ema = e0
+  for n in range(1, 41):
+    ema = jax.jit(models.ema_update, static_argnums=2)(ema, p, rate, n)
+  weight = math.factorial(10) * math.factorial(41) / math.factorial(50)
+  assert weight < 1e-8
+  np.testing.assert_allclose(ema["w"], weight * e0["w"] + (1 - weight) * p["w"], rtol=1e-6)
+  # Far into training the cap is the plain rate.
+  assert float(models.ema_warmup_rate(rate, 10**6)) == pytest.approx(rate)
+  assert float(models.ema_warmup_rate(rate, 1)) == pytest.approx(2 / 11)
 
 
 # ------------------------------------------------------------------------- score parameterisations

@@ -54,7 +54,9 @@ def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.Gradi
     loss, grads = jax.value_and_grad(objective)(state.params, batch, key, True)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = models.ema_update(state.ema_params, params, ema_rate)
+    # Warmed-up EMA: this is update number step + 1 (models.ema_warmup_rate), a function of the step
+    # alone, so resumed runs stay bit-identical.
+    ema = models.ema_update(state.ema_params, params, ema_rate, num_updates=state.step + 1)
     new = TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
     return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
