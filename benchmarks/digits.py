@@ -8,6 +8,11 @@ floor (both from the hidden layer of a classifier trained on the digits labels),
 samples' class histogram, bits/dim of the dequantised test split, and NFE. The sample grids are
 copied to docs/digits_<sde>_samples.png.
 
+Then every sampler method draws 500 samples from the same final checkpoint (``--mode eval`` with
+``--config.sampling.*`` overrides, one eval folder each), deterministic ones included (the
+probability-flow ODE, EDM Heun, DPM-Solver++ at 10 and 20 NFE, PC with probability_flow=True),
+and their digits FID / floor goes to results/digits_samplers.md (target: every method within 3x).
+
     python benchmarks/digits.py [--sdes ve vp subvp] [--root runs/bench_digits]
 """
 
@@ -20,6 +25,29 @@ import _util
 from _util import final_metrics, run_main as run, run_per_sde, write
 
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
+# Every sampler method on the final checkpoint: label -> config.sampling overrides.
+SAMPLERS = {
+    "pc (config default)": {},
+    "pc probability_flow": dict(predictor="euler_maruyama", corrector="none", probability_flow=True),
+    "ode tsit5 1e-5": dict(method="ode", n_steps=0),
+    "edm_heun N=18": dict(method="edm_heun", n_steps=18),
+    "dpm_solver_pp N=10": dict(method="dpm_solver_pp", n_steps=10),
+    "dpm_solver_pp N=20": dict(method="dpm_solver_pp", n_steps=20),
+    "ald 10x100": dict(method="ald", n_steps=10),
+}
+SAMPLER_ROWS: list[dict] = []
+
+
+def sampler_sweep(sde: str, config: str, workdir: str) -> None:
+  for i, (label, overrides) in enumerate(SAMPLERS.items()):
+    folder = f"eval_sampler_{i}"
+    seconds = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval", f"--eval_folder={folder}",
+                   "--config.eval.begin_ckpt=2"] + [f"--config.sampling.{k}={v}" for k, v in overrides.items()])
+    m = final_metrics(os.path.join(workdir, folder, "progress.json"))
+    SAMPLER_ROWS.append(dict(sde=SDES[sde], sampler=label, nfe=m["nfe"], digits_fid=m["digits_fid"],
+                             fid_over_floor=m["digits_fid"] / m["digits_fid_floor_train_vs_test"],
+                             max_abs_sample=m.get("max_abs_sample", ""), eval_s=seconds))
+    print(SAMPLER_ROWS[-1], flush=True)
 
 
 def bench(sde: str, root: str) -> dict:
@@ -30,6 +58,7 @@ def bench(sde: str, root: str) -> dict:
   eval_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval"])
   bpd_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval", "--eval_folder=eval_bpd",
                "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=False", "--config.eval.begin_ckpt=2"])
+  sampler_sweep(sde, config, workdir)
   last = final_metrics(os.path.join(workdir, "eval", "progress.json"))
   last_bpd = final_metrics(os.path.join(workdir, "eval_bpd", "progress.json"))
   grid = os.path.join(_util.ROOT, "docs", f"digits_{sde}_samples.png")
@@ -57,6 +86,13 @@ def main():
   print(write("digits", "The embedded default: digits under VE, VP and sub-VP", rows,
               ["sde", "steps", "train_s", "eval_s", "bpd_s", "nfe", "digits_fid", "fid_floor", "fid_over_floor", "digits_kid",
                "bpd_test", "class_histogram", "grid"], notes))
+  print(write("digits_samplers", "Every sampler on the final digits checkpoint", SAMPLER_ROWS,
+              ["sde", "sampler", "nfe", "digits_fid", "fid_over_floor", "max_abs_sample", "eval_s"],
+              "`python benchmarks/digits.py`: after training (EMA with warm-up), each sampler draws 500 samples "
+              "from the step-2000 EMA parameters through `main.py --mode eval --config.sampling.*` (eval_s: wall "
+              "seconds with process start and compilation). digits FID and its train-vs-test floor as in "
+              "digits.md; target: every method within 3x the floor. max_abs_sample: the largest |x| of the "
+              "samples (data lie in [-1, 1])."))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ Samplers and losses never see a network: ``get_score_fn`` turns one into a ``sco
 from models.ema import ema_update, ema_warmup_rate
 from models.mlp import MLP
 from models.ncsnpp import DDPM, NCSNpp
-from models.registry import MODELS, count_params, get_model, init_params, make_apply_fn, model_kwargs
+from models.published import FORMATS, load_score_sde_checkpoint, read_checkpoint
+from models.registry import (MODELS, count_params, get_model, init_params, make_apply_fn, model_kwargs,
+                             score_fn_from_config)
 from models.score import PARAMETERIZATIONS, VP_CONTINUOUS_LABEL_SCALE, get_score_fn, noise_labels
 
 __all__ = ["NCSNpp", "DDPM", "MLP", "MODELS", "get_model", "init_params", "count_params", "make_apply_fn",
            "model_kwargs", "get_score_fn", "noise_labels", "PARAMETERIZATIONS", "VP_CONTINUOUS_LABEL_SCALE",
-           "ema_update", "ema_warmup_rate"]
+           "ema_update", "ema_warmup_rate", "score_fn_from_config", "load_score_sde_checkpoint",
+           "read_checkpoint", "FORMATS"]

@@ -10,8 +10,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import sde_lib
 from models.mlp import MLP
 from models.ncsnpp import DDPM, NCSNpp
+from models.score import get_score_fn
 
 MODELS: dict[str, type[nn.Module]] = {"ncsnpp": NCSNpp, "ddpm": DDPM, "mlp": MLP}
 _FROM_DATA = {"centered"}                    # fields read from config.data rather than config.model
@@ -109,3 +111,18 @@ def make_apply_fn(model: nn.Module) -> Callable:
     return model.apply({"params": params}, x, labels, train=train, rngs=rngs)
 
   return apply_fn
+
+
+def score_fn_from_config(config, params, *, train: bool = False, rngs=None) -> Callable:
+  """The one path from (config, params) to ``score_fn(x [B, H, W, C], t [B]) -> [B, H, W, C]``.
+
+  x is in the config's data range ([-1, 1] if ``data.centered`` else [0, 1]; the network maps the
+  latter itself), t in [0, T]. The SDE, network, labels and output scaling follow the config:
+  ``training.sde``, ``training.continuous``, ``model.parameterization``, ``model.scale_by_sigma``
+  (score_sde's ``mutils.get_score_fn`` for ``"reference"``). Samplers, main.py and tests use it.
+  """
+  sde = sde_lib.get_sde(config)
+  model = get_model(config)
+  return get_score_fn(sde, make_apply_fn(model), params, continuous=bool(config.training.continuous),
+                      parameterization=config.model.get("parameterization", "reference"),
+                      scale_by_sigma=bool(config.model.get("scale_by_sigma", False)), train=train, rngs=rngs)

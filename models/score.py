@@ -22,15 +22,36 @@ PARAMETERIZATIONS = ("reference", "epsilon", "edm")
 
 
 def noise_labels(sde: SDE, t: jax.Array, continuous: bool) -> jax.Array:
-  """The label a network is conditioned on at time t ([B] -> [B]).
+  """The label a network is conditioned on at time t ([B] -> [B]); score_sde's ``get_score_fn``
+  conventions, so that its published models load as they are (score_sde_pytorch models/utils.py).
 
   Continuous: sigma(t) on VE (embedded as log sigma by Fourier features), 999 t otherwise.
-  Discrete: the ladder index round((N - 1) t / T) (score_sde's VE counts it from the other end,
-  sigma_max first; a network trained here sees the index of ``sde.discrete_coefs``).
+  Discrete VE: the ladder index counted from sigma_max, round((T - t)(N - 1) / T) (index 0 is the
+  largest noise level). Discrete VP / sub-VP: t (N - 1) / T, not rounded (the positional embedding
+  takes it as is; its noise scale is that of ``discrete_level``).
   """
-  if not continuous:
-    return sde.discrete_index(t).astype(jnp.float32)
-  return sde.sigma(t) if sde.variance_exploding else VP_CONTINUOUS_LABEL_SCALE * t
+  if continuous:
+    return sde.sigma(t) if sde.variance_exploding else VP_CONTINUOUS_LABEL_SCALE * t
+  if sde.variance_exploding:
+    return jnp.round((sde.T - t) * (sde.N - 1) / sde.T)
+  return t * (sde.N - 1) / sde.T
+
+
+# Float slack of the discrete level: t_i (N - 1) / T may land just below i in float32.
+_LEVEL_SLACK = 1e-4
+
+
+def discrete_coefs(sde: SDE, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(a_i, s_i) of the ladder level a discrete network's output is scaled with at time t, each [B].
+
+  VE: the nearest level (score_sde indexes sigmas at the rounded label). VP / sub-VP: level
+  floor(t (N - 1) / T), as score_sde's ``labels.long()``; both agree on the ladder's own times.
+  """
+  if sde.variance_exploding:
+    return sde.discrete_marginal(t)
+  a, s = sde.discrete_coefs()
+  i = jnp.clip(jnp.floor(t * (sde.N - 1) / sde.T + _LEVEL_SLACK).astype(jnp.int32), 0, sde.N - 1)
+  return jnp.asarray(a, jnp.float32)[i], jnp.asarray(s, jnp.float32)[i]
 
 
 def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous: bool = True,
@@ -50,7 +71,7 @@ def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous: bool = Tru
   """
   if parameterization not in PARAMETERIZATIONS:
     raise ValueError(f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {parameterization!r}")
-  coefs = sde.marginal_coefs if continuous else sde.discrete_marginal
+  coefs = sde.marginal_coefs if continuous else (lambda t: discrete_coefs(sde, t))
 
   def network(x, t):
     return apply_fn(params, x, noise_labels(sde, t, continuous), train, rngs)

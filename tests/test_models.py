@@ -153,8 +153,18 @@ def _recording_apply(output_fn):
 def test_reference_parameterisation(sde, continuous, key):
   x = jax.random.normal(key, (6, 3))
   t = jnp.linspace(0.1, 0.9, 6)
-  a, s = sde.marginal_coefs(t) if continuous else sde.discrete_marginal(t)
-  labels = (sde.sigma(t) if sde.variance_exploding else 999.0 * t) if continuous else jnp.round(999 * t)
+  # score_sde's labels: sigma(t) / 999 t (continuous); the index from sigma_max (VE) or the unrounded
+  # t (N - 1) with the noise scale of level floor(t (N - 1)) (VP, sub-VP) on the discrete ladder.
+  if continuous:
+    a, s = sde.marginal_coefs(t)
+    labels = sde.sigma(t) if sde.variance_exploding else 999.0 * t
+  elif sde.variance_exploding:
+    a, s = sde.discrete_marginal(t)
+    labels = 999 - jnp.round(999 * t)
+    np.testing.assert_allclose(sde.discrete_coefs()[1][999 - np.asarray(labels, int)], s, rtol=1e-6)
+  else:
+    labels = 999 * t
+    a, s = (jnp.asarray(v, jnp.float32)[jnp.floor(999 * t + 1e-4).astype(int)] for v in sde.discrete_coefs())
   seen = {}
 
   def out(x, lab):

@@ -241,6 +241,7 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
     if ev.enable_sampling:
       x, nfe = draw_samples(sample_fn, state.ema_params, n, batch, key, rounds_dir=rounds)
       metrics["nfe"] = nfe
+      metrics["max_abs_sample"] = float(np.max(np.abs(x)))          # saturated samples show up here first
       metrics["samples_png"] = _save_samples(config, x, folder, f"samples_step_{step}")
       if not is_image_data(config.data):
         metrics.update(mixture_scores(config, x, jax.random.fold_in(key, 2)))

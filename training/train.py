@@ -42,9 +42,7 @@ class Setup:
   sample_key: jax.Array
 
   def score_fn(self, config, params, *, train: bool = False, rngs=None):
-    return models.get_score_fn(self.sde, self.apply_fn, params, continuous=config.training.continuous,
-                               parameterization=config.model.get("parameterization", "reference"),
-                               scale_by_sigma=bool(config.model.get("scale_by_sigma", False)), train=train, rngs=rngs)
+    return models.score_fn_from_config(config, params, train=train, rngs=rngs)
 
   def state_template(self) -> TrainState:
     """A state of the right structure (for restoring), built without running the network."""

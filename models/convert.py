@@ -1,0 +1,81 @@
+"""Convert a published score_sde checkpoint into a workdir that main.py samples and evaluates as is.
+
+    python -m models.convert IN --config configs/ve/cifar10.py --workdir DIR [--no-ema]
+    python main.py --config configs/ve/cifar10.py --workdir DIR --mode sample
+
+IN is a score_sde_pytorch ``checkpoint_N.pth`` or a score_sde (flax) ``checkpoint_N``; the format is
+read from the contents. The snapshot is written at the checkpoint's own training step with the EMA
+weights as the sampling/evaluation parameters (``--no-ema``: the raw ones), the raw weights as the
+training parameters, and a fresh optimizer state. Bad input ends with one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+
+def load_config(path: str):
+  """``get_config()`` of a config file, or ValueError naming the file."""
+  if not os.path.isfile(path):
+    raise ValueError(f"--config: no config file at {path!r}")
+  spec = importlib.util.spec_from_file_location("converted_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def convert_to_workdir(path: str, config, workdir: str, *, ema: bool = True) -> int:
+  """Writes the converted snapshot into ``workdir``; returns its step.
+
+  Raises:
+    ValueError: a bad checkpoint, format or config mismatch (named); FileExistsError: the workdir
+      already holds that step.
+  """
+  import jax
+  import jax.numpy as jnp
+
+  import models
+  from training.checkpoint import Checkpointer
+  from training.state import TrainState, get_optimizer
+
+  checkpoint = models.read_checkpoint(path)
+  chosen = models.published.convert(checkpoint, config, ema=ema)
+  raw = models.published.convert(checkpoint, config, ema=False) if ema else chosen
+  optimizer = get_optimizer(config.optim)
+  state = TrainState(step=jnp.asarray(checkpoint.step, jnp.int32), params=jax.tree.map(jnp.asarray, raw),
+                     ema_params=jax.tree.map(jnp.asarray, chosen), opt_state=optimizer.init(raw))
+  checkpointer = Checkpointer(workdir)
+  try:
+    if checkpoint.step in checkpointer.snapshot_steps():
+      raise FileExistsError(f"{workdir} already holds a snapshot at step {checkpoint.step}")
+    checkpointer.save(checkpoint.step, state, snapshot=True)
+  finally:
+    checkpointer.close()
+  return checkpoint.step
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("checkpoint", help="score_sde_pytorch .pth or score_sde flax checkpoint file")
+  parser.add_argument("--config", required=True, help="this project's config describing the checkpoint's network")
+  parser.add_argument("--workdir", required=True, help="workdir to write the snapshot into")
+  parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA")
+  args = parser.parse_args(argv)
+  try:
+    config = load_config(args.config)
+    step = convert_to_workdir(args.checkpoint, config, args.workdir, ema=not args.no_ema)
+  except (ValueError, OSError) as e:
+    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    return 2
+  number = -(-step // int(config.training.snapshot_freq)) if step else 0
+  print(f"wrote the snapshot at step {step} to {args.workdir}; sample with\n"
+        f"  python main.py --config {args.config} --workdir {args.workdir} --mode sample\n"
+        f"and evaluate with --mode eval --config.eval.begin_ckpt={number} --config.eval.end_ckpt={number}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
