@@ -134,11 +134,18 @@ def _lookup(registry: dict, kind: str, name: str):
 
 def get_pc_sampler(sde: SDE, shape, *, predictor: str = "reverse_diffusion", corrector: str = "langevin",
                    snr: float = 0.16, n_steps: int = 1, N: int | None = None, eps: float = 1e-3,
-                   denoise: bool = True, probability_flow: bool = False, langevin_step: str = "batch"):
+                   denoise: bool = True, probability_flow: bool = False, langevin_step: str = "batch",
+                   ladder: bool = False):
   """Predictor-corrector sampling from T down to eps on the uniform grid of N steps.
 
   At each grid time t_k (k = 0..N-1): ``n_steps`` corrector steps at t_k, then one predictor step
   t_k -> t_{k+1}, with t = linspace(T, eps, N + 1). ``denoise`` adds Tweedie's step at eps.
+
+  ``ladder=True`` samples a discrete-ladder model on its own ladder, as score_sde does: the grid is
+  the ladder's times t_i = i T / (N - 1), i = N-1..0 (N = sde.N), each predictor step goes from level
+  i to level i - 1 with the ladder's kernel (``SDE.transition_coefs``; level -1 is clean data), so the
+  network is queried only at the levels it was trained on, and ``denoise`` returns the last step's
+  mean (score_sde's noise_removal; no extra NFE) instead of a Tweedie step at eps.
 
   Arguments:
     predictor: a name in ``PREDICTORS`` (euler_maruyama, reverse_diffusion, ancestral_sampling, none).
@@ -151,9 +158,11 @@ def get_pc_sampler(sde: SDE, shape, *, predictor: str = "reverse_diffusion", cor
     probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
     langevin_step: ``"batch"`` (score_sde's batch-averaged step size) or ``"expected"``
       (batch-independent: a sample does not depend on its batch-mates).
+    ladder: step on the SDE's discrete ladder (see above); needs a ladder-step predictor
+      (reverse_diffusion, ancestral_sampling or none) and N = sde.N.
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)`` with
-  nfe = N (predictor nfe + n_steps corrector nfe) + denoise.
+  nfe = N (predictor nfe + n_steps corrector nfe) + denoise (no + denoise on the ladder).
   """
   shape = common.check_shape(shape)
   pred = _lookup(PREDICTORS, "predictor", predictor)
@@ -165,16 +174,22 @@ def get_pc_sampler(sde: SDE, shape, *, predictor: str = "reverse_diffusion", cor
   common.check_choice("langevin_step", langevin_step, LANGEVIN_STEPS)
   if probability_flow and not pred.supports_probability_flow:
     raise ValueError(f"predictor {predictor!r} has no probability-flow form; use euler_maruyama or reverse_diffusion")
+  if ladder and N != sde.N:
+    raise ValueError(f"N must equal the SDE's ladder size {sde.N} when ladder=True, got {N}")
+  if ladder and predictor == "euler_maruyama":
+    raise ValueError("predictor 'euler_maruyama' has no ladder step; use reverse_diffusion or ancestral_sampling")
   batch = shape[0]
-  nfe = N * (pred.nfe + n_steps * corr.nfe) + int(denoise)
+  nfe = N * (pred.nfe + n_steps * corr.nfe) + int(denoise and not ladder)
 
   def sample_fn(key: jax.Array, score_fn: ScoreFn):
     keys = common.per_sample_keys(key, batch)
-    times = jnp.linspace(sde.T, eps, N + 1)
+    times = sde.discrete_time(jnp.arange(N - 1, -2, -1)) if ladder else jnp.linspace(sde.T, eps, N + 1)
     x = sde.prior_std * common.per_sample_normal(keys, 0, shape)
 
-    def grid_step(k, x):
-      t, t_next = common.full_time(times[k], batch), common.full_time(times[k + 1], batch)
+    def grid_step(k, carry):
+      x, _ = carry
+      t = common.full_time(times[k], batch)
+      t_next = None if ladder else common.full_time(times[k + 1], batch)     # None: the ladder's step i -> i-1
       step_keys = jax.vmap(lambda kk: jax.random.fold_in(kk, k + 1))(keys)
 
       def correct(j, x):
@@ -184,10 +199,12 @@ def get_pc_sampler(sde: SDE, shape, *, predictor: str = "reverse_diffusion", cor
       if corr.nfe:
         x = jax.lax.fori_loop(0, n_steps, correct, x)
       noise = common.per_sample_normal(step_keys, 0, shape)
-      return pred.fn(sde, score_fn, x, t, t_next, noise, probability_flow)[0]
+      return pred.fn(sde, score_fn, x, t, t_next, noise, probability_flow)
 
-    x = jax.lax.fori_loop(0, N, grid_step, x)
-    if denoise:
+    x, x_mean = jax.lax.fori_loop(0, N, grid_step, (x, x))
+    if denoise and ladder:
+      x = x_mean
+    elif denoise:
       x = common.tweedie_denoise(sde, score_fn, x, common.full_time(eps, batch))
     return x, jnp.asarray(nfe, jnp.int32)
 

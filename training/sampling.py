@@ -5,8 +5,12 @@ from __future__ import annotations
 import samplers
 
 
-def sampler_options(sampling) -> tuple[str, dict]:
-  """(method, options) for ``samplers.get_sampler`` from config.sampling (score_sde's field names)."""
+def sampler_options(sampling, continuous: bool = True) -> tuple[str, dict]:
+  """(method, options) for ``samplers.get_sampler`` from config.sampling (score_sde's field names).
+
+  A discrete-ladder model (``continuous=False``: training.continuous) is sampled by PC on its own
+  ladder (``ladder=True``, N = the SDE's N), as score_sde does.
+  """
   method = str(sampling.method).lower()
   n = int(sampling.get("n_steps", 0))
   eps = float(sampling.get("eps", 1e-3))
@@ -14,7 +18,9 @@ def sampler_options(sampling) -> tuple[str, dict]:
     options = dict(predictor=sampling.predictor, corrector=sampling.corrector, snr=sampling.snr,
                    n_steps=sampling.n_steps_each, denoise=sampling.noise_removal,
                    probability_flow=sampling.probability_flow, eps=eps)
-    if n:
+    if not continuous:
+      options["ladder"] = True
+    elif n:
       options["N"] = n
   elif method == "ode":
     options = dict(rtol=sampling.rtol, atol=sampling.atol, denoise=sampling.noise_removal, eps=eps,
@@ -29,5 +35,5 @@ def sampler_options(sampling) -> tuple[str, dict]:
 
 
 def get_sampler_from_config(config, sde, shape):
-  method, options = sampler_options(config.sampling)
+  method, options = sampler_options(config.sampling, bool(config.training.continuous))
   return samplers.get_sampler(sde, shape, method, **options)
