@@ -51,7 +51,7 @@ def device_rows():
       score_fn = mixture.score_fn(sde)
       for tol in (1e-3, 1e-4, 1e-5):
         for divergence in ("exact", "hutchinson_rademacher"):
-          fn = samplers.get_likelihood_fn(sde, rtol=tol, atol=tol, eps=EPS, divergence=divergence)
+          fn = samplers.get_likelihood_fn(sde, rtol=tol, atol=tol, t_min=EPS, divergence=divergence)
           run = jax.jit(lambda k, f=fn: f(k, score_fn, x))
           compile_s, run_s, (logp, z, nfe) = time_compiled(run, jax.random.key(1))
           abs_err, bias, mismatch = errors_bpd(sde, mixture, x, logp, z)
@@ -69,7 +69,7 @@ def host_rows(dim: int = 2, tol: float = 1e-5):
   x = mixture.sample(jax.random.key(0), BATCH)
   for sde_name, sde in SDES.items():
     score_fn = mixture.score_fn(sde)
-    fn = samplers.get_likelihood_fn(sde, rtol=tol, atol=tol, eps=EPS, divergence="hutchinson_rademacher")
+    fn = samplers.get_likelihood_fn(sde, rtol=tol, atol=tol, t_min=EPS, divergence="hutchinson_rademacher")
     _, dev_s, (_, _, dev_nfe) = time_compiled(jax.jit(lambda k: fn(k, score_fn, x)), jax.random.key(1), repeats=5)
 
     probe = jax.random.rademacher(jax.random.key(2), (1, BATCH, dim), dtype=jnp.float32)

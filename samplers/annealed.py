@@ -11,8 +11,9 @@ from sde_lib import SDE, ScoreFn, batch_broadcast
 DEFAULT_STEP_RATIO = 0.2   # epsilon / sigma_L^2 of NCSN (Song & Ermon 2019: 2e-5 / 0.01^2)
 
 
-def get_ald_sampler(sde: SDE, shape, *, n_levels: int = 10, n_steps: int = 100, step_size: float | None = None,
-                    eps: float = 1e-3, sigma_min: float = 0.01, denoise: bool = True):
+def get_ald_sampler(sde: SDE, shape, *, num_steps: int = 10, corrector_steps: int = 100,
+                    langevin_step_size: float | None = None, t_min: float = 1e-3, sigma_floor: float = 0.01,
+                    denoise: bool = True):
   """Annealed Langevin dynamics over a geometric ladder of noise levels, largest first.
 
   NCSN is written for data plus sigma noise. On every SDE it runs in the scaled variable
@@ -21,27 +22,28 @@ def get_ald_sampler(sde: SDE, shape, *, n_levels: int = 10, n_steps: int = 100, 
   Langevin would also have to rescale the whole sample by a_i / a_{i+1} between levels, which its
   small steps do too slowly: on sub-VP the modes came out shrunk by ~4% of their distance.)
 
-  sigma_1 > ... > sigma_L geometric from sigma(T) down to max(sigma_min, sigma(eps)) (NCSN's
-  sigma_L = 0.01; L = n_levels; with L = 1 the single level is the lowest: plain Langevin dynamics
-  at a small noise level, seeds 000/003). At each level, n_steps iterations of
-      x_hat <- x_hat + alpha_i/2 score_hat(x_hat, sigma_i) + sqrt(alpha_i) z,  alpha_i = step_size sigma_i^2 / sigma_L^2
-  (seed 002 Alg. 1 line 6). ``step_size`` is epsilon; None takes NCSN's ratio epsilon = 0.2 sigma_L^2
-  (2e-5 at sigma_L = 0.01). Starts from a prior draw; ``denoise`` adds Tweedie's step at sigma_L.
-  NFE = L n_steps + denoise.
+  sigma_1 > ... > sigma_L geometric from sigma(T) down to max(sigma_floor, sigma(t_min)) (NCSN's
+  sigma_L = 0.01; L = num_steps levels; with L = 1 the single level is the lowest: plain Langevin
+  dynamics at a small noise level, seeds 000/003). At each level, ``corrector_steps`` iterations of
+      x_hat <- x_hat + alpha_i/2 score_hat(x_hat, sigma_i) + sqrt(alpha_i) z,  alpha_i = epsilon sigma_i^2 / sigma_L^2
+  (seed 002 Alg. 1 line 6). ``langevin_step_size`` is epsilon; None takes NCSN's ratio
+  epsilon = 0.2 sigma_L^2 (2e-5 at sigma_L = 0.01). Starts from a prior draw; ``denoise`` adds
+  Tweedie's step at sigma_L. NFE = L corrector_steps + denoise.
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)``.
   """
   shape = common.check_shape(shape)
-  n_levels = common.check_steps("n_levels", n_levels)
-  n_steps = common.check_steps("n_steps", n_steps)
+  n_levels = common.check_steps("num_steps", num_steps)
+  n_steps = common.check_steps("corrector_steps", corrector_steps)
+  step_size = langevin_step_size
   if step_size is not None:
-    common.check_positive("step_size", step_size)
-  common.check_positive("sigma_min", sigma_min)
-  eps = common.check_eps(sde, eps)
+    common.check_positive("langevin_step_size", step_size)
+  common.check_positive("sigma_floor", sigma_floor)
+  t_min = common.check_t_min(sde, t_min)
   batch = shape[0]
 
   def sample_fn(key: jax.Array, score_fn: ScoreFn):
-    sig_hi, sig_lo = common.sigma_range(sde, eps, sigma_min)
+    sig_hi, sig_lo = common.sigma_range(sde, t_min, sigma_floor)
     if n_levels == 1:
       sigmas = sig_lo[None]
     else:
@@ -64,7 +66,7 @@ def get_ald_sampler(sde: SDE, shape, *, n_levels: int = 10, n_steps: int = 100, 
     x_hat = sde.prior_std * common.per_sample_normal(keys, 0, shape) / a_T
     x_hat = jax.lax.fori_loop(0, n_levels * n_steps, langevin_step, x_hat)
     if denoise:
-      x_hat = x_hat + jnp.square(sig_lo) * scaled_score(x_hat, sig_lo)      # Tweedie at sigma_L
+      x_hat = common.scaled_denoiser(sde, score_fn, batch)(x_hat, sig_lo)     # Tweedie at sigma_L
     return x_hat, jnp.asarray(n_levels * n_steps + int(denoise), jnp.int32)
 
   return sample_fn

@@ -30,10 +30,11 @@ def check_positive(name: str, value) -> float:
   return float(value)
 
 
-def check_eps(sde: SDE, eps) -> float:
-  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < sde.T:
-    raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps!r}")
-  return float(eps)
+def check_t_min(sde: SDE, t_min) -> float:
+  """The time floor: a number in (0, T)."""
+  if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0.0 < t_min < sde.T:
+    raise ValueError(f"t_min must lie in (0, T={sde.T}), got {t_min!r}")
+  return float(t_min)
 
 
 def check_choice(name: str, value, choices) -> str:
@@ -42,12 +43,12 @@ def check_choice(name: str, value, choices) -> str:
   return value
 
 
-def sigma_range(sde: SDE, eps: float, sigma_min: float) -> tuple[jax.Array, jax.Array]:
-  """(sigma(T), max(sigma_min, sigma(eps))): the noise levels a sigma-grid sampler spans.
+def sigma_range(sde: SDE, t_min: float, sigma_floor: float) -> tuple[jax.Array, jax.Array]:
+  """(sigma(T), max(sigma_floor, sigma(t_min))): the noise levels a sigma-grid sampler spans.
 
   The floor keeps steps off noise levels too small to matter (sub-VP's sigma(1e-3) is ~1e-4).
   """
-  return sde.sigma(jnp.asarray(sde.T)), jnp.maximum(sigma_min, sde.sigma(jnp.asarray(eps)))
+  return sde.sigma(jnp.asarray(sde.T)), jnp.maximum(sigma_floor, sde.sigma(jnp.asarray(t_min)))
 
 
 def per_sample_keys(key: jax.Array, batch: int) -> jax.Array:
@@ -66,6 +67,20 @@ def full_time(t, batch: int) -> jax.Array:
 
 
 def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array) -> jax.Array:
-  """E[x(0) | x(t)] = (x + s^2 score) / a (Tweedie's formula; Efron 2011, seed 004). One NFE."""
+  """E[x(0) | x(t)] = (x + s^2 score) / a (Tweedie's formula; Efron 2011, seed 004). One NFE.
+
+  The one denoiser of every sampler: in the scaled variable x_hat = x / a with sigma = s / a it is
+  EDM's D(x_hat; sigma) = x_hat + sigma^2 a score(a x_hat, t) (``scaled_denoiser``).
+  """
   a, s = sde.marginal_coefs(t)
   return (x + batch_broadcast(jnp.square(s), x) * score_fn(x, t)) / batch_broadcast(a, x)
+
+
+def scaled_denoiser(sde: SDE, score_fn: ScoreFn, batch: int):
+  """``D(x_hat [B, ...], sigma scalar) -> [B, ...]``: ``tweedie_denoise`` of x = a x_hat at t(sigma)."""
+
+  def denoise(x_hat, sigma):
+    t = full_time(sde.t_from_sigma(sigma), batch)
+    return tweedie_denoise(sde, score_fn, batch_broadcast(sde.marginal_coefs(t)[0], x_hat) * x_hat, t)
+
+  return denoise

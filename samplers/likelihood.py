@@ -47,12 +47,13 @@ def drift_and_divergence(drift_fn, x, probes, divergence):
   return drift, jnp.mean(est, axis=0)
 
 
-def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
+def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, t_min: float = 1e-5,
                       divergence: str = "hutchinson_rademacher", n_probes: int = 1, solver: str = "tsit5",
-                      n_steps: int | None = None, max_steps: int = 4096, per_sample: bool = False):
+                      num_steps: int | None = None, max_steps: int = 4096, per_sample: bool = False,
+                      eps: float | None = None):
   """Builds ``likelihood_fn(key, score_fn, x) -> (logp [B], z [B, ...], nfe)``.
 
-  logp is log p_eps(x) in nats of the data as given (no dequantisation, no rescaling: see
+  logp is log p_{t_min}(x) in nats of the data as given (no dequantisation, no rescaling: see
   ``bits_per_dim``), z = x(T) the latent. nfe counts evaluations of the augmented vector field;
   each is one evaluation of score_fn with its derivative: ``n_probes`` VJPs (Hutchinson) or D JVPs
   (exact).
@@ -66,8 +67,8 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, eps: 
   Arguments:
     divergence: ``"hutchinson_rademacher"``, ``"hutchinson_gaussian"`` (unbiased estimates with
       ``n_probes`` probes, held fixed along the trajectory) or ``"exact"`` (low-dimensional data).
-    rtol, atol, solver, n_steps, max_steps: as in ``samplers.ode.solve``.
-    eps: the time the data sits at, in (0, T).
+    rtol, atol, solver, num_steps, max_steps: as in ``samplers.ode.solve``.
+    t_min: the time the data sits at, in (0, T) (``eps``: its former name, still accepted).
 
   Raises:
     ValueError: an unknown divergence or solver, n_probes < 1, bad tolerances; at call time, x
@@ -75,8 +76,8 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, eps: 
   """
   common.check_choice("divergence", divergence, DIVERGENCES)
   common.check_steps("n_probes", n_probes)
-  check_solver_options(solver, rtol, atol, n_steps, max_steps)
-  eps = common.check_eps(sde, eps)
+  check_solver_options(solver, rtol, atol, num_steps, max_steps)
+  t_min = common.check_t_min(sde, t_min if eps is None else eps)
 
   def integrate(score_fn, x, probes):
     rsde = sde.reverse(score_fn, probability_flow=True)
@@ -87,8 +88,8 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, eps: 
       drift_fn = lambda v: rsde.sde(v, common.full_time(t, batch))[0]
       return drift_and_divergence(drift_fn, y, probes, divergence)
 
-    (z, delta), nfe = solve(vector_field, (x, jnp.zeros(batch)), eps, sde.T, solver=solver, rtol=rtol,
-                            atol=atol, n_steps=n_steps, max_steps=max_steps)
+    (z, delta), nfe = solve(vector_field, (x, jnp.zeros(batch)), t_min, sde.T, solver=solver, rtol=rtol,
+                            atol=atol, num_steps=num_steps, max_steps=max_steps)
     return sde.prior_logp(z) + delta, z, nfe
 
   def likelihood_fn(key: jax.Array, score_fn: ScoreFn, x: jax.Array):

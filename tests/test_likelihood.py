@@ -35,7 +35,7 @@ def _split_errors(sde, mixture, x, logp, z):
 def test_exact_divergence_likelihood_matches_the_oracle(sde, dim, key):
   mixture = example_mixture(dim)
   x = mixture.sample(key, 64)
-  likelihood_fn = samplers.get_likelihood_fn(sde, rtol=1e-5, atol=1e-5, eps=EPS, divergence="exact")
+  likelihood_fn = samplers.get_likelihood_fn(sde, rtol=1e-5, atol=1e-5, t_min=EPS, divergence="exact")
   logp, z, nfe = jax.jit(likelihood_fn, static_argnums=1)(key, mixture.score_fn(sde), x)
   solver_err, mismatch = _split_errors(sde, mixture, x, logp, z)
   print(f"{sde}: D={dim} solver error {solver_err:.2e} nats/dim, prior mismatch {mismatch:.2e} nats/dim, nfe {int(nfe)}")
@@ -48,7 +48,7 @@ def test_prior_mismatch_is_not_solver_error_on_ve(key):
   sde = all_sdes()[0]
   mixture = example_mixture(2)
   x = mixture.sample(key, 64)
-  likelihood_fn = samplers.get_likelihood_fn(sde, eps=EPS, divergence="exact")
+  likelihood_fn = samplers.get_likelihood_fn(sde, t_min=EPS, divergence="exact")
   logp, z, _ = jax.jit(likelihood_fn, static_argnums=1)(key, mixture.score_fn(sde), x)
   solver_err, mismatch = _split_errors(sde, mixture, x, logp, z)
   assert abs(mismatch) > 3 * solver_err
@@ -60,15 +60,15 @@ def test_hutchinson_is_unbiased(divergence, key):
   mixture = example_mixture(2)
   x = mixture.sample(key, 8)
   score_fn = mixture.score_fn(sde)
-  exact = jax.jit(samplers.get_likelihood_fn(sde, eps=EPS, divergence="exact"), static_argnums=1)(key, score_fn, x)[0]
+  exact = jax.jit(samplers.get_likelihood_fn(sde, t_min=EPS, divergence="exact"), static_argnums=1)(key, score_fn, x)[0]
   # A single probe, over 64 keys: the mean is within 3 standard errors of the exact value.
-  one = jax.jit(samplers.get_likelihood_fn(sde, eps=EPS, divergence=divergence), static_argnums=1)
+  one = jax.jit(samplers.get_likelihood_fn(sde, t_min=EPS, divergence=divergence), static_argnums=1)
   draws = np.stack([np.asarray(one(jax.random.key(k), score_fn, x)[0]) for k in range(64)])
   mean, se = draws.mean(0), draws.std(0, ddof=1) / np.sqrt(64)
   assert np.all(np.abs(mean - exact) <= 3 * se + 1e-4), (mean - exact, se)
   assert np.all(se > 0)                                   # it is an estimate, not the exact value
   # 64 probes in one call: within 3 standard errors (the single-probe spread / 8) of the exact value.
-  many = jax.jit(samplers.get_likelihood_fn(sde, eps=EPS, divergence=divergence, n_probes=64), static_argnums=1)
+  many = jax.jit(samplers.get_likelihood_fn(sde, t_min=EPS, divergence=divergence, n_probes=64), static_argnums=1)
   logp64 = np.asarray(many(jax.random.key(99), score_fn, x)[0])
   assert np.all(np.abs(logp64 - exact) <= 3 * draws.std(0, ddof=1) / 8 + 1e-4)
 
@@ -78,10 +78,10 @@ def test_deterministic_and_per_sample_mode(key):
   mixture = example_mixture(2)
   x = mixture.sample(key, 6)
   score_fn = mixture.score_fn(sde)
-  batched = jax.jit(samplers.get_likelihood_fn(sde, eps=EPS), static_argnums=1)
+  batched = jax.jit(samplers.get_likelihood_fn(sde, t_min=EPS), static_argnums=1)
   a, b = batched(key, score_fn, x), batched(key, score_fn, x)
   np.testing.assert_array_equal(a[0], b[0])
-  per_sample = jax.jit(samplers.get_likelihood_fn(sde, eps=EPS, per_sample=True), static_argnums=1)
+  per_sample = jax.jit(samplers.get_likelihood_fn(sde, t_min=EPS, per_sample=True), static_argnums=1)
   logp, z, nfe = per_sample(key, score_fn, x)
   assert nfe.shape == (6,) and np.all(np.asarray(nfe) > 0)
   np.testing.assert_allclose(logp, a[0], atol=2e-3)
@@ -120,7 +120,7 @@ def test_bits_per_dim_is_invariant_to_the_data_range(key):
   on_unit = GaussianMixture([0.4, 0.6], means, covs)
   on_centred = GaussianMixture([0.4, 0.6], 2 * means - 1, 4 * covs)          # x = 2y - 1
   y = samplers.dequantize(key, jax.random.randint(key, (n, d), 0, 256))
-  fn = jax.jit(samplers.get_likelihood_fn(sde, eps=EPS, divergence="exact"), static_argnums=1)
+  fn = jax.jit(samplers.get_likelihood_fn(sde, t_min=EPS, divergence="exact"), static_argnums=1)
 
   def logp_without_prior_mismatch(mixture, x):
     logp, z, _ = fn(key, mixture.score_fn(sde), x)
@@ -142,7 +142,7 @@ def test_bits_per_dim_is_invariant_to_the_data_range(key):
     (dict(n_probes=0), "n_probes must be"),
     (dict(rtol=-1.0), "rtol must be"),
     (dict(solver="euler"), "has no error estimate"),
-    (dict(eps=2.0), "eps must lie"),
+    (dict(t_min=2.0), "t_min must lie"), (dict(eps=2.0), "t_min must lie"),
 ])
 def test_bad_likelihood_options_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):

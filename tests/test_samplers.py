@@ -29,17 +29,17 @@ def floor(mixture):
 
 
 CASES = {
-    "pc_reverse_diffusion_langevin": ("pc", dict(predictor="reverse_diffusion", corrector="langevin", N=1000), None),
-    "pc_langevin_expected_step": ("pc", dict(predictor="reverse_diffusion", corrector="langevin", N=1000,
-                                             langevin_step="expected"), None),
-    "pc_euler_maruyama": ("pc", dict(predictor="euler_maruyama", corrector="none", N=1000), None),
-    "pc_ancestral": ("pc", dict(predictor="ancestral_sampling", corrector="none", N=1000), None),
-    "pc_probability_flow": ("pc", dict(predictor="reverse_diffusion", corrector="none", N=1000,
+    "pc_reverse_diffusion_langevin": ("pc", dict(predictor="reverse_diffusion", corrector="langevin", num_steps=1000), None),
+    "pc_langevin_expected_step": ("pc", dict(predictor="reverse_diffusion", corrector="langevin", num_steps=1000,
+                                             langevin_step_rule="expected"), None),
+    "pc_euler_maruyama": ("pc", dict(predictor="euler_maruyama", corrector="none", num_steps=1000), None),
+    "pc_ancestral": ("pc", dict(predictor="ancestral_sampling", corrector="none", num_steps=1000), None),
+    "pc_probability_flow": ("pc", dict(predictor="reverse_diffusion", corrector="none", num_steps=1000,
                                        probability_flow=True), None),
     "ode_tsit5": ("ode", dict(rtol=1e-5, atol=1e-5), None),
-    "edm_heun": ("edm_heun", dict(N=18), 35),
-    "dpm_solver_pp": ("dpm_solver_pp", dict(N=20), 20),
-    "annealed_langevin": ("ald", dict(n_levels=100, n_steps=50), None),
+    "edm_heun": ("edm_heun", dict(num_steps=18), 35),
+    "dpm_solver_pp": ("dpm_solver_pp", dict(num_steps=20, denoise=False), 20),
+    "annealed_langevin": ("ald", dict(num_steps=100, corrector_steps=50), None),
 }
 
 
@@ -88,14 +88,14 @@ def test_sampler_recovers_the_mixture(sde, case, mixture, floor, key):
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
 def test_plain_langevin_gets_the_weights_wrong(sde, mixture, floor, key):
   """Seeds 000/003: Langevin at one small noise level from the prior cannot move mass between modes."""
-  x, _ = _sample(sde, "ald", dict(n_levels=1, n_steps=1000), key, mixture.score_fn(sde))
+  x, _ = _sample(sde, "ald", dict(num_steps=1, corrector_steps=1000), key, mixture.score_fn(sde))
   assert mixture.mode_metrics(x)["tv"] > 3 * floor["tv"]
 
 
 DETERMINISTIC_IN_BATCH = {
-    "edm_heun": dict(N=6), "edm_heun_churn": dict(N=6, S_churn=10.0), "dpm_solver_pp": dict(N=6),
-    "ode": dict(solver="heun", n_steps=8), "ald": dict(n_levels=3, n_steps=4),
-    "pc": dict(predictor="ancestral_sampling", corrector="langevin", N=8, langevin_step="expected"),
+    "edm_heun": dict(num_steps=6), "edm_heun_churn": dict(num_steps=6, s_churn=10.0), "dpm_solver_pp": dict(num_steps=6),
+    "ode": dict(solver="heun", num_steps=8), "ald": dict(num_steps=3, corrector_steps=4),
+    "pc": dict(predictor="ancestral_sampling", corrector="langevin", num_steps=8, langevin_step_rule="expected"),
 }
 
 
@@ -117,7 +117,7 @@ def test_same_key_same_samples_whatever_the_batch(name, mixture, key):
 def test_batch_averaged_langevin_couples_a_sample_to_its_batch(mixture, key):
   """score_sde's default step averages norms over the batch: documented, and what 'expected' avoids."""
   sde = all_sdes()[0]
-  options = dict(predictor="none", corrector="langevin", N=4)
+  options = dict(predictor="none", corrector="langevin", num_steps=4)
   a, _ = _sample(sde, "pc", options, key, mixture.score_fn(sde), shape=(8, 2))
   c, _ = _sample(sde, "pc", options, key, mixture.score_fn(sde), shape=(16, 2))
   assert not np.allclose(a, c[:8], rtol=1e-4)
@@ -141,18 +141,22 @@ class _Counter:
 
 
 NFE_CASES = {
-    "pc": ("pc", dict(predictor="reverse_diffusion", corrector="langevin", N=5, n_steps=2)),
-    "pc_no_denoise": ("pc", dict(predictor="euler_maruyama", corrector="ald", N=4, denoise=False)),
+    "pc": ("pc", dict(predictor="reverse_diffusion", corrector="langevin", num_steps=5, corrector_steps=2)),
+    "pc_no_denoise": ("pc", dict(predictor="euler_maruyama", corrector="ald", num_steps=4, denoise=False)),
+    "pc_ladder": ("pc", dict(predictor="ancestral_sampling", corrector="langevin", ladder=True)),
     "ode_adaptive": ("ode", dict(rtol=1e-4, atol=1e-4)),
     "ode_dopri5": ("ode", dict(solver="dopri5", rtol=1e-3, atol=1e-3)),
     "ode_bosh3": ("ode", dict(solver="bosh3", rtol=1e-3, atol=1e-3)),
     "ode_heun_adaptive": ("ode", dict(solver="heun", rtol=1e-3, atol=1e-3)),
-    "ode_euler_fixed": ("ode", dict(solver="euler", n_steps=7)),
-    "ode_tsit5_fixed": ("ode", dict(solver="tsit5", n_steps=3, denoise=False)),
-    "edm_heun": ("edm_heun", dict(N=5)),
-    "edm_heun_churn": ("edm_heun", dict(N=4, S_churn=5.0)),
-    "dpm_solver_pp": ("dpm_solver_pp", dict(N=5)),
-    "ald": ("ald", dict(n_levels=2, n_steps=3)),
+    "ode_euler_fixed": ("ode", dict(solver="euler", num_steps=7)),
+    "ode_tsit5_fixed": ("ode", dict(solver="tsit5", num_steps=3, denoise=False)),
+    "edm_heun": ("edm_heun", dict(num_steps=5)),
+    "edm_heun_no_denoise": ("edm_heun", dict(num_steps=5, denoise=False)),
+    "edm_heun_churn": ("edm_heun", dict(num_steps=4, s_churn=5.0)),
+    "dpm_solver_pp": ("dpm_solver_pp", dict(num_steps=5)),
+    "dpm_solver_pp_no_denoise": ("dpm_solver_pp", dict(num_steps=5, denoise=False)),
+    "ald": ("ald", dict(num_steps=2, corrector_steps=3)),
+    "ald_no_denoise": ("ald", dict(num_steps=2, corrector_steps=3, denoise=False)),
 }
 
 
@@ -168,20 +172,41 @@ def test_reported_nfe_equals_executed_score_evaluations(name, mixture, key):
   assert counter.count == int(nfe) > 0
 
 
-def test_registries_are_extensible(mixture, key):
+def test_user_predictors_and_correctors_are_objects_not_registrations(mixture, key):
+  """The registries are read-only; a Predictor/Corrector object passed in place of a name is used as is."""
   sde = all_sdes()[1]
+  with pytest.raises(TypeError):
+    samplers.PREDICTORS["mine"] = samplers.PREDICTORS["euler_maruyama"]
+  em_copy = samplers.FunctionPredictor(lambda *args: samplers.PREDICTORS["euler_maruyama"](*args), supports_ladder=False)
+  langevin_copy = samplers.FunctionCorrector(lambda *args: samplers.CORRECTORS["langevin"](*args))
+  assert isinstance(em_copy, samplers.Predictor) and isinstance(langevin_copy, samplers.Corrector)
+  options = dict(num_steps=20)
+  a, _ = _sample(sde, "pc", dict(options, predictor=em_copy, corrector=langevin_copy), key, mixture.score_fn(sde), (32, 2))
+  b, _ = _sample(sde, "pc", dict(options, predictor="euler_maruyama", corrector="langevin"), key,
+                 mixture.score_fn(sde), (32, 2))
+  np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="or a Predictor object"):
+    samplers.get_sampler(sde, (4, 2), "pc", predictor=42)
 
-  @samplers.register_predictor("test_em_copy")
-  def em_copy(*args):
-    return samplers.PREDICTORS["euler_maruyama"].fn(*args)
 
-  try:
-    options = dict(corrector="none", N=20)
-    a, _ = _sample(sde, "pc", dict(options, predictor="test_em_copy"), key, mixture.score_fn(sde), (32, 2))
-    b, _ = _sample(sde, "pc", dict(options, predictor="euler_maruyama"), key, mixture.score_fn(sde), (32, 2))
-    np.testing.assert_array_equal(a, b)
-  finally:
-    samplers.PREDICTORS.pop("test_em_copy")
+@pytest.mark.parametrize("method, old, new", [
+    ("pc", dict(N=6, n_steps=2, eps=1e-2, langevin_step="expected"),
+     dict(num_steps=6, corrector_steps=2, t_min=1e-2, langevin_step_rule="expected")),
+    ("ode", dict(solver="heun", n_steps=5, eps=1e-2), dict(solver="heun", num_steps=5, t_min=1e-2)),
+    ("ald", dict(n_levels=3, n_steps=2, step_size=1e-5, eps=1e-2, sigma_min=0.02),
+     dict(num_steps=3, corrector_steps=2, langevin_step_size=1e-5, t_min=1e-2, sigma_floor=0.02)),
+    ("edm_heun", dict(N=4, eps=1e-2, sigma_min=0.01, S_churn=1.0), dict(num_steps=4, t_min=1e-2, sigma_floor=0.01, s_churn=1.0)),
+    ("dpm_solver_pp", dict(N=4, eps=1e-2, sigma_min=0.01), dict(num_steps=4, t_min=1e-2, sigma_floor=0.01)),
+])
+def test_former_option_names_are_aliases(method, old, new, mixture, key):
+  sde = all_sdes()[0]
+  a, nfe_a = _sample(sde, method, old, key, mixture.score_fn(sde), (16, 2))
+  b, nfe_b = _sample(sde, method, new, key, mixture.score_fn(sde), (16, 2))
+  np.testing.assert_array_equal(a, b)
+  assert int(nfe_a) == int(nfe_b)
+  alias = next(k for k in old if k in samplers.ALIASES[method])
+  with pytest.raises(ValueError, match="given twice"):
+    samplers.get_sampler(sde, (4, 2), method, **{alias: old[alias], samplers.ALIASES[method][alias]: old[alias]})
 
 
 @pytest.mark.parametrize("method, options, match", [
@@ -190,16 +215,18 @@ def test_registries_are_extensible(mixture, key):
     ("pc", dict(corrector="hmc"), r"corrector must be one of \['ald', 'langevin', 'none'\]"),
     ("pc", dict(snr=0.0), "snr must be"),
     ("pc", dict(snr=-1.0), "snr must be"),
-    ("pc", dict(N=0), "N must be"),
-    ("pc", dict(eps=0.0), r"eps must lie in \(0, T=1.0\)"),
-    ("ode", dict(eps=1.5), "eps must lie"),
+    ("pc", dict(num_steps=0), "num_steps must be"),
+    ("pc", dict(t_min=0.0), r"t_min must lie in \(0, T=1.0\)"),
+    ("ode", dict(t_min=1.5), "t_min must lie"),
+    ("pc", dict(predictor="euler_maruyama", ladder=True), "no ladder step"),
+    ("pc", dict(predictor="ancestral_sampling", ladder=True, num_steps=10), "ladder size"),
     ("pc", dict(predictor="ancestral_sampling", probability_flow=True), "no probability-flow form"),
-    ("pc", dict(langevin_step="per_sample"), "langevin_step must be one of"),
+    ("pc", dict(langevin_step_rule="per_sample"), "langevin_step_rule must be one of"),
     ("ode", dict(solver="rk4"), "solver must be one of"),
     ("ode", dict(solver="euler"), "has no error estimate"),
-    ("edm_heun", dict(N=1), "N must be >= 2"),
+    ("edm_heun", dict(num_steps=1), "num_steps must be >= 2"),
     ("dpm_solver_pp", dict(grid="cosine"), "grid must be one of"),
-    ("edm_heun", dict(n_steps=3), r"unknown option\(s\) \['n_steps'\] for method 'edm_heun'"),
+    ("edm_heun", dict(corrector_steps=3), r"unknown option\(s\) \['corrector_steps'\] for method 'edm_heun'"),
 ])
 def test_bad_options_raise_clear_errors(method, options, match):
   with pytest.raises(ValueError, match=match):
