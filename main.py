@@ -6,6 +6,7 @@ divide, a data set not on disk) end with one line naming the field and exit stat
 """
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -45,11 +46,24 @@ def _parse(argv):
     _fail("--config is required (e.g. --config configs/ve/digits.py)")
   if not FLAGS.workdir:
     _fail("--workdir is required")
+  if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
+    _fail(f"--workdir {FLAGS.workdir!r} is a file, not a directory")
   return rest
+
+
+def _typed_config(config):
+  """The typed boundary (training.config.parse_config): every bad field ends here, before any work."""
+  from training.config import parse_config
+
+  try:
+    return parse_config(config)
+  except ValueError as e:
+    _fail(str(e).splitlines()[0])
 
 
 def main(argv):
   del argv
+  config = _typed_config(FLAGS.config)
   import jax
 
   from datasets.images import DatasetNotFoundError
@@ -62,13 +76,13 @@ def main(argv):
   try:
     if FLAGS.mode == "train":
       from training.train import train
-      train(FLAGS.config, FLAGS.workdir)
+      train(config, FLAGS.workdir)
     elif FLAGS.mode == "eval":
       from training.evaluate import evaluate
-      evaluate(FLAGS.config, FLAGS.workdir, FLAGS.eval_folder)
+      evaluate(config, FLAGS.workdir, FLAGS.eval_folder)
     else:
       from training.evaluate import sample
-      sample(FLAGS.config, FLAGS.workdir)
+      sample(config, FLAGS.workdir)
   except (ValueError, DatasetNotFoundError, OSError, NonFiniteLossError) as e:
     _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 

@@ -22,18 +22,35 @@ def get_default_configs():
   training.reduce_mean = False               # mean over dimensions (else half the sum)
   training.likelihood_weighting = False      # lambda(t) = g(t)^2 (else the kernel variance)
   training.steps_per_call = 1                # optimisation steps per jitted call (lax.scan)
+  training.t_min = 1e-5                      # the loss's smallest time
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = "pc"                     # pc | ode | ald | edm_heun | dpm_solver_pp
-  sampling.predictor = "reverse_diffusion"   # pc: euler_maruyama | reverse_diffusion | ancestral_sampling | none
-  sampling.corrector = "langevin"            # pc: langevin | ald | none
-  sampling.n_steps_each = 1                  # pc: corrector steps per noise level
-  sampling.noise_removal = True              # finish with Tweedie's denoising step
-  sampling.probability_flow = False          # pc: predict with the probability-flow ODE
-  sampling.snr = 0.16                        # pc: the corrector's signal-to-noise ratio
-  sampling.n_steps = 0                       # ode: fixed steps (0: adaptive); edm_heun/dpm_solver_pp: N (0: default)
-  sampling.rtol = 1e-5                       # ode: tolerances of the adaptive solver
-  sampling.atol = 1e-5
+  sampling.method = "pc"                     # pc | ode | ald | edm_heun | dpm_solver_pp: its section below is used
+  sampling.t_min = 1e-3                      # the last time every sampler reaches
+  sampling.denoise = True                    # finish with Tweedie's denoising step (score_sde's noise_removal)
+  sampling.pc = ml_collections.ConfigDict(dict(
+      predictor="reverse_diffusion",         # euler_maruyama | reverse_diffusion | ancestral_sampling | none
+      corrector="langevin",                  # langevin | ald | none
+      snr=0.16,                              # the corrector's signal-to-noise ratio
+      corrector_steps=1,                     # corrector steps per noise level (score_sde's n_steps_each)
+      num_steps=0,                           # predictor steps (0: the SDE's N; discrete models use their ladder)
+      probability_flow=False,                # predict with the probability-flow ODE
+      langevin_step_rule="batch"))           # batch (score_sde's batch-averaged step) | expected (batch-independent)
+  sampling.ode = ml_collections.ConfigDict(dict(
+      solver="tsit5", rtol=1e-5, atol=1e-5,  # diffrax solver and its tolerances
+      num_steps=0,                           # fixed equal steps (0: adaptive)
+      max_steps=4096))
+  sampling.ald = ml_collections.ConfigDict(dict(
+      num_steps=10,                          # noise levels
+      corrector_steps=100,                   # Langevin steps per level
+      langevin_step_size=0.0,                # epsilon (0: NCSN's 0.2 sigma_L^2)
+      sigma_floor=0.01))                     # the lowest noise level
+  sampling.edm_heun = ml_collections.ConfigDict(dict(
+      num_steps=18, rho=7.0, sigma_floor=0.002,   # EDM's grid (NFE 2 num_steps - 1)
+      s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0))   # EDM's stochastic churn (0: deterministic)
+  sampling.dpm_solver_pp = ml_collections.ConfigDict(dict(
+      num_steps=20, sigma_floor=0.002,       # steps (NFE num_steps + denoise) and the lowest noise level
+      grid="edm", rho=7.0))                  # edm (rho-spaced sigmas) | logsnr (uniform log-SNR)
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.begin_ckpt = 9                    # first and last checkpoint to evaluate, numbered ceil(step / snapshot_freq)
@@ -41,10 +58,16 @@ def get_default_configs():
   evaluate.batch_size = 1024
   evaluate.enable_sampling = True
   evaluate.num_samples = 50000
-  evaluate.enable_loss = True
-  evaluate.enable_bpd = False
-  evaluate.bpd_dataset = "test"
-  evaluate.bpd_max_examples = 0              # 0: the whole test split
+  evaluate.enable_loss = True                # the training objective of the EMA parameters on the test split
+  evaluate.enable_bpd = False                # bits/dim through the probability-flow ODE
+  evaluate.bpd_dataset = "test"              # train | test
+  evaluate.bpd_max_examples = 0              # 0: the whole split
+  evaluate.bpd_rtol = 1e-5                   # bits/dim: probability-flow ODE tolerances, solver, time floor
+  evaluate.bpd_atol = 1e-5
+  evaluate.bpd_solver = "tsit5"
+  evaluate.bpd_t_min = 1e-5
+  evaluate.bpd_divergence = "hutchinson_rademacher"   # | hutchinson_gaussian | exact
+  evaluate.bpd_n_probes = 1                  # Hutchinson probes per example
   evaluate.inception_path = ""               # local FID Inception-v3 weights, .npz or .pth (see evaluation/inception.py)
   evaluate.inception_batch_size = 100
   evaluate.fid_reference_split = "train"      # FID/KID against this split's Inception features (cached in the eval folder)
@@ -70,6 +93,8 @@ def get_default_configs():
   model.dropout = 0.1
   model.embedding_type = "fourier"           # fourier | positional
   model.parameterization = "reference"       # reference | epsilon | edm (models.get_score_fn)
+  model.ema_rate = 0.9999                    # EMA of the parameters (warmed up: models.ema_warmup_rate)
+  model.scale_by_sigma = False               # VE: divide the network output by sigma
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.weight_decay = 0.0
@@ -84,10 +109,10 @@ def get_default_configs():
   return config
 
 
-def set_small_pc_sampler(sampling, sde: str, n_steps: int = 500):
+def set_small_pc_sampler(sampling, sde: str, num_steps: int = 500):
   """The small configs' PC sampler: reverse diffusion + Langevin on VE, Euler-Maruyama alone otherwise."""
   sampling.method = "pc"
-  sampling.predictor = "reverse_diffusion" if sde == "vesde" else "euler_maruyama"
-  sampling.corrector = "langevin" if sde == "vesde" else "none"
-  sampling.n_steps = n_steps
+  sampling.pc.predictor = "reverse_diffusion" if sde == "vesde" else "euler_maruyama"
+  sampling.pc.corrector = "langevin" if sde == "vesde" else "none"
+  sampling.pc.num_steps = num_steps
   return sampling

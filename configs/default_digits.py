@@ -41,7 +41,7 @@ def get_digits_config(sde: str):
   config.optim.lr = 2e-3
   config.optim.warmup = 200
 
-  set_small_pc_sampler(config.sampling, sde, n_steps=500)
+  set_small_pc_sampler(config.sampling, sde, num_steps=500)
 
   evaluate = config.eval
   evaluate.begin_ckpt = 1                    # every snapshot (steps 1000 and 2000)

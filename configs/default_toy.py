@@ -26,10 +26,12 @@ def get_toy_config(sde: str):
   data.mixture = "example"                   # datasets.example_mixture(dim): four modes, weights .5/.25/.15/.10
   data.dim = 2
   data.test_size = 4096                      # the fixed test sample (likelihood, evaluation)
-  data.centered = False                      # unused: toy data are not images
+  for image_field in ("image_size", "random_flip", "centered", "uniform_dequantization", "num_channels", "data_dir"):
+    del data[image_field]                    # not images
 
   model = config.model
   model.name = "mlp"
+  del model["dropout"]                       # the MLP has none
   model.hidden = 256
   model.depth = 3
   model.nf = 64
@@ -39,13 +41,12 @@ def get_toy_config(sde: str):
   model.ema_rate = 0.999
   model.sigma_min = 0.01
   model.sigma_max = 20.0                     # above the largest distance between points (~16)
-  model.dropout = 0.0
 
   config.optim.lr = 2e-3
   config.optim.warmup = 100
   config.optim.grad_clip = 1.0
 
-  set_small_pc_sampler(config.sampling, sde, n_steps=500)
+  set_small_pc_sampler(config.sampling, sde, num_steps=500)
 
   evaluate = config.eval
   evaluate.begin_ckpt = 1                    # every snapshot (steps 5000 and 10000)

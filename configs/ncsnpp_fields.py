@@ -7,7 +7,6 @@ def set_ncsnpp(model, *, fir: bool, progressive_input: str, embedding_type: str,
   model.name = "ncsnpp"
   model.scale_by_sigma = scale_by_sigma
   model.ema_rate = ema_rate
-  model.normalization = "GroupNorm"
   model.nonlinearity = "swish"
   model.nf = 128
   model.ch_mult = (1, 2, 2, 2)
@@ -22,9 +21,7 @@ def set_ncsnpp(model, *, fir: bool, progressive_input: str, embedding_type: str,
   model.progressive = "none"
   model.progressive_input = progressive_input
   model.progressive_combine = "sum"
-  model.attention_type = "ddpm"
   model.embedding_type = embedding_type
   model.fourier_scale = 16.0
   model.init_scale = 0.0
-  model.conv_size = 3
   return model

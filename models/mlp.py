@@ -25,6 +25,7 @@ class MLP(nn.Module):
   fourier_scale: float = 16.0
   nf: int = 64
 
+  RANGES = {"fourier_scale": (0.0, None)}
   CHOICES = {"embedding_type": ("fourier", "positional")}
 
   @nn.compact

@@ -63,6 +63,8 @@ class NCSNpp(nn.Module):
   nonlinearity: str = "swish"
   centered: bool = False
 
+  RANGES = {"dropout": (0.0, 1.0), "fourier_scale": (0.0, None), "init_scale": (0.0, None)}
+  NONEMPTY = ("ch_mult", "fir_kernel")
   CHOICES = {
       "resblock_type": ("biggan", "ddpm"),
       "progressive": ("none", "output_skip", "residual"),
@@ -186,6 +188,8 @@ class DDPM(nn.Module):
   nonlinearity: str = "swish"
   centered: bool = False
 
+  RANGES = {"dropout": (0.0, 1.0)}
+  NONEMPTY = ("ch_mult",)
   CHOICES = {"nonlinearity": tuple(layers.ACTIVATIONS)}
 
   @nn.compact

@@ -47,6 +47,21 @@ def _coerce(cls_name: str, field: dataclasses.Field, value: Any):
   return value
 
 
+def _check_range(cls, name: str, where: str, value):
+  """Integers (and tuple entries) >= 1, finite floats, and each class's ``RANGES`` / ``NONEMPTY``."""
+  ranges, nonempty = getattr(cls, "RANGES", {}), getattr(cls, "NONEMPTY", ())
+  if isinstance(value, tuple):
+    if name in nonempty and not value:
+      raise ValueError(f"{where} must not be empty, got {value!r}")
+    if any(v < 1 for v in value):
+      raise ValueError(f"{where} entries must be integers >= 1, got {value!r}")
+  elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    lo, hi = ranges.get(name, (1, None) if isinstance(value, int) else (None, None))
+    if not math.isfinite(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+      bound = " and ".join(b for b in (lo is not None and f">= {lo}", hi is not None and f"<= {hi}") if b) or "finite"
+      raise ValueError(f"{where} must be {bound}, got {value!r}")
+
+
 def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[str, Any]:
   """Typed keyword arguments for ``cls`` from config.model (and config.data.centered).
 
@@ -66,6 +81,7 @@ def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[s
     if source is None or field.name not in source:
       raise ValueError(f"{prefix}.{field.name} is missing: model {cls.__name__} needs it (default {field.default!r})")
     value = _coerce(cls.__name__, field, source[field.name])
+    _check_range(cls, field.name, f"{prefix}.{field.name}", value)
     choices = getattr(cls, "CHOICES", {}).get(field.name)
     if choices is not None and value not in choices:
       raise ValueError(f"{prefix}.{field.name} must be one of {list(choices)}, got {value!r}")
@@ -79,11 +95,10 @@ def get_model(config) -> nn.Module:
   Raises:
     ValueError: an unknown name (the valid ones are listed) or a bad hyperparameter.
   """
-  name = str(config.model.name).lower()
-  if name not in MODELS:
-    raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {config.model.name!r}")
-  cls = MODELS[name]
-  return cls(**model_kwargs(cls, config.model, config.get("data")))
+  from training.config import as_config            # the typed boundary (imported late: it imports models)
+
+  config = as_config(config)
+  return MODELS[config.model.name](**config.model.network)
 
 
 def init_params(model: nn.Module, key: jax.Array, shape) -> dict:
@@ -121,8 +136,10 @@ def score_fn_from_config(config, params, *, train: bool = False, rngs=None) -> C
   ``training.sde``, ``training.continuous``, ``model.parameterization``, ``model.scale_by_sigma``
   (score_sde's ``mutils.get_score_fn`` for ``"reference"``). Samplers, main.py and tests use it.
   """
-  sde = sde_lib.get_sde(config)
-  model = get_model(config)
-  return get_score_fn(sde, make_apply_fn(model), params, continuous=bool(config.training.continuous),
-                      parameterization=config.model.get("parameterization", "reference"),
-                      scale_by_sigma=bool(config.model.get("scale_by_sigma", False)), train=train, rngs=rngs)
+  from training.config import as_config
+
+  config = as_config(config)
+  return get_score_fn(sde_lib.get_sde(config), make_apply_fn(get_model(config)), params,
+                      continuous=config.training.continuous, parameterization=config.model.parameterization,
+                      scale_by_sigma=config.model.scale_by_sigma, sigma_data=config.model.sigma_data, train=train,
+                      rngs=rngs)

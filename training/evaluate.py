@@ -22,6 +22,7 @@ import samplers
 from datasets.images import DIGITS_TEST_SIZE, get_dataset, is_image_data, load_digits_arrays
 from training.checkpoint import Checkpointer
 from training.images import save_samples_picture, to_unit_range
+from training.config import as_config, likelihood_options
 from training.train import Setup, evaluation_state, make_sample_fn, setup
 
 
@@ -64,12 +65,13 @@ def _save_samples(config, x: np.ndarray, folder: str, name: str) -> str:
 
 def sample(config, workdir: str, eval_folder: str = "samples") -> str:
   """Samples from the newest checkpoint with config.sampling (no data set needed); returns the PNG path."""
+  config = as_config(config)
   run = setup(config)
   state = evaluation_state(run, workdir)
   n = int(config.eval.num_samples)
   batch = min(int(config.eval.batch_size), n)
   x, nfe = draw_samples(make_sample_fn(config, run, batch), state.ema_params, n, batch,
-                        jax.random.fold_in(run.sample_key, 10**6))
+                        jax.random.fold_in(run.sample_key, SAMPLE_MODE_KEY_OFFSET))
   name = f"{config.sampling.method}_step_{int(state.step)}"
   path = _save_samples(config, x, os.path.join(workdir, eval_folder), name)
   logging.info("%d samples with %s (NFE %d per batch) in %s", n, config.sampling.method, nfe, path)
@@ -79,7 +81,7 @@ def sample(config, workdir: str, eval_folder: str = "samples") -> str:
 
 def make_logp_fn(config, run: Setup):
   """jitted ``(key, x, params) -> log p [B]``: the probability-flow likelihood of a model."""
-  likelihood = samplers.get_likelihood_fn(run.sde, rtol=1e-5, atol=1e-5, eps=float(config.training.get("eps", 1e-5)))
+  likelihood = samplers.get_likelihood_fn(run.sde, **likelihood_options(as_config(config)))
   return jax.jit(lambda k, x, p: likelihood(k, run.score_fn(config, p), x)[0])
 
 
@@ -94,11 +96,11 @@ def _split_batches(data, batch_size: int, max_examples: int | None):
       return
 
 
-def bits_per_dim_on_test(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None,
-                         rounds_dir: str | None = None) -> float:
-  """Mean bits/dim of the dequantised test split under ``fn = make_logp_fn(...)`` at ``params``
-  (each batch's values saved in and reused from ``rounds_dir``, like ``draw_samples``)."""
-  data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
+def bits_per_dim_on_split(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None,
+                          rounds_dir: str | None = None) -> float:
+  """Mean bits/dim of the dequantised ``eval.bpd_dataset`` split under ``fn = make_logp_fn(...)`` at
+  ``params`` (each batch's values saved in and reused from ``rounds_dir``, like ``draw_samples``)."""
+  data = get_dataset(config.data, config.eval.bpd_dataset, evaluation=True, seed=int(config.seed))
   dims = math.prod(run.data_shape)
   data_range = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
   values = []
@@ -128,7 +130,7 @@ def mixture_nll(config, run: Setup, fn, params, key: jax.Array, max_examples: in
   from datasets.toy import get_mixture
 
   mixture, data = get_mixture(config.data), get_dataset(config.data, "test", seed=int(config.seed))
-  eps = float(config.training.get("eps", 1e-5))
+  eps = config.eval.bpd_t_min                                    # the likelihood's time floor
   model, exact = [], []
   for i, batch in enumerate(_split_batches(data, int(config.eval.batch_size), max_examples)):
     model.append(np.asarray(fn(jax.random.fold_in(key, i), batch, params)))
@@ -157,7 +159,7 @@ def reference_inception_statistics(config, extractor, cache_dir: str) -> dict:
   """Inception pool-feature mean [2048], covariance [2048, 2048] and up to eval.kid_reference_examples
   features of the data set's ``eval.fid_reference_split`` (cached in cache_dir: computed once per run)."""
   ev = config.eval
-  split, limit = str(ev.get("fid_reference_split", "train")), int(ev.get("fid_reference_examples", 0))
+  split, limit = ev.fid_reference_split, ev.fid_reference_examples
   name = f"inception_reference_{str(config.data.dataset).lower()}_{split}_{limit or 'all'}.npz"
   path = os.path.join(cache_dir, name)
   if not os.path.exists(path):
@@ -170,7 +172,7 @@ def reference_inception_statistics(config, extractor, cache_dir: str) -> dict:
                    total=math.ceil(total / int(ev.batch_size)), disable=jax.process_index() != 0)
     feats = np.concatenate([extractor(to_unit_range(b, config.data.centered))[0] for b in batches])
     mu, sigma = feature_statistics(feats)
-    kid = feats[:int(ev.get("kid_reference_examples", 10000))]
+    kid = feats[:ev.kid_reference_examples]
     np.savez(path + ".tmp.npz", mu=mu, sigma=sigma, kid_features=kid)
     os.replace(path + ".tmp.npz", path)
   with np.load(path) as f:
@@ -204,8 +206,48 @@ def select_snapshots(steps: list[int], snapshot_freq: int, begin_ckpt: int, end_
   return chosen
 
 
+# Key streams of evaluation, apart from training's: snapshot grids use fold_in(sample_key, step).
+EVAL_KEY_OFFSET = 10**7          # checkpoint `step` is evaluated with fold_in(sample_key, EVAL_KEY_OFFSET + step)
+SAMPLE_MODE_KEY_OFFSET = 10**6   # --mode sample draws with fold_in(sample_key, SAMPLE_MODE_KEY_OFFSET)
+BPD_STREAM, METRIC_STREAM, LOSS_STREAM = 1, 2, 3   # fold_in(checkpoint key, stream) for each kind of randomness
+
+
+def sample_scorer(config, folder: str):
+  """``score(samples) -> metrics`` for the data set's kind: the oracle's mode metrics (toys), digits
+  FID/KID (the embedded digits), FID/KID/IS from the FID Inception (other images, if its weights
+  are configured), or nothing."""
+  kind = config.data.dataset
+  if kind == "GMM":
+    return lambda x, key: mixture_scores(config, x, key)
+  if kind == "DIGITS":
+    return lambda x, key: digits_scores(to_unit_range(x, config.data.centered), folder)
+  if not config.eval.inception_path:
+    from evaluation.inception import HOW_TO_GET
+    logging.warning("FID/KID/IS skipped: eval.inception_path is not set. %s", HOW_TO_GET)
+    return lambda x, key: {}
+  from evaluation import InceptionFeatures
+  extractor = InceptionFeatures(config.eval.inception_path, batch_size=config.eval.inception_batch_size)
+  return lambda x, key: inception_scores(config, to_unit_range(x, config.data.centered), extractor, folder)
+
+
+def evaluation_loss(config, run: Setup, state, key: jax.Array) -> float:
+  """The training objective of the EMA parameters, averaged over the test split (eval.batch_size
+  batches of the seeded test order covering it once; score_sde's eval loss)."""
+  from training import step as step_lib
+  from training.train import make_step_fn
+
+  data = get_dataset(config.data, "test", seed=config.seed + 1)
+  batch = config.eval.batch_size - config.eval.batch_size % run.mesh.devices.size or run.mesh.devices.size
+  eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
+  losses = [np.asarray(eval_fn(state, step_lib.put_batches(data.batch(i, batch)[None], run.mesh),
+                               jax.random.fold_in(key, i))["loss"])
+            for i in range(math.ceil(len(data) / batch))]
+  return float(np.mean(losses))
+
+
 def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
   """Evaluates every selected snapshot (eval.begin_ckpt..end_ckpt) not yet evaluated; returns {step: metrics}."""
+  config = as_config(config)
   run = setup(config)
   folder = os.path.join(workdir, eval_folder)
   os.makedirs(folder, exist_ok=True)
@@ -217,45 +259,36 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
   if not all_steps:
     raise FileNotFoundError(f"no snapshot checkpoint in {os.path.abspath(workdir)}: run --mode train first")
   ev = config.eval
-  steps = select_snapshots(all_steps, int(config.training.snapshot_freq), int(ev.begin_ckpt), int(ev.end_ckpt))
+  steps = select_snapshots(all_steps, config.training.snapshot_freq, ev.begin_ckpt, ev.end_ckpt)
   # Built once: a new jit per checkpoint would recompile the sampler and the likelihood every time.
-  n = int(ev.num_samples)
-  batch = min(int(ev.batch_size), n)
+  n = ev.num_samples
+  batch = min(ev.batch_size, n)
   sample_fn = make_sample_fn(config, run, batch) if ev.enable_sampling else None
   logp_fn = make_logp_fn(config, run) if ev.enable_bpd else None
-  extractor = None
-  if ev.enable_sampling and is_image_data(config.data) and str(config.data.dataset).upper() != "DIGITS":
-    if ev.get("inception_path"):
-      from evaluation import InceptionFeatures
-      extractor = InceptionFeatures(ev.inception_path, batch_size=int(ev.get("inception_batch_size", 100)))
-    else:
-      from evaluation.inception import HOW_TO_GET
-      logging.warning("FID/KID/IS skipped: eval.inception_path is not set. %s", HOW_TO_GET)
+  score = sample_scorer(config, folder) if ev.enable_sampling else None
+  bpd_examples = ev.bpd_max_examples or None
   for step in steps:
     if str(step) in progress:
       continue
     state = evaluation_state(run, workdir, step)
-    key = jax.random.fold_in(run.sample_key, 10**7 + step)
+    key = jax.random.fold_in(run.sample_key, EVAL_KEY_OFFSET + step)
     metrics = {"step": step}
     rounds = os.path.join(folder, f"rounds_step_{step}")            # finished rounds, kept until the step is done
+    if ev.enable_loss:
+      metrics["eval_loss"] = evaluation_loss(config, run, state, jax.random.fold_in(key, LOSS_STREAM))
     if ev.enable_sampling:
       x, nfe = draw_samples(sample_fn, state.ema_params, n, batch, key, rounds_dir=rounds)
       metrics["nfe"] = nfe
       metrics["max_abs_sample"] = float(np.max(np.abs(x)))          # saturated samples show up here first
       metrics["samples_png"] = _save_samples(config, x, folder, f"samples_step_{step}")
-      if not is_image_data(config.data):
-        metrics.update(mixture_scores(config, x, jax.random.fold_in(key, 2)))
-      elif str(config.data.dataset).upper() == "DIGITS":
-        metrics.update(digits_scores(to_unit_range(x, config.data.centered), folder))
-      elif extractor is not None:
-        metrics.update(inception_scores(config, to_unit_range(x, config.data.centered), extractor, folder))
+      metrics.update(score(x, jax.random.fold_in(key, METRIC_STREAM)))
     if ev.enable_bpd and not is_image_data(config.data):
-      metrics.update(mixture_nll(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, 1),
-                                 max_examples=int(ev.get("bpd_max_examples", 0)) or None))
+      metrics.update(mixture_nll(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, BPD_STREAM),
+                                 max_examples=bpd_examples))
     elif ev.enable_bpd:
-      metrics["bpd_test"] = bits_per_dim_on_test(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, 1),
-                                                 max_examples=int(ev.get("bpd_max_examples", 0)) or None,
-                                                 rounds_dir=rounds)
+      metrics[f"bpd_{ev.bpd_dataset}"] = bits_per_dim_on_split(config, run, logp_fn, state.ema_params,
+                                                               jax.random.fold_in(key, BPD_STREAM),
+                                                               max_examples=bpd_examples, rounds_dir=rounds)
     logging.info("checkpoint %d: %s", step, metrics)
     print(json.dumps(metrics))
     progress[str(step)] = metrics

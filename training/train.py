@@ -18,6 +18,7 @@ import sde_lib
 from datasets.images import data_shape, get_dataset
 from training import step as step_lib
 from training.checkpoint import Checkpointer
+from training.config import as_config
 from training.images import save_samples_picture
 from training.sampling import get_sampler_from_config
 from training.state import TrainState, create_train_state, get_optimizer, learning_rate_schedule
@@ -50,7 +51,9 @@ class Setup:
 
 
 def setup(config) -> Setup:
-  """Builds the run's pieces; every bad field raises a ValueError naming it."""
+  """Builds the run's pieces from a typed ``Config`` (or a ConfigDict, parsed here); every bad field
+  raises a ValueError naming it."""
+  config = as_config(config)
   sde = sde_lib.get_sde(config)
   model = models.get_model(config)
   mesh = step_lib.make_mesh()
@@ -79,12 +82,12 @@ def make_sample_fn(config, run: Setup, n: int):
 
 def make_step_fn(config, run: Setup, *, train: bool = True) -> Callable:
   """The (unjitted) training step of ``config.training`` (or its evaluation loss, ``train=False``)."""
+  config = as_config(config)
   tc = config.training
   return step_lib.make_train_step(
       run.sde, run.apply_fn, run.optimizer, ema_rate=float(config.model.ema_rate), continuous=tc.continuous,
-      reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, eps=float(tc.get("eps", 1e-5)),
-      parameterization=config.model.get("parameterization", "reference"),
-      scale_by_sigma=bool(config.model.get("scale_by_sigma", False)), train=train)
+      reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, eps=tc.t_min,
+      parameterization=config.model.parameterization, scale_by_sigma=config.model.scale_by_sigma, train=train)
 
 
 def _crossed(prev: int, now: int, freq: int) -> bool:
@@ -101,6 +104,7 @@ def train(config, workdir: str) -> TrainState:
   Raises:
     NonFiniteLossError: a NaN/inf loss; nothing after the last good checkpoint is written.
   """
+  config = as_config(config)
   run = setup(config)
   tc = config.training
   os.makedirs(workdir, exist_ok=True)
@@ -109,14 +113,14 @@ def train(config, workdir: str) -> TrainState:
   start = int(state.step)
   if start:
     logging.info("resuming from step %d", start)
-  batch_size, per_call, n_iters = int(tc.batch_size), max(int(tc.get("steps_per_call", 1)), 1), int(tc.n_iters)
+  batch_size, per_call, n_iters = tc.batch_size, tc.steps_per_call, tc.n_iters
   train_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
   eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
   train_data = get_dataset(config.data, "train", seed=int(config.seed))
   eval_data = get_dataset(config.data, "test", seed=int(config.seed) + 1)
   lr_at = learning_rate_schedule(config.optim.lr, int(config.optim.warmup))
   writer = _writer(workdir)
-  sample_fn = make_sample_fn(config, run, int(tc.get("snapshot_samples", 64))) if tc.snapshot_sampling else None
+  sample_fn = make_sample_fn(config, run, tc.snapshot_samples) if tc.snapshot_sampling else None
   process, n_proc = jax.process_index(), jax.process_count()
 
   def host_batches(first: int, count: int, data) -> np.ndarray:

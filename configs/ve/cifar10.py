@@ -9,8 +9,8 @@ def get_config():
   config.training.sde = "vesde"
   config.training.continuous = True
   config.sampling.method = "pc"
-  config.sampling.predictor = "reverse_diffusion"
-  config.sampling.corrector = "langevin"
+  config.sampling.pc.predictor = "reverse_diffusion"
+  config.sampling.pc.corrector = "langevin"
   set_ncsnpp(config.model, fir=True, progressive_input="residual", embedding_type="fourier",
              scale_by_sigma=True, ema_rate=0.999)
   return config

@@ -10,8 +10,8 @@ def get_config():
   config.training.continuous = True
   config.training.reduce_mean = True
   config.sampling.method = "pc"
-  config.sampling.predictor = "euler_maruyama"
-  config.sampling.corrector = "none"
+  config.sampling.pc.predictor = "euler_maruyama"
+  config.sampling.pc.corrector = "none"
   config.data.centered = True
   set_ncsnpp(config.model, fir=False, progressive_input="none", embedding_type="positional",
              scale_by_sigma=False, ema_rate=0.9999)
