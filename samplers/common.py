@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from sde_lib import SDE, ScoreFn, batch_broadcast
+from sde_lib import SDE, ScoreFn, batch_broadcast, checks
 
 
 def check_shape(shape) -> tuple[int, ...]:
@@ -18,29 +18,14 @@ def check_shape(shape) -> tuple[int, ...]:
   return shape
 
 
-def check_steps(name: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-  return value
-
-
-def check_positive(name: str, value) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-    raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-  return float(value)
+check_steps = checks.check_positive_int
+check_positive = checks.check_positive
+check_choice = checks.check_choice
 
 
 def check_t_min(sde: SDE, t_min) -> float:
   """The time floor: a number in (0, T)."""
-  if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0.0 < t_min < sde.T:
-    raise ValueError(f"t_min must lie in (0, T={sde.T}), got {t_min!r}")
-  return float(t_min)
-
-
-def check_choice(name: str, value, choices) -> str:
-  if value not in choices:
-    raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-  return value
+  return checks.check_time("t_min", t_min, sde.T)
 
 
 def sigma_range(sde: SDE, t_min: float, sigma_floor: float) -> tuple[jax.Array, jax.Array]:

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sde_lib.checks import check_finite_nonnegative, check_positive_int  # noqa: F401  (re-exported)
+
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -40,19 +42,6 @@ def batch_broadcast(v: jax.Array, x: jax.Array) -> jax.Array:
   """Reshapes a per-sample array ``v`` of shape [B] to [B, 1, ..., 1] so it broadcasts against x."""
   v = jnp.asarray(v)
   return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
-
-
-def check_positive_int(name: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}")
-  return int(value)
-
-
-def check_finite_nonnegative(name: str, value) -> float:
-  value = float(value)
-  if not math.isfinite(value) or value < 0:
-    raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-  return value
 
 
 class SDE(abc.ABC):

@@ -16,6 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from sde_lib import checks
 from sde_lib.base import SDE, ScoreFn, batch_broadcast, check_positive_int
 
 LossFn = Callable[[jax.Array, ScoreFn, jax.Array], jax.Array]
@@ -35,16 +36,16 @@ class Perturbation:
   x_t: jax.Array
 
 
-def perturb(key: jax.Array, sde: SDE, x: jax.Array, *, eps: float = 1e-5, continuous: bool = True) -> Perturbation:
+def perturb(key: jax.Array, sde: SDE, x: jax.Array, *, t_min: float = 1e-5, continuous: bool = True) -> Perturbation:
   """Draws t and z and perturbs a batch x through the SDE's kernel.
 
-  ``continuous``: t ~ U(eps, T) and (a, s) = marginal_coefs(t). Otherwise a ladder level i is drawn
+  ``continuous``: t ~ U(t_min, T) and (a, s) = marginal_coefs(t). Otherwise a ladder level i is drawn
   uniformly from 0..N-1, t = t_i and (a, s) = (a_i, s_i) of ``sde.discrete_coefs`` (SMLD / DDPM).
   """
   t_key, z_key = jax.random.split(key)
   batch = x.shape[0]
   if continuous:
-    t = jax.random.uniform(t_key, (batch,), minval=eps, maxval=sde.T)
+    t = jax.random.uniform(t_key, (batch,), minval=t_min, maxval=sde.T)
     a, s = sde.marginal_coefs(t)
   else:
     t = sde.discrete_time(jax.random.randint(t_key, (batch,), 0, sde.N))
@@ -66,10 +67,11 @@ def get_per_example_loss_fn(
     continuous: bool = True,
     reduce_mean: bool = False,
     likelihood_weighting: bool = False,
-    eps: float = 1e-5,
+    t_min: float = 1e-5,
     projection: str = "rademacher",
     n_projections: int = 1,
     variance_reduction: bool = True,
+    eps: float | None = None,
 ) -> LossFn:
   """Builds ``loss_fn(key, score_fn, x) -> [B]`` of per-example losses.
 
@@ -78,24 +80,23 @@ def get_per_example_loss_fn(
     method: ``"dsm"``, denoising score matching (Vincent 2011; seed 000), whose regression target is
       the kernel's score -z/s; or ``"ssm"``, sliced score matching (Song et al. 2019; seeds 001/002)
       on the perturbed marginals p_t, which needs no kernel and so no knowledge of the noise.
-    continuous: t ~ U(eps, T) (Song et al. 2021 eq. 7). If False (``"dsm"`` only), the discrete
+    continuous: t ~ U(t_min, T) (Song et al. 2021 eq. 7). If False (``"dsm"`` only), the discrete
       ladder loss over N levels: on VE this is the SMLD/NCSN loss with lambda(sigma_i) = sigma_i^2
       (Song & Ermon 2019 eq. 6), on VP the DDPM epsilon loss (Ho et al. 2020 eq. 14).
     reduce_mean: average over data dimensions instead of half the sum.
     likelihood_weighting: lambda(t) = g(t)^2 (Song et al. 2021b, Thm. 1) instead of s(t)^2.
-    eps: smallest time, in (0, T).
+    t_min: smallest time, in (0, T) (``eps``: its former name, still accepted).
     projection, n_projections, variance_reduction: the ``"ssm"`` projections v (Rademacher or
       Gaussian, E[v v^T] = I), how many per example, and whether 1/2|s|^2 is computed in closed
       form (SSM-VR, Song et al. 2019 eq. 8) instead of 1/2 (v^T s)^2.
 
   Raises:
-    ValueError: an unknown method or projection, eps outside (0, T), n_projections < 1, or an
+    ValueError: an unknown method or projection, t_min outside (0, T), n_projections < 1, or an
       option the discrete loss does not have.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-  if not 0.0 < eps < sde.T:
-    raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps!r}")
+  t_min = checks.check_time("t_min", t_min if eps is None else eps, sde.T)
   if projection not in PROJECTIONS:
     raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
   check_positive_int("n_projections", n_projections)
@@ -111,7 +112,7 @@ def get_per_example_loss_fn(
 
   def dsm(key, score_fn, x):
     # lambda/2 |score + z/s|^2 = (lambda/s^2)/2 |s score + z|^2   (target = grad log N(x_t; a x, s^2) = -z/s)
-    p = perturb(key, sde, x, eps=eps, continuous=continuous)
+    p = perturb(key, sde, x, t_min=t_min, continuous=continuous)
     residual = batch_broadcast(p.s, x) * score_fn(p.x_t, p.t) + p.z
     return weight(p) * _reduce(jnp.square(residual), reduce_mean)
 
@@ -119,7 +120,7 @@ def get_per_example_loss_fn(
     # J = E[ lambda ( v^T grad_x(v^T s) + 1/2 (v^T s)^2 ) ], an unbiased estimate of
     # lambda (tr grad s + 1/2 |s|^2) = lambda/2 |s - grad log p_t|^2 - const   (seed 001: integration by parts)
     p_key, v_key = jax.random.split(key)
-    p = perturb(p_key, sde, x, eps=eps)
+    p = perturb(p_key, sde, x, t_min=t_min)
     t = p.t
 
     def one_projection(v):

@@ -19,7 +19,7 @@ def _mean_and_se(v):
 
 def _esm_per_example(sde, key, x, score_fn, exact_fn, reduce_mean, likelihood_weighting, eps=1e-5):
   """Explicit score matching lambda/2 |s - grad log p_t|^2 on the DSM loss's own draws of (t, x_t)."""
-  p = sde_lib.perturb(key, sde, x, eps=eps)
+  p = sde_lib.perturb(key, sde, x, t_min=eps)
   sq = jnp.square(score_fn(p.x_t, p.t) - exact_fn(p.x_t, p.t))
   lam = jnp.square(sde.diffusion(p.t)) if likelihood_weighting else jnp.square(p.s)
   return lam * (jnp.mean(sq, 1) if reduce_mean else 0.5 * jnp.sum(sq, 1))
@@ -86,8 +86,8 @@ def test_loss_fn_is_the_batch_mean_and_jits(sde, key):
 
 def test_invalid_loss_options_raise():
   sde = sde_lib.VPSDE()
-  for kwargs, match in [(dict(method="nce"), "method must be one of"), (dict(eps=0.0), "eps"),
-                        (dict(eps=1.5), "eps"), (dict(projection="sphere"), "projection"),
+  for kwargs, match in [(dict(method="nce"), "method must be one of"), (dict(eps=0.0), "t_min"), (dict(t_min=0.0), "t_min"),
+                        (dict(eps=1.5), "t_min"), (dict(projection="sphere"), "projection"),
                         (dict(n_projections=0), "n_projections"),
                         (dict(method="ssm", continuous=False), "continuous=False"),
                         (dict(continuous=False, likelihood_weighting=True), "continuous=False")]:

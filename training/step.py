@@ -41,7 +41,7 @@ def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.Gradi
   update, dropout off, EMA parameters): ``(state, batches, key) -> {"loss": [S]}``.
   """
   loss_fn = sde_lib.get_loss_fn(sde, continuous=continuous, reduce_mean=reduce_mean,
-                                likelihood_weighting=likelihood_weighting, eps=eps)
+                                likelihood_weighting=likelihood_weighting, t_min=eps)
 
   def objective(params, batch, key, dropout: bool):
     loss_key, dropout_key = jax.random.split(key)

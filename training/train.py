@@ -50,6 +50,11 @@ class Setup:
     return jax.eval_shape(lambda: create_train_state(self.model, self.optimizer, self.init_key, (1,) + self.data_shape))
 
 
+# The run's key streams: fold_in(key(seed), stream). Steps then fold in the step number, evaluation a
+# checkpoint offset (training/evaluate.py), so no two uses of randomness share a key.
+INIT_STREAM, STEP_STREAM, SAMPLE_STREAM = 0, 1, 2
+
+
 def setup(config) -> Setup:
   """Builds the run's pieces from a typed ``Config`` (or a ConfigDict, parsed here); every bad field
   raises a ValueError naming it."""
@@ -61,7 +66,8 @@ def setup(config) -> Setup:
   base = jax.random.key(int(config.seed))
   shape = data_shape(config.data)
   return Setup(sde, model, models.make_apply_fn(model), get_optimizer(config.optim), mesh, shape,
-               jax.random.fold_in(base, 0), jax.random.fold_in(base, 1), jax.random.fold_in(base, 2))
+               jax.random.fold_in(base, INIT_STREAM), jax.random.fold_in(base, STEP_STREAM),
+               jax.random.fold_in(base, SAMPLE_STREAM))
 
 
 def restore_or_create(run: Setup, checkpointer: Checkpointer) -> TrainState:
