@@ -17,7 +17,40 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.", 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
 flags.DEFINE_string("eval_folder", "eval", "Folder under workdir for evaluation outputs.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host runs).")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host runs); without the "
+                  "three flags below its arguments are auto-detected (SLURM, Open MPI, TPU pods). docs/multihost.md.")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator (jax.distributed.initialize); "
+                    "with --num_processes and --process_id, implies --multihost.")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.", lower_bound=1)
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.", lower_bound=0)
+
+_DISTRIBUTED = ("coordinator_address", "num_processes", "process_id")
+
+
+def _distributed_args() -> dict | None:
+  """The arguments of jax.distributed.initialize: {} for auto-detection (--multihost alone), the three
+  flags when given, None for a single-process run. Partial or inconsistent flags end with one error line."""
+  given = [name for name in _DISTRIBUTED if getattr(FLAGS, name) is not None]
+  if not given:
+    return {} if FLAGS.multihost else None
+  if len(given) < len(_DISTRIBUTED):
+    missing = ", ".join(f"--{name}" for name in _DISTRIBUTED if name not in given)
+    _fail(f"{missing} missing: --coordinator_address, --num_processes and --process_id go together "
+          f"(or give none of them with --multihost for auto-detection)")
+  if not FLAGS.process_id < FLAGS.num_processes:
+    _fail(f"--process_id={FLAGS.process_id} must be < --num_processes={FLAGS.num_processes}")
+  host, _, port = FLAGS.coordinator_address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    _fail(f"--coordinator_address={FLAGS.coordinator_address!r} must be HOST:PORT (e.g. 10.0.0.1:1234)")
+  return {name: getattr(FLAGS, name) for name in _DISTRIBUTED}
+
+
+def _initialize_distributed(jax, kwargs: dict) -> None:
+  """jax.distributed.initialize(**kwargs); on CPU, cross-process collectives need an implementation
+  (gloo, the default of jax 0.10; set here when unset, as in older jax, and an explicit mpi is kept)."""
+  if jax.config.jax_cpu_collectives_implementation is None:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)
 
 
 def _fail(message: str) -> None:
@@ -63,14 +96,15 @@ def _typed_config(config):
 
 def main(argv):
   del argv
+  distributed = _distributed_args()
   config = _typed_config(FLAGS.config)
   import jax
 
   from datasets.images import DatasetNotFoundError
   from training.train import NonFiniteLossError
 
-  if FLAGS.multihost:
-    jax.distributed.initialize()
+  if distributed is not None:
+    _initialize_distributed(jax, distributed)
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.WARNING)     # orbax's per-file INFO lines drown the run's own
   try:

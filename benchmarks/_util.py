@@ -89,18 +89,30 @@ def sliced_wasserstein(x, y, key, n_projections: int = 128) -> float:
   return float(np.sqrt(np.mean((px - py) ** 2)))
 
 
+def commit() -> str:
+  """The short git commit the benchmark ran at ("+ local changes" when the tree is dirty)."""
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return head + (" + local changes" if dirty else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
 def write(name: str, header: str, rows: list[dict], columns: list[str], notes: str = "") -> str:
   """Writes results/NAME.json and results/NAME.md (a markdown table); returns the markdown."""
   os.makedirs(RESULTS, exist_ok=True)
   with open(os.path.join(RESULTS, name + ".json"), "w") as f:
-    json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+    json.dump({"machine": machine(), "commit": commit(), "rows": rows}, f, indent=1)
 
   def fmt(v):
     if isinstance(v, float):
       return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
     return str(v)
 
-  lines = [f"# {header}", "", f"Machine: {machine()}", "", notes, "",
+  lines = [f"# {header}", "", f"Machine: {machine()}", "", f"Commit: {commit()}", "", notes, "",
            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
   text = "\n".join(lines) + "\n"

@@ -28,12 +28,12 @@ SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 # Every sampler method on the final checkpoint: label -> config.sampling overrides.
 SAMPLERS = {
     "pc (config default)": {},
-    "pc probability_flow": dict(predictor="euler_maruyama", corrector="none", probability_flow=True),
-    "ode tsit5 1e-5": dict(method="ode", n_steps=0),
-    "edm_heun N=18": dict(method="edm_heun", n_steps=18),
-    "dpm_solver_pp N=10": dict(method="dpm_solver_pp", n_steps=10),
-    "dpm_solver_pp N=20": dict(method="dpm_solver_pp", n_steps=20),
-    "ald 10x100": dict(method="ald", n_steps=10),
+    "pc probability_flow": {"pc.predictor": "euler_maruyama", "pc.corrector": "none", "pc.probability_flow": True},
+    "ode tsit5 1e-5": dict(method="ode"),
+    "edm_heun N=18": dict(method="edm_heun"),
+    "dpm_solver_pp N=10": {"method": "dpm_solver_pp", "dpm_solver_pp.num_steps": 10},
+    "dpm_solver_pp N=20": {"method": "dpm_solver_pp", "dpm_solver_pp.num_steps": 20},
+    "ald 10x100": dict(method="ald"),
 }
 SAMPLER_ROWS: list[dict] = []
 

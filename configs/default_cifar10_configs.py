@@ -82,6 +82,7 @@ def get_default_configs():
   data.uniform_dequantization = False
   data.num_channels = 3
   data.data_dir = ""                         # tensorflow-datasets directory ("" = its default)
+  data.path = ""                             # FOLDER: a folder of images, ARRAY: an .npz (datasets/images.py)
 
   config.model = model = ml_collections.ConfigDict()
   model.name = "ncsnpp"                      # ncsnpp | ddpm | mlp

@@ -1,12 +1,28 @@
-"""Image data: tensorflow-datasets sources (no TensorFlow needed) and the embedded digits.
+"""Image data: tensorflow-datasets sources (no TensorFlow needed), the embedded digits, your own images.
 
 A data set is a random-access source of uint8 images [H, W, C]. ``ImageData.batch(step)`` is a pure
 function of (seed, step): the order is a fresh seeded permutation every epoch, so a resumed run sees
 exactly the batches an uninterrupted one would, with no iterator state to checkpoint.
+
+Your own data (``data.path``):
+
+* ``data.dataset = "FOLDER"``: a directory of .png/.jpg/.jpeg/.bmp/.webp files, searched recursively
+  (hidden files and other extensions skipped) in sorted path order, decoded lazily by index with pillow
+  (a bounded cache keeps recent ones).
+* ``data.dataset = "ARRAY"``: an .npz of uint8 images [N, H, W, C] (C = 1, 3 or 4) or grey [N, H, W],
+  under the key ``images`` or as the file's only array (an .npy array is read memory-mapped).
+
+Split: a folder holding both ``train/`` and ``test/`` subfolders, or an .npz holding both ``train`` and
+``test`` arrays, gives the two splits. Otherwise ``max(1, N // 20)`` examples are held out as "test",
+chosen by a fixed permutation (seed 0) independent of the training seed, and N >= 2 is required.
+Images are converted to ``data.num_channels`` channels (1: pillow's grey "L", the ITU-R 601-2 luma;
+3: "RGB"; an alpha channel is dropped), then go through the same ``ImageData`` preprocessing as the
+tensorflow-datasets sets: centre crop + resize to ``data.image_size``, ``data.centered``, flips, dequantisation.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 
@@ -19,9 +35,15 @@ TFDS = {
     "CELEBA": ("celeb_a", 64, 3, "train", "validation"),
     "LSUN": ("lsun/church_outdoor", 256, 3, "train", "validation"),
 }
-DATASETS = sorted(list(TFDS) + ["DIGITS", "GMM"])
+OWN = ("FOLDER", "ARRAY")       # your own data, read from data.path
+DATASETS = sorted(list(TFDS) + ["DIGITS", "GMM", *OWN])
 DIGITS_TEST_SIZE = 297           # a fixed split of scikit-learn's 1,797 digits: 1,500 train, 297 test
 DIGITS_MAX = 16                  # digits pixels are integers 0..16
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")   # FOLDER: the files read (case-insensitive)
+OWN_TEST_DIVISOR = 20            # own data without a train/test layout: max(1, N // 20) examples are "test"
+OWN_SPLIT_SEED = 0               # ... chosen by this fixed permutation, independent of the training seed
+OWN_CACHE_BYTES = 256 * 2**20    # FOLDER: decoded images kept per split (least recently used dropped first)
+_PIL_MODE = {1: "L", 3: "RGB"}   # data.num_channels -> the pillow mode images are converted to
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -43,17 +65,25 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
   return images[train], digits.target[train], images[test], digits.target[test]
 
 
-def _tfds_source(name: str, split: str, data_dir: str):
+def tfds_name(name: str, category: str = "") -> str:
+  """The tensorflow-datasets name of data set ``name``; LSUN's ``data.category`` picks its config
+  (``lsun/bedroom``; "" keeps church_outdoor), as score_sde's ``data.category`` does."""
+  if name == "LSUN" and category:
+    return f"lsun/{category}"
+  return TFDS[name][0]
+
+
+def _tfds_source(name: str, split: str, data_dir: str, category: str = ""):
   import tensorflow_datasets as tfds
 
-  tfds_name = TFDS[name][0]
+  tfds_name_ = tfds_name(name, category)
   where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
   try:
-    return tfds.data_source(tfds_name, split=split, data_dir=data_dir or None, download=False)
+    return tfds.data_source(tfds_name_, split=split, data_dir=data_dir or None, download=False)
   except Exception as e:  # tfds raises several types for "not prepared"; the user needs one message
     raise DatasetNotFoundError(
-        f"data set {name} ({tfds_name!r}, split {split!r}) is not prepared in {where}: on a machine with "
-        f"internet run `tfds build {tfds_name} --data_dir DIR --file_format array_record`, copy DIR here and "
+        f"data set {name} ({tfds_name_!r}, split {split!r}) is not prepared in {where}: on a machine with "
+        f"internet run `tfds build {tfds_name_} --data_dir DIR --file_format array_record`, copy DIR here and "
         f"pass --config.data.data_dir=DIR ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
 
@@ -68,6 +98,228 @@ class _ArraySource:
 
   def __getitem__(self, i):
     return {"image": self.images[i]}
+
+
+# ------------------------------------------------------------------------------- your own data
+class _Subset:
+  """The records ``indices`` [K] of a random-access source, in that order."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self.source, self.indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.source[int(self.indices[int(i)])]
+
+
+class _ChannelSource:
+  """uint8 images [N, H, W, C] (or [N, H, W]) as records {"image": uint8 [H, W, num_channels]}."""
+
+  def __init__(self, images: np.ndarray, num_channels: int):
+    self.images, self.num_channels = images, num_channels
+
+  def __len__(self):
+    return len(self.images)
+
+  def __getitem__(self, i):
+    return {"image": convert_channels(np.asarray(self.images[int(i)]), self.num_channels)}
+
+
+class _FileSource:
+  """Image files decoded on access to records {"image": uint8 [H, W, num_channels]}.
+
+  Only the images asked for are decoded; the most recently used ones are kept up to ``cache_bytes``.
+  A file that fails to decode raises ValueError naming ``data.path`` and the file.
+  """
+
+  def __init__(self, paths: list[str], num_channels: int, where: str, cache_bytes: int = OWN_CACHE_BYTES):
+    self.paths, self.num_channels, self.where, self.cache_bytes = paths, num_channels, where, cache_bytes
+    self._cache: collections.OrderedDict = collections.OrderedDict()
+    self._cached_bytes = 0
+
+  def __len__(self):
+    return len(self.paths)
+
+  def __getitem__(self, i):
+    path = self.paths[int(i)]
+    image = self._cache.get(path)
+    if image is not None:
+      self._cache.move_to_end(path)
+    else:
+      image = read_image(path, self.num_channels, self.where)
+      self._remember(path, image)
+    return {"image": image}
+
+  def _remember(self, path: str, image: np.ndarray) -> None:
+    if image.nbytes > self.cache_bytes:
+      return
+    self._cache[path] = image
+    self._cached_bytes += image.nbytes
+    while self._cached_bytes > self.cache_bytes:
+      self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
+
+
+def convert_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
+  """uint8 [H, W] or [H, W, C] (C = 1, 3 or 4) as uint8 [H, W, num_channels]: pillow's conversion to
+  "L" (1 channel; luma L = 0.299 R + 0.587 G + 0.114 B) or "RGB" (3; grey repeated, alpha dropped)."""
+  from PIL import Image
+
+  if image.ndim == 3 and image.shape[-1] == num_channels:
+    return image
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  source_mode = "L" if image.ndim == 2 else {3: "RGB", 4: "RGBA"}[image.shape[-1]]
+  out = np.asarray(Image.fromarray(image, source_mode).convert(_PIL_MODE[num_channels]))
+  return out.reshape(out.shape[0], out.shape[1], num_channels)
+
+
+def read_image(path: str, num_channels: int, where: str = "data.path") -> np.ndarray:
+  """The image file at ``path`` as uint8 [H, W, num_channels] (EXIF orientation applied; 1 channel: "L",
+  3: "RGB"). Raises ValueError "{where}: cannot read image FILE (...)" for an unreadable or corrupt file."""
+  from PIL import Image, ImageOps
+
+  try:
+    with Image.open(path) as im:
+      image = np.asarray(ImageOps.exif_transpose(im).convert(_PIL_MODE[num_channels]))
+  except Exception as e:  # pillow raises several types for corrupt or truncated files
+    raise ValueError(f"{where}: cannot read image {path!r} ({type(e).__name__}: {_first_line(e)})") from None
+  return image.reshape(image.shape[0], image.shape[1], num_channels)
+
+
+def _first_line(e: Exception) -> str:
+  return (str(e).splitlines() or [""])[0][:160]
+
+
+def own_split_indices(n: int, split: str) -> np.ndarray:
+  """Sorted indices [K] of ``split`` ("train" or "test") among n examples without a train/test layout:
+  the first max(1, n // 20) of a fixed permutation (seed 0, whatever the training seed) are "test"."""
+  order = np.random.default_rng(OWN_SPLIT_SEED).permutation(n)
+  n_test = max(1, n // OWN_TEST_DIVISOR)
+  return np.sort(order[:n_test] if split == "test" else order[n_test:])
+
+
+def image_files(folder: str) -> list[str]:
+  """The image files under ``folder`` (recursive, symbolic links followed once; hidden entries and
+  other extensions skipped) as sorted paths."""
+  found, seen = [], set()
+  for root, dirs, files in os.walk(folder, followlinks=True):
+    real = os.path.realpath(root)
+    if real in seen:                            # a symbolic-link cycle
+      dirs[:] = []
+      continue
+    seen.add(real)
+    dirs[:] = [d for d in dirs if not d.startswith(".")]
+    found += [os.path.join(root, f) for f in files
+              if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+  return sorted(found)
+
+
+def _check_files(paths: list[str], where: str) -> None:
+  """Opens every file's header (no decoding): an unreadable or non-image file raises ValueError naming it."""
+  from PIL import Image
+
+  for path in paths:
+    try:
+      with Image.open(path) as im:
+        im.size
+    except Exception as e:
+      raise ValueError(f"{where}: cannot read image {path!r} ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _folder_source(path: str, split: str, num_channels: int, where: str):
+  """FOLDER: ``train/`` and ``test/`` subfolders if both exist, else every image with a held-out split."""
+  layout = all(os.path.isdir(os.path.join(path, s)) for s in ("train", "test"))
+  if layout:
+    files = {s: image_files(os.path.join(path, s)) for s in ("train", "test")}
+    for s, found in files.items():
+      if not found:
+        raise ValueError(f"{where}: the {s}/ subfolder holds no images ({', '.join(IMAGE_EXTENSIONS)}); with "
+                         f"train/ and test/ subfolders both must hold images")
+    _check_files(files["train"] + files["test"], where)
+    return _FileSource(files[split], num_channels, where)
+  found = image_files(path)
+  if len(found) < 2:
+    raise ValueError(f"{where}: the folder holds {len(found)} image(s) ({', '.join(IMAGE_EXTENSIONS)}, searched "
+                     f"recursively); at least 2 are needed (one is held out as the test split)")
+  _check_files(found, where)
+  return _FileSource([found[i] for i in own_split_indices(len(found), split)], num_channels, where)
+
+
+def _checked_images(images: np.ndarray, key: str, where: str) -> np.ndarray:
+  """uint8 [N, H, W, C] (C = 1, 3, 4) or [N, H, W]; anything else raises ValueError naming the key and shape."""
+  ok = images.dtype == np.uint8 and (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3, 4)))
+  if not ok or min(images.shape[1:3], default=0) < 1:
+    raise ValueError(f"{where}: array {key!r} has dtype {images.dtype} and shape {tuple(images.shape)}; expected "
+                     f"uint8 images [N, H, W, C] with C in (1, 3, 4), or grey [N, H, W]")
+  return images
+
+
+def _array_source(path: str, split: str, num_channels: int, where: str):
+  """ARRAY: an .npz with ``train`` and ``test`` arrays, or one images array (key ``images`` or the only
+  one; an .npy file is that array) with a held-out split."""
+  try:
+    loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+  except Exception as e:
+    raise ValueError(f"{where}: not a readable .npz of uint8 images ({type(e).__name__}: {_first_line(e)})") from None
+  if isinstance(loaded, np.ndarray):
+    arrays, keys = {"(the .npy array)": loaded}, ["(the .npy array)"]
+  else:
+    with loaded:
+      keys = list(loaded.files)
+      if "train" in keys and "test" in keys:
+        keys = ["train", "test"]
+      elif "images" in keys:
+        keys = ["images"]
+      elif len(keys) != 1:
+        raise ValueError(f"{where}: the .npz holds arrays {keys}; expected one array, or the key 'images', or "
+                         f"the keys 'train' and 'test'")
+      try:
+        arrays = {k: loaded[k] for k in keys}
+      except Exception as e:
+        raise ValueError(f"{where}: cannot read the .npz ({type(e).__name__}: {_first_line(e)})") from None
+  for key, images in arrays.items():
+    _checked_images(images, key, where)
+  if keys == ["train", "test"]:
+    for key, images in arrays.items():
+      if len(images) < 1:
+        raise ValueError(f"{where}: array {key!r} is empty (shape {tuple(images.shape)})")
+    return _ChannelSource(arrays[split], num_channels)
+  (key, images), = arrays.items()
+  if len(images) < 2:
+    raise ValueError(f"{where}: array {key!r} holds {len(images)} image(s) (shape {tuple(images.shape)}); at least "
+                     f"2 are needed (one is held out as the test split)")
+  return _Subset(_ChannelSource(images, num_channels), own_split_indices(len(images), split))
+
+
+def own_source(data_config, split: str):
+  """The random-access source of ``split`` of data.path for data.dataset FOLDER or ARRAY (module docstring).
+
+  Raises:
+    DatasetNotFoundError: data.path does not exist.
+    ValueError: data.path is empty or of the wrong kind, no or too few images, an unreadable image
+      (named), an array of the wrong dtype or rank (key and shape named).
+  """
+  name = str(data_config.dataset).upper()
+  path = os.path.expanduser(str(data_config.get("path", "") or ""))
+  what = "a folder of images" if name == "FOLDER" else "an .npz of uint8 images"
+  if not path:
+    raise ValueError(f"data.path is empty: data.dataset={name} reads {what}, e.g. --config.data.path=/data/mine")
+  num_channels = int(data_config.get("num_channels", 3))
+  if num_channels not in _PIL_MODE:
+    raise ValueError(f"data.num_channels must be one of {sorted(_PIL_MODE)} for data.dataset={name}, "
+                     f"got {num_channels!r}")
+  where = f"data.path={path!r} (data.dataset={name})"
+  if not os.path.exists(path):
+    raise DatasetNotFoundError(f"{where}: no such file or directory; set --config.data.path to {what}")
+  if name == "FOLDER":
+    if not os.path.isdir(path):
+      raise ValueError(f"{where}: not a directory; FOLDER reads a folder of images (ARRAY reads an .npz file)")
+    return _folder_source(path, split, num_channels, where)
+  if os.path.isdir(path):
+    raise ValueError(f"{where}: a directory; ARRAY reads an .npz file (FOLDER reads a folder of images)")
+  return _array_source(path, split, num_channels, where)
 
 
 @dataclasses.dataclass
@@ -125,6 +377,12 @@ class ImageData:
       images[flip] = images[flip, :, ::-1]
     return (2.0 * images - 1.0 if self.centered else images).astype(np.float32)
 
+  def examples(self, indices) -> np.ndarray:
+    """The records ``indices`` [K] in the model's range ([-1, 1] if centered, else [0, 1]), neither flipped
+    nor dequantised: float32 [K, H, W, C]."""
+    images = np.stack([self._load(i) for i in indices]).astype(np.float32) / 255.0
+    return (2.0 * images - 1.0 if self.centered else images).astype(np.float32)
+
   def epoch_batches(self, batch_size: int):
     """One pass over the split in order (evaluation), the last batch possibly smaller."""
     n = len(self.source)
@@ -163,18 +421,29 @@ def is_image_data(data_config) -> bool:
 
 def get_dataset(data_config, split: str = "train", *, evaluation: bool = False, seed: int = 0) -> ImageData:
   """The ``ImageData`` of config.data (fields: dataset, image_size, centered, random_flip,
-  uniform_dequantization, data_dir) for ``split`` ("train" or "test"); for the toy ``"GMM"`` a
-  ``datasets.toy.MixtureData`` (fields: dim, mixture, test_size) with the same interface.
+  uniform_dequantization, data_dir; FOLDER and ARRAY: path, num_channels) for ``split`` ("train" or
+  "test"); for the toy ``"GMM"`` a ``datasets.toy.MixtureData`` (fields: dim, mixture, test_size) with
+  the same interface.
 
   Raises:
-    ValueError: an unknown data set or split (the valid ones are listed).
-    DatasetNotFoundError: a tensorflow-datasets set that is not prepared on disk.
+    ValueError: an unknown data set or split (the valid ones are listed); FOLDER / ARRAY data that is
+      empty, too small, unreadable or of the wrong dtype or rank (one line naming data.path); a
+      data.path set for another data set (which would silently ignore it).
+    DatasetNotFoundError: a tensorflow-datasets set that is not prepared on disk, or a data.path that
+      does not exist.
   """
   name = str(data_config.dataset).upper()
   if name not in DATASETS:
     raise ValueError(f"data.dataset must be one of {DATASETS}, got {data_config.dataset!r}")
   if split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  if name not in OWN and str(data_config.get("path", "") or ""):
+    raise ValueError(f"data.path={data_config.get('path')!r} is set but data.dataset={name} does not read it: use "
+                     f"data.dataset=FOLDER (a folder of images) or ARRAY (an .npz of images), or leave data.path empty")
+  category = str(data_config.get("category", "") or "")
+  if category and name != "LSUN":
+    raise ValueError(f"data.category={category!r} is set but only data.dataset=LSUN reads it (its tfds config, "
+                     f"e.g. bedroom or church_outdoor); leave data.category empty for {name}")
   if name == "GMM":
     from datasets.toy import MixtureData, get_mixture
     return MixtureData(get_mixture(data_config), seed=seed, split=int(split == "test"),
@@ -182,9 +451,12 @@ def get_dataset(data_config, split: str = "train", *, evaluation: bool = False, 
   if name == "DIGITS":
     x_train, _, x_test, _ = load_digits_arrays()
     source = _ArraySource(x_train if split == "train" else x_test)
+  elif name in OWN:
+    source = own_source(data_config, split)
   else:
     _, _, _, train_split, test_split = TFDS[name]
-    source = _tfds_source(name, train_split if split == "train" else test_split, data_config.get("data_dir", ""))
+    source = _tfds_source(name, train_split if split == "train" else test_split, data_config.get("data_dir", ""),
+                          category)
   return ImageData(source, image_size=int(data_config.image_size), centered=bool(data_config.centered),
                    random_flip=bool(data_config.random_flip) and split == "train" and not evaluation,
                    dequantize=bool(data_config.get("uniform_dequantization", False)) or evaluation, seed=seed)

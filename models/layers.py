@@ -37,9 +37,11 @@ def nin(features: int, init_scale: float = 0.1, name: str | None = None):
   return nn.Dense(features, kernel_init=default_init(init_scale), name=name)
 
 
-def group_norm(channels: int, max_groups: int = 32, name: str | None = None):
-  """GroupNorm with min(C/4, 32) groups and epsilon 1e-6, as in NCSN++."""
-  return nn.GroupNorm(num_groups=min(channels // 4, max_groups), epsilon=1e-6, name=name)
+def group_norm(channels: int, max_groups: int = 32, name: str | None = None, groups: int | None = None):
+  """GroupNorm with epsilon 1e-6 and min(C/4, 32) groups, as in NCSN++ (score_sde layerspp.py), or
+  exactly ``groups`` groups: DDPM's blocks use 32 whatever C (score_sde ddpm.py: flax's default
+  GroupNorm; score_sde_pytorch layers.py: num_groups=32), which differs from NCSN++ below C = 128."""
+  return nn.GroupNorm(num_groups=groups or min(channels // 4, max_groups), epsilon=1e-6, name=name)
 
 
 def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = MAX_POSITIONS) -> jax.Array:
@@ -74,11 +76,12 @@ class AttnBlock(nn.Module):
   skip_rescale: bool = False
   init_scale: float = 0.0
   max_groups: int = 32
+  groups: int | None = None          # DDPM: 32 (see group_norm)
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
-    y = group_norm(c, self.max_groups)(x)
+    y = group_norm(c, self.max_groups, groups=self.groups)(x)
     q, k, v = (nin(c)(y) for _ in range(3))
     logits = jnp.einsum("bhwc,bijc->bhwij", q, k) * c ** -0.5
     attn = jax.nn.softmax(logits.reshape(b, h, w, h * w), axis=-1).reshape(b, h, w, h, w)
@@ -136,15 +139,16 @@ class ResnetBlockDDPM(nn.Module):
   skip_rescale: bool = False
   init_scale: float = 0.0
   max_groups: int = 32
+  groups: int | None = None          # DDPM: 32 (see group_norm)
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
     c = x.shape[-1]
     out_ch = self.out_ch or c
-    h = conv3x3(out_ch)(self.act(group_norm(c, self.max_groups)(x)))
+    h = conv3x3(out_ch)(self.act(group_norm(c, self.max_groups, groups=self.groups)(x)))
     if temb is not None:
       h = h + nn.Dense(out_ch, kernel_init=default_init())(self.act(temb))[:, None, None, :]
-    h = self.act(group_norm(out_ch, self.max_groups)(h))
+    h = self.act(group_norm(out_ch, self.max_groups, groups=self.groups)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
     h = conv3x3(out_ch, init_scale=self.init_scale)(h)
     if c != out_ch:

@@ -167,6 +167,9 @@ class NCSNpp(nn.Module):
     return head(channels, self.init_scale)(h)
 
 
+DDPM_GROUPS = 32     # DDPM's GroupNorms: 32 groups whatever the width (see layers.group_norm)
+
+
 class DDPM(nn.Module):
   """DDPM's U-Net (Ho et al. 2020; score_sde ``models/ddpm.py``), the VP discrete baseline.
 
@@ -190,6 +193,7 @@ class DDPM(nn.Module):
 
   RANGES = {"dropout": (0.0, 1.0)}
   NONEMPTY = ("ch_mult",)
+  MULTIPLE_OF = {"nf": DDPM_GROUPS}
   CHOICES = {"nonlinearity": tuple(layers.ACTIVATIONS)}
 
   @nn.compact
@@ -197,8 +201,9 @@ class DDPM(nn.Module):
     act = layers.ACTIVATIONS[self.nonlinearity]
     channels = x.shape[-1]
     n_res = len(self.ch_mult)
-    resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=self.dropout)
-    attn = lambda: layers.AttnBlock()
+    groups = DDPM_GROUPS
+    resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=self.dropout, groups=groups)
+    attn = lambda: layers.AttnBlock(groups=groups)
     temb = None
     if self.conditional:
       temb = layers.timestep_embedding(labels, self.nf)
@@ -225,5 +230,5 @@ class DDPM(nn.Module):
       if level != 0:
         h = layers.Upsample(with_conv=self.resamp_with_conv)(h)
     assert not hs
-    h = act(layers.group_norm(h.shape[-1])(h))
+    h = act(layers.group_norm(h.shape[-1], groups=groups)(h))
     return layers.conv3x3(channels, init_scale=0.0)(h)

@@ -126,7 +126,8 @@ def _check_and_cast(converted: dict, sources: dict, expected: dict, what: str) -
 
 
 def from_torch_state_dict(model: nn.Module, shape, state_dict: dict[str, np.ndarray]) -> dict:
-  """score_sde_pytorch state dict (``module.`` prefix stripped, buffers allowed) -> our params.
+  """score_sde_pytorch state dict (names with or without DataParallel's ``module.``; buffers allowed)
+  -> our params.
 
   Raises:
     ValueError: missing, extra or mis-shaped tensors (named), or a different number of layers.
@@ -134,6 +135,7 @@ def from_torch_state_dict(model: nn.Module, shape, state_dict: dict[str, np.ndar
   expected, order = template(model, shape)
   modules: dict[int, dict] = {}
   for key, value in state_dict.items():
+    key = key[len("module."):] if key.startswith("module.") else key
     m = re.fullmatch(r"all_modules\.(\d+)\.(.+)", key)
     if m is None:
       if key.rsplit(".", 1)[-1] == "sigmas":

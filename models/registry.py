@@ -86,6 +86,14 @@ def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[s
     if choices is not None and value not in choices:
       raise ValueError(f"{prefix}.{field.name} must be one of {list(choices)}, got {value!r}")
     kwargs[field.name] = value
+  multiple = getattr(cls, "MULTIPLE_OF", {})
+  for name, m in multiple.items():                   # e.g. DDPM's channels: its GroupNorms have 32 groups
+    values = kwargs[name] if isinstance(kwargs[name], tuple) else (kwargs[name],)
+    if name == "nf" and "ch_mult" in kwargs:
+      values = tuple(kwargs["nf"] * k for k in kwargs["ch_mult"])
+    if any(v % m for v in values):
+      raise ValueError(f"model.{name} must make every level's channels (nf * ch_mult) a multiple of {m} for "
+                       f"{cls.__name__}, got nf={kwargs.get('nf')}, ch_mult={kwargs.get('ch_mult')}")
   return kwargs
 
 

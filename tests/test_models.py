@@ -1,7 +1,9 @@
 """Score networks: faithful to score_sde's parameter counts, wired correctly, parameterised exactly."""
 
 import importlib
+import json
 import math
+import os
 
 import jax
 import jax.flatten_util
@@ -24,7 +26,10 @@ REFERENCE_COUNTS = {          # parameters of score_sde's networks on 32x32x3 (.
     "configs.subvp.cifar10": 61_804_419,
     "configs.subvp.cifar10_deep": 106_632_579,
 }
-FOURIER_FIXED = 128           # of which the fixed Fourier frequencies W (not trained) for the Fourier configs
+# The published high-resolution VE models and the discrete DDPM++ / DDPM configs, counted on the
+# reference's own code (tests/reference/make_score_sde_pytorch_fixtures.py, torch: model.parameters()).
+with open(os.path.join(os.path.dirname(__file__), "reference", "data", "score_sde_pytorch_param_counts.json")) as _f:
+  REFERENCE_COUNTS.update(json.load(_f))
 
 
 def _config(name):
@@ -35,10 +40,11 @@ def _config(name):
 def test_parameter_counts_equal_the_reference(name):
   config = _config(name)
   model = models.get_model(config)
-  assert models.count_params(model, (1, 32, 32, 3)) == REFERENCE_COUNTS[name]
-  shapes = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), (1, 32, 32, 3)))
+  shape = (1, config.data.image_size, config.data.image_size, config.data.num_channels)
+  assert models.count_params(model, shape) == REFERENCE_COUNTS[name]
+  shapes = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), shape))
   fixed = sum(v.size for k, v in jax.tree_util.tree_leaves_with_path(shapes) if "GaussianFourierProjection" in str(k))
-  assert fixed == (FOURIER_FIXED if config.model.embedding_type == "fourier" else 0)
+  assert fixed == (config.model.nf if config.model.get("embedding_type") == "fourier" else 0)
 
 
 def _small(config, **overrides):
@@ -59,7 +65,7 @@ VARIANTS = {
     "output_skip_cat": ("configs.ve.cifar10", dict(progressive="output_skip", progressive_input="input_skip",
                                                    progressive_combine="cat")),
     "output_residual_ddpm_blocks": ("configs.ve.cifar10", dict(progressive="residual", resblock_type="ddpm")),
-    "ddpm": ("configs.vp.cifar10", dict(name="ddpm")),
+    "ddpm": ("configs.vp.cifar10_ddpm", dict(nf=32)),      # DDPM's GroupNorms need channels in multiples of 32
 }
 
 

@@ -21,10 +21,13 @@ class Checkpointer:
 
   def __init__(self, workdir: str):
     workdir = os.path.abspath(workdir)
-    self.snapshots = ocp.CheckpointManager(os.path.join(workdir, SNAPSHOTS),
-                                           options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True))
-    self.preemption = ocp.CheckpointManager(os.path.join(workdir, PREEMPTION),
-                                            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    # Multi-process runs: every process calls save/wait/close (process 0 writes the metadata, each its
+    # own shards) and the two managers, both saving step k at once, need distinct barrier names.
+    options = lambda keep, name: ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=name))
+    self.snapshots = ocp.CheckpointManager(os.path.join(workdir, SNAPSHOTS), options=options(None, "snapshots"))
+    self.preemption = ocp.CheckpointManager(os.path.join(workdir, PREEMPTION), options=options(1, "preemption"))
 
   def save(self, step: int, state, *, snapshot: bool) -> None:
     """Writes ``state`` at ``step`` (asynchronously; ``wait`` makes it durable)."""

@@ -85,8 +85,18 @@ def shard_step(step_fn: Callable, mesh: Mesh, *, train: bool = True) -> Callable
   return jax.jit(step_fn, in_shardings=(replicated, batch, replicated), out_shardings=replicated)
 
 
+def process_rows(batch_size: int, mesh: Mesh) -> np.ndarray:
+  """The rows of a global batch [batch_size, ...] held by this process's devices, ascending: the
+  process's share, in the order ``put_batches`` (jax.make_array_from_process_local_data) expects.
+  One process: all rows; P processes with D devices each on a process-ordered mesh: a block of
+  batch_size / P rows (block i for process i)."""
+  index_map = NamedSharding(mesh, P("data")).addressable_devices_indices_map((batch_size,))
+  return np.unique(np.concatenate([np.arange(batch_size)[index[0]] for index in index_map.values()]))
+
+
 def put_batches(batches: np.ndarray, mesh: Mesh) -> jax.Array:
-  """Places host batches [S, B, ...] on the mesh, B sharded (this process's share on multi-host)."""
+  """Places host batches [S, B, ...] on the mesh, B sharded. On multi-host ``batches`` holds this
+  process's rows only (``process_rows``) and the result is the global batch array [S, batch_size, ...]."""
   sharding = NamedSharding(mesh, P(None, "data"))
   if jax.process_count() == 1:
     return jax.device_put(batches, sharding)

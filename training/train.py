@@ -46,8 +46,12 @@ class Setup:
     return models.score_fn_from_config(config, params, train=train, rngs=rngs)
 
   def state_template(self) -> TrainState:
-    """A state of the right structure (for restoring), built without running the network."""
-    return jax.eval_shape(lambda: create_train_state(self.model, self.optimizer, self.init_key, (1,) + self.data_shape))
+    """A state of the right structure (for restoring), built without running the network, replicated
+    on this run's mesh. The sharding lets a checkpoint written by any number of processes and devices
+    be restored by any other (orbax refuses the saved sharding when the topology differs)."""
+    shapes = jax.eval_shape(lambda: create_train_state(self.model, self.optimizer, self.init_key, (1,) + self.data_shape))
+    replicated = NamedSharding(self.mesh, P())
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
 
 # The run's key streams: fold_in(key(seed), stream). Steps then fold in the step number, evaluation a
@@ -129,10 +133,10 @@ def train(config, workdir: str) -> TrainState:
   sample_fn = make_sample_fn(config, run, tc.snapshot_samples) if tc.snapshot_sampling else None
   process, n_proc = jax.process_index(), jax.process_count()
 
+  rows = step_lib.process_rows(batch_size, run.mesh)      # this process's rows of every global batch
+
   def host_batches(first: int, count: int, data) -> np.ndarray:
-    local = batch_size // n_proc
-    full = [data.batch(first + i, batch_size)[process * local:(process + 1) * local] for i in range(count)]
-    return np.stack(full)
+    return np.stack([data.batch(first + i, batch_size)[rows] for i in range(count)])
 
   bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
   step, tick, tick_step = start, time.perf_counter(), start
@@ -161,10 +165,13 @@ def train(config, workdir: str) -> TrainState:
       checkpointer.save(step, state, snapshot=False)
     if _crossed(prev, step, int(tc.snapshot_freq)) or step == n_iters:
       checkpointer.save(step, state, snapshot=True)
-      if sample_fn is not None and process == 0:
+      if sample_fn is not None:
+        # Every process runs the sampler (a computation on the replicated global EMA parameters needs
+        # them all, and keeps them in step); process 0 writes the picture.
         x, nfe = sample_fn(jax.random.fold_in(run.sample_key, step), state.ema_params)
-        path = save_samples_picture(x, config.data, os.path.join(workdir, "samples", f"step_{step}.png"))
-        logging.info("step %d: %d EMA samples (NFE %d) in %s", step, x.shape[0], int(nfe), path)
+        if process == 0:
+          path = save_samples_picture(x, config.data, os.path.join(workdir, "samples", f"step_{step}.png"))
+          logging.info("step %d: %d EMA samples (NFE %d) in %s", step, x.shape[0], int(nfe), path)
   bar.close()
   checkpointer.close()
   if writer is not None:
