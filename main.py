@@ -18,7 +18,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and sample
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
 flags.DEFINE_string("eval_folder", "eval", "Folder under workdir for evaluation outputs.")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host runs); without the "
-                  "three flags below its arguments are auto-detected (SLURM, Open MPI, TPU pods). docs/multihost.md.")
+                  "three flags below its arguments are auto-detected (SLURM, Open MPI, TPU pods). README: "
+                  "'Several processes and hosts'.")
 flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator (jax.distributed.initialize); "
                     "with --num_processes and --process_id, implies --multihost.")
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.", lower_bound=1)

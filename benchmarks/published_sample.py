@@ -6,7 +6,7 @@ equivalence fixture (``tests/reference/data/pytorch_ve_cifar10_ncsnpp_continuous
 state dict's names and shapes, filled by ``tests/reference/seeded.py``), converted by the same code
 as a real ``.pth`` (``models.port.from_torch_state_dict``) and written as a snapshot; then the README's
 sample command runs as a subprocess and is timed (process start and compilation included), and the
-sampling itself is timed apart inside one process (compile, then the median of 3 runs).
+sampling itself is timed apart inside one process (compile, then one timed run).
 
     python benchmarks/published_sample.py
 """
@@ -74,7 +74,7 @@ def main():
   method, options = sampler_options(typed)
   sample_fn = samplers.get_sampler(sde_lib.get_sde(typed), (BATCH, 32, 32, 3), method, **options)
   run = jax.jit(lambda key, p: sample_fn(key, models.score_fn_from_config(typed, p)))
-  compile_s, run_s, (x, nfe) = time_compiled(run, jax.random.key(0), params, repeats=3)
+  compile_s, run_s, (x, nfe) = time_compiled(run, jax.random.key(0), params, repeats=1)
   row = dict(model="NCSN++ ve/cifar10 (62.8M, converted from the reference layout)", batch=BATCH, nfe=int(nfe),
              sample_command_s=wall, compile_s=compile_s, sampling_s=run_s, s_per_nfe=run_s / int(nfe),
              finite=bool(np.all(np.isfinite(np.asarray(x)))))
@@ -84,7 +84,7 @@ def main():
            "sample_command_s: wall time of `main.py --config configs/ve/cifar10.py --mode sample` with "
            f"{BATCH} samples, PC reverse diffusion + Langevin, {STEPS} steps, denoise off (process start, "
            "checkpoint restore and compilation included); compile_s / sampling_s: the same sampler jitted "
-           "in one process, compilation apart, median of 3 runs. No published checkpoint was downloaded "
+           "in one process, compilation apart, one timed run. No published checkpoint was downloaded "
            "(none can be here): the weights are seeded, so the samples are noise; the timing is the network's.")
   print(write("published_sample", "Sampling a converted full-size NCSN++ on CPU", [row],
               ["model", "batch", "nfe", "sample_command_s", "compile_s", "sampling_s", "s_per_nfe", "finite"], notes))

@@ -114,7 +114,8 @@ def test_storages_are_rebuilt_with_offsets_strides_and_byte_order(tmp_path):
 # ----------------------------------------------------------------- equivalence with the references
 PYTORCH_FULL = ["ve_cifar10_ncsnpp_continuous", "ve_cifar10_ncsnpp_deep_continuous", "ve_cifar10_ncsnpp",
                 "vp_cifar10_ddpmpp_continuous", "vp_cifar10_ddpmpp_deep_continuous", "vp_cifar10_ddpmpp",
-                "vp_ddpm_cifar10", "subvp_cifar10_ddpmpp_continuous", "subvp_cifar10_ddpmpp_deep_continuous"]
+                "vp_ddpm_cifar10", "vp_ddpm_cifar10_continuous", "subvp_cifar10_ddpm_continuous",
+                "subvp_cifar10_ddpmpp_continuous", "subvp_cifar10_ddpmpp_deep_continuous"]
 REDUCED = ["r_ncsnpp_outputskip_inputskip_cat", "r_ncsnpp_residual", "r_ddpmpp_ddpmblock", "r_ncsnpp_ddpmblock_fir",
            "r_ncsnpp_ve_discrete", "r_ddpm"]
 WITH_PTH = [name for name in REDUCED if name != "r_ddpm"]      # r_ddpm's .pth would weigh 1 MB

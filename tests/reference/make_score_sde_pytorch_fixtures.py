@@ -66,6 +66,8 @@ FULL = {
     "vp_cifar10_ddpmpp_deep_continuous": "configs.vp.cifar10_ddpmpp_deep_continuous",
     "vp_cifar10_ddpmpp": "configs.vp.cifar10_ddpmpp",
     "vp_ddpm_cifar10": "configs.vp.ddpm.cifar10",
+    "vp_ddpm_cifar10_continuous": "configs.vp.ddpm.cifar10_continuous",
+    "subvp_cifar10_ddpm_continuous": "configs.subvp.cifar10_ddpm_continuous",
     "subvp_cifar10_ddpmpp_continuous": "configs.subvp.cifar10_ddpmpp_continuous",
     "subvp_cifar10_ddpmpp_deep_continuous": "configs.subvp.cifar10_ddpmpp_deep_continuous",
 }
