@@ -110,3 +110,21 @@ def test_inception_score_closed_forms():
   assert inc.inception_score(confident[:4], splits=10)[0] == pytest.approx(1.0)   # 4 parts of one: p(y) = p(y|x)
   one_class = 50.0 * np.eye(k)[np.zeros(200, int)]
   assert inc.inception_score(one_class, splits=1)[0] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_pool_features_equal_pytorch_fids_own_network():
+  """pytorch-fid's FID Inception (its own code: torchvision Inception3 + FID blocks, resize and
+  normalisation) with seeded weights, run by tests/reference/make_pytorch_fid_fixtures.py; the same
+  weights rebuilt here from the seed give the same pool features to 1e-4 relative error."""
+  import json
+  import os
+
+  from tests.reference.seeded import seeded_state
+
+  with np.load(os.path.join(os.path.dirname(__file__), "reference", "data", "pytorch_fid_inception.npz")) as f:
+    fx = {k: f[k] for k in f.files}
+  manifest = list(zip([str(n) for n in fx["names"]], json.loads(str(fx["shapes"]))))
+  variables = inc.variables_from_state_dict(seeded_state(manifest, int(fx["seed"])))
+  pool, _ = inc.InceptionFeatures(variables=jax.tree.map(jnp.asarray, variables), batch_size=2)(fx["x"])
+  error = float(np.max(np.abs(pool - fx["pool"])) / np.max(np.abs(fx["pool"])))
+  assert error <= 1e-4, error
