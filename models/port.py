@@ -8,8 +8,8 @@ sub-layers carry the same names (``GroupNorm_0``, ``Conv_0``, ``Dense_0``, ...).
     ``kernel`` = weight.T; GroupNorm ``weight`` -> ``scale``;
   * score_sde's NIN layers (``NIN_k``: ``W`` [in, out], ``b``) are ``nn.Dense`` here: they become the
     block's next ``Dense_j`` (after the time-embedding Dense, if any), with W unchanged;
-  * the FIR resampling convolutions (``Conv2d_0`` inside Up/Downsample) store their kernel and bias
-    on the Up/Downsample module itself here;
+  * the FIR resampling convolutions (``Conv2d_0`` inside Up/Downsample; score_sde names its kernel
+    ``weight``, HWIO) store their kernel and bias on the Up/Downsample module itself here;
   * class names: score_sde's ``ResnetBlockBigGANpp``, ``ResnetBlockDDPMpp``, ``AttnBlockpp``;
   * the torch model's top level is an unnamed list: its i-th entry with parameters is our i-th
     top-level submodule with parameters, in call order (recorded with ``nn.intercept_methods``).
@@ -58,6 +58,8 @@ def _leaf(name: str, value: np.ndarray, torch_layout: bool) -> tuple[str, np.nda
     if value.ndim == 2:
       return "kernel", value.T                                # Linear [out, in] -> [in, out]
     return "scale", value                                     # GroupNorm
+  if name == "weight" and value.ndim == 4:
+    return "kernel", value                                    # score_sde's FIR Conv2d: ``weight``, already HWIO
   return name, value
 
 

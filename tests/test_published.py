@@ -194,6 +194,8 @@ def test_our_networks_compute_score_sdes_flax_score_and_read_its_checkpoints(nam
   tree = port._nest(flat, "/")
   params = port.from_flax_params(models.get_model(config), fx["x"].shape, tree)
   assert _relative_error(_score(config, params, fx), fx["score"]) <= RTOL
+  if name == "r_ddpm":                  # no checkpoint file (its weights would weigh 1 MB)
+    return
   path = os.path.join(DATA, f"jax_{name}_checkpoint_1")
   assert models.published.detect_format(path) == "score_sde"
   ema = models.load_score_sde_checkpoint(path, config)
