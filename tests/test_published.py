@@ -1,6 +1,8 @@
 """Published score_sde checkpoints: safe reading, format detection, conversion, equivalence with the
-reference networks (fixtures made by tests/reference/make_score_sde_*_fixtures.py from the reference code)."""
+reference networks (fixtures made by tests/reference/make_score_sde_pytorch_fixtures.py and
+make_score_sde_fixtures.py from the references' own code; their docstrings list the patches)."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -137,9 +139,9 @@ def config_from_reference(ref: dict):
   base = get_default_configs().to_dict()
   model, data, training = ref["model"], ref["data"], ref["training"]
   cls = models.MODELS[model["name"]]
-  network = {f.name for f in __import__("dataclasses").fields(cls)} - {"parent", "name", "centered"}
+  network = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "centered"}
   # Fields a reference config omits (a positional-embedding NCSN++ has no fourier_scale) keep our defaults.
-  defaults = {f.name: f.default for f in __import__("dataclasses").fields(cls) if f.name in network}
+  defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in network}
   base["model"] = {**defaults, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in model.items()
                                   if k in network | {"name", "sigma_min", "sigma_max", "beta_min", "beta_max",
                                                      "num_scales", "scale_by_sigma", "ema_rate"}}}
@@ -188,6 +190,13 @@ def test_real_pth_files_load_with_ema_and_raw_weights(name):
 
 @pytest.mark.parametrize("name", JAX_REDUCED)
 def test_our_networks_compute_score_sdes_flax_score_and_read_its_checkpoints(name):
+  """score_sde's own flax networks and get_score_fn, run on current JAX by make_score_sde_fixtures.py
+  with seeded weights, against ours; its State msgpack checkpoints read with EMA weights. Patches that
+  script applies to an exported copy of score_sde (never to this project): models/utils.py's
+  ``flax.optim.Optimizer`` annotation -> ``Any``; its unused imports of wideresnet_noise_conditional and
+  flax.training.checkpoints dropped; ``variables.pop('params')`` -> ``flax.core.pop(variables, 'params')``
+  (init returns a plain dict now); a ``utils`` module with only ``batch_mul`` in place of the top-level
+  utils.py, which imports tensorflow."""
   fx = _fixture(f"jax_{name}")
   config = config_from_reference(json.loads(str(fx["config"])))
   flat = seeded_state(_manifest(fx), int(fx["seed"]), layout="flax")
