@@ -262,3 +262,34 @@ def test_a_pth_converts_and_samples_through_main(tmp_path):
   with np.load(samples[0]) as f:
     x = f["samples"]
   assert x.shape == (2, 16, 16, 3) and np.all(np.isfinite(x))
+
+
+# Our config file for each published CIFAR-10 checkpoint (README "Use the published models").
+OUR_CONFIGS = {
+    "ve_cifar10_ncsnpp_continuous": "configs.ve.cifar10", "ve_cifar10_ncsnpp_deep_continuous": "configs.ve.cifar10_deep",
+    "ve_cifar10_ncsnpp": "configs.ve.cifar10_discrete", "vp_cifar10_ddpmpp_continuous": "configs.vp.cifar10",
+    "vp_cifar10_ddpmpp_deep_continuous": "configs.vp.cifar10_deep", "vp_cifar10_ddpmpp": "configs.vp.cifar10_discrete",
+    "vp_ddpm_cifar10": "configs.vp.cifar10_ddpm", "vp_ddpm_cifar10_continuous": "configs.vp.cifar10_ddpm_continuous",
+    "subvp_cifar10_ddpm_continuous": "configs.subvp.cifar10_ddpm_continuous",
+    "subvp_cifar10_ddpmpp_continuous": "configs.subvp.cifar10",
+    "subvp_cifar10_ddpmpp_deep_continuous": "configs.subvp.cifar10_deep",
+}
+
+
+@pytest.mark.parametrize("name", PYTORCH_FULL)
+def test_our_config_files_describe_the_published_networks(name):
+  """The config a user passes to models.convert for a published checkpoint builds the reference's
+  network and score: every network field, the SDE and its parameters, the labels' convention
+  (continuous or ladder) and the data range equal those of the reference config the fixture records."""
+  import importlib
+
+  from training.config import parse_config
+
+  ours = parse_config(importlib.import_module(OUR_CONFIGS[name]).get_config())
+  ref = config_from_reference(json.loads(str(_fixture(f"pytorch_{name}")["config"])))
+  diff = {k: (v, getattr(ref.model, k)) for k, v in dataclasses.asdict(ours.model).items()
+          if v != dataclasses.asdict(ref.model)[k]}
+  assert not diff, diff
+  for section, fields in (("data", ("image_size", "num_channels", "centered")), ("training", ("sde", "continuous"))):
+    for field in fields:
+      assert getattr(getattr(ours, section), field) == getattr(getattr(ref, section), field), (section, field)
