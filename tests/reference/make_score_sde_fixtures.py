@@ -61,7 +61,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "data")
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from make_score_sde_pytorch_fixtures import REDUCED, SMALL  # noqa: E402  (the configurations, shared; numpy only)
+from make_score_sde_pytorch_fixtures import (  # noqa: E402  (shared with the torch side; numpy only at import)
+    REDUCED, SMALL, reference_sde, section)
 from seeded import seeded_tensor, skipped  # noqa: E402  (numpy only)
 
 while HERE in sys.path:     # the reference's configs/ and models/ (namespace packages) must not meet ours
@@ -121,21 +122,9 @@ def reference_config(name: str):
   return config
 
 
-def reference_sde(config):
-  """As run_lib.py builds it."""
-  import sde_lib
-
-  name = config.training.sde.lower()
-  m = config.model
-  if name == "vesde":
-    return sde_lib.VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
-  if name == "vpsde":
-    return sde_lib.VPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
-  return sde_lib.subVPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
-
-
 def inputs(config, sde):
-  """x [B, H, W, C] and t [B]: perturbed data from the reference SDE's marginal (same draws as the torch side)."""
+  """x [B, H, W, C] and t [B]: perturbed data from the reference SDE's marginal (the torch side's recipe,
+  drawn in NHWC order)."""
   import jax.numpy as jnp
 
   rng = np.random.default_rng(1234)
@@ -165,6 +154,7 @@ def flatten(tree, prefix=""):
 
 
 def nest(flat):
+  # models.port._nest does this for the project, which is off sys.path here (the reference's models/ is on it).
   out = {}
   for path, v in flat.items():
     node = out
@@ -173,10 +163,6 @@ def nest(flat):
       node = node.setdefault(p, {})
     node[leaf] = v
   return out
-
-
-def section(config, name):
-  return json.loads(json.dumps(config[name].to_dict(), default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
 
 
 def checkpoint_bytes(config, states, raw, ema) -> bytes:
