@@ -12,6 +12,11 @@ with y_k = U_k^T (x - a mu_k) and r_k the posterior responsibility of component 
 
 Use it to test losses (the minimiser is the exact score), samplers (driven by the exact score they
 must reproduce the mixture) and likelihoods (the exact log p_eps).
+
+Conditioning a mixture on a Gaussian observation gives a mixture again, so the oracle also answers
+inverse problems exactly: ``condition`` (coordinates observed exactly, as in inpainting), ``observe``
+(a noisy linear measurement y = A x + noise) and ``restrict`` (a class made of some components),
+plus ``class_log_likelihood(_t)``, the exact log p_t(class | x) whose gradient is the guidance term.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class GaussianMixture:
     if np.any(lam <= 0):
       raise ValueError(f"covs must be positive definite, got eigenvalues down to {lam.min():.3g}")
     self.num_components, self.dim = k, d
+    # float64 copies for exact conditioning (``condition``, ``observe``, ``restrict``)
+    self._weights64, self._means64, self._covs64 = w.copy(), mu.copy(), np.array(covs)
     self.weights = jnp.asarray(w, jnp.float32)
     self.means = jnp.asarray(mu, jnp.float32)
     self.covs = jnp.asarray(covs, jnp.float32)
@@ -137,6 +144,166 @@ class GaussianMixture:
 
     return score_fn
 
+  # ------------------------------------------------------------------ exact conditioning
+  def condition(self, mask, values) -> GaussianMixture:
+    """The exact posterior of the unobserved coordinates given x[mask] = values[mask].
+
+    The posterior is a mixture over the unobserved coordinates only (kept in their original order),
+    of dimension D - #observed: over all D coordinates it would be degenerate. Per component by
+    Gaussian conditioning (Bishop, PRML eq. 2.81-2.82) and for the weights by Bayes' rule:
+
+        w_k'     proportional to  w_k N(x_o; mu_k,o, Sigma_k,oo)
+        mu_k'    = mu_k,u + Sigma_k,uo Sigma_k,oo^{-1} (x_o - mu_k,o)
+        Sigma_k' = Sigma_k,uu - Sigma_k,uo Sigma_k,oo^{-1} Sigma_k,ou
+
+    Computed in float64. Component k of the result is component k of ``self`` (a weight that
+    underflows float64 is floored at the smallest normal float64), so class labels carry over.
+
+    Arguments:
+      mask: [D] bool or 0/1, True where the coordinate is observed; at least one coordinate must be
+        observed and at least one not.
+      values: [D]; only values[mask] is read, and must be finite.
+
+    Returns:
+      The posterior ``GaussianMixture`` with K components in D - sum(mask) dimensions.
+
+    Raises:
+      ValueError: a mask of the wrong shape, not boolean or 0/1, observing all or no coordinates;
+        values of the wrong shape or not finite where observed.
+    """
+    m = np.asarray(mask)
+    if m.shape != (self.dim,):
+      raise ValueError(f"mask must have shape ({self.dim},), got shape {m.shape}")
+    if m.dtype != bool:
+      if not np.all((m == 0) | (m == 1)):
+        raise ValueError(f"mask must be boolean or 0/1, got values {np.unique(m).tolist()}")
+      m = m.astype(bool)
+    if m.all() or not m.any():
+      raise ValueError(f"mask must observe between 1 and D - 1 = {self.dim - 1} coordinates, got {int(m.sum())}")
+    v = np.asarray(values, np.float64)
+    if v.shape != (self.dim,):
+      raise ValueError(f"values must have shape ({self.dim},), got shape {v.shape}")
+    if not np.all(np.isfinite(v[m])):
+      raise ValueError(f"values must be finite where mask is True, got {v[m].tolist()}")
+    o, u = np.flatnonzero(m), np.flatnonzero(~m)
+    mu, cov = self._means64, self._covs64
+    s_oo, s_uo, s_uu = cov[:, o[:, None], o], cov[:, u[:, None], o], cov[:, u[:, None], u]
+    gain = np.swapaxes(np.linalg.solve(s_oo, np.swapaxes(s_uo, 1, 2)), 1, 2)    # Sigma_uo Sigma_oo^{-1}: [K, U, O]
+    means = mu[:, u] + np.einsum("kuo,ko->ku", gain, v[o] - mu[:, o])           # PRML eq. 2.81
+    covs = s_uu - np.einsum("kuo,kvo->kuv", gain, s_uo)                         # PRML eq. 2.82
+    log_w = np.log(self._weights64) + _log_normal64(v[o], mu[:, o], s_oo)       # Bayes' rule
+    return GaussianMixture(_normalise_log_weights(log_w, "values"), means, _symmetrise(covs))
+
+  def observe(self, A, y, noise_std) -> GaussianMixture:
+    """The exact posterior p(x | y) for the linear observation y = A x + noise_std n, n ~ N(0, I_M).
+
+    Per component (Bishop, PRML eq. 2.113-2.117, rewritten with the Kalman gain by the matrix
+    inversion lemma, PRML eq. C.7) and for the weights by Bayes' rule:
+
+        C_k      = A Sigma_k A^T + noise_std^2 I_M
+        w_k'     proportional to  w_k N(y; A mu_k, C_k)            (PRML eq. 2.115)
+        G_k      = Sigma_k A^T C_k^{-1}
+        mu_k'    = mu_k + G_k (y - A mu_k)
+        Sigma_k' = (I - G_k A) Sigma_k
+
+    The covariance is evaluated in the equivalent Joseph form (I - G A) Sigma (I - G A)^T +
+    noise_std^2 G G^T, which stays symmetric positive semi-definite under rounding. Computed in
+    float64; component k of the result is component k of ``self``.
+
+    noise_std = 0 is rejected: the observed directions are then pinned and every posterior
+    covariance is singular, which a ``GaussianMixture`` cannot hold. To observe coordinates exactly
+    use ``condition``, which returns the mixture over the remaining coordinates.
+
+    Arguments:
+      A: [M, D] observation matrix.
+      y: [M] observation.
+      noise_std: scalar > 0, the standard deviation of the observation noise.
+
+    Returns:
+      The posterior ``GaussianMixture`` with K components in D dimensions.
+
+    Raises:
+      ValueError: A, y or noise_std of the wrong shape or not finite; noise_std <= 0; a noise_std so
+        small that a posterior covariance is not positive definite in float64.
+    """
+    a_mat = np.asarray(A, np.float64)
+    if a_mat.ndim != 2 or a_mat.shape[0] < 1 or a_mat.shape[1] != self.dim:
+      raise ValueError(f"A must have shape [M, {self.dim}] with M >= 1, got shape {a_mat.shape}")
+    if not np.all(np.isfinite(a_mat)):
+      raise ValueError("A must be finite")
+    y = np.asarray(y, np.float64)
+    if y.shape != a_mat.shape[:1] or not np.all(np.isfinite(y)):
+      raise ValueError(f"y must be finite with shape ({a_mat.shape[0]},), got shape {y.shape}")
+    noise = np.asarray(noise_std, np.float64)
+    if noise.ndim != 0 or not np.isfinite(noise) or noise < 0:
+      raise ValueError(f"noise_std must be a finite scalar >= 0, got {noise_std!r}")
+    if noise == 0:
+      raise ValueError("noise_std = 0 gives a singular posterior covariance; use condition(mask, values) "
+                       "to observe coordinates exactly")
+    mu, cov, m = self._means64, self._covs64, a_mat.shape[0]
+    a_cov = np.einsum("md,kde->kme", a_mat, cov)                                # A Sigma_k: [K, M, D]
+    c = np.einsum("kme,ne->kmn", a_cov, a_mat) + noise**2 * np.eye(m)           # C_k: [K, M, M]
+    gain = np.swapaxes(np.linalg.solve(c, a_cov), 1, 2)                         # G_k = (C_k^{-1} A Sigma_k)^T: [K, D, M]
+    pred = mu @ a_mat.T                                                         # A mu_k: [K, M]
+    means = mu + np.einsum("kdm,km->kd", gain, y - pred)
+    i_ga = np.eye(self.dim) - np.einsum("kdm,me->kde", gain, a_mat)             # I - G_k A
+    covs = (np.einsum("kde,kef,kgf->kdg", i_ga, cov, i_ga)                      # Joseph form
+            + noise**2 * np.einsum("kdm,kem->kde", gain, gain))
+    log_w = np.log(self._weights64) + _log_normal64(y, pred, c)                 # PRML eq. 2.115, Bayes' rule
+    try:
+      return GaussianMixture(_normalise_log_weights(log_w, "y"), means, _symmetrise(covs))
+    except ValueError as err:
+      raise ValueError(f"noise_std = {float(noise):.3g} is too small for a positive definite posterior "
+                       f"covariance in float64 ({err})") from None
+
+  def restrict(self, components) -> GaussianMixture:
+    """The mixture of the listed components with renormalised weights, p(x | k in components).
+
+    When components are labelled by class this is the class-conditional density p(x | class):
+    w_k' = w_k / sum_{j in components} w_j (Bayes' rule). Component i of the result is
+    components[i] of ``self``.
+
+    Arguments:
+      components: non-empty sequence of distinct component indices in [0, K).
+
+    Raises:
+      ValueError: components empty, not integers, out of range or repeated.
+    """
+    idx = self._check_components(components)
+    w = self._weights64[idx]
+    return GaussianMixture(w / w.sum(), self._means64[idx], self._covs64[idx])
+
+  def class_log_likelihood(self, x: jax.Array, a, s, components) -> jax.Array:
+    """Exact log p(class | x) at perturbation (a, s), the class being the set ``components``: [n].
+
+    By Bayes' rule, log p(c | x) = logsumexp_{k in c} [log w_k + log N(x; a mu_k, a^2 Sigma_k + s^2 I)]
+    - log p_(a,s)(x). Differentiable in x: ``jax.grad`` of it is the exact classifier-guidance term
+    grad_x log p_t(y | x) (Song et al. 2021, eq. 14 / Dhariwal & Nichol 2021). ``components`` must be
+    concrete (it is validated on the host), x: [n, D], a, s: scalars or [n].
+
+    Raises:
+      ValueError: components empty, not integers, out of range or repeated.
+    """
+    idx = jnp.asarray(self._check_components(components))
+    log_joint, _ = self._component_terms(x, a, s)                      # [n, K]
+    return jax.nn.logsumexp(log_joint[:, idx], axis=1) - jax.nn.logsumexp(log_joint, axis=1)
+
+  def class_log_likelihood_t(self, x: jax.Array, t: jax.Array, sde, components) -> jax.Array:
+    """Exact log p_t(class | x) of the data perturbed by ``sde`` to times t ([n]): [n] (see ``class_log_likelihood``)."""
+    a, s = sde.marginal_coefs(jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1]))
+    return self.class_log_likelihood(x, a, s, components)
+
+  def _check_components(self, components) -> np.ndarray:
+    """Validated component indices: [C] int."""
+    idx = np.asarray(components)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f"components must be a non-empty sequence of integer indices, got {components!r}")
+    if np.any(idx < 0) or np.any(idx >= self.num_components):
+      raise ValueError(f"components must lie in [0, {self.num_components}), got {idx.tolist()}")
+    if len(np.unique(idx)) != len(idx):
+      raise ValueError(f"components must not repeat, got {idx.tolist()}")
+    return idx
+
   # -------------------------------------------------------------------- sample diagnostics
   def nearest_component(self, x: jax.Array) -> jax.Array:
     """Index of the mean nearest to each row of x (Euclidean): [n] int32."""
@@ -186,3 +353,24 @@ def example_mixture(dim: int = 2) -> GaussianMixture:
   covs = np.stack([np.eye(dim) * sd**2 for sd in stds])
   covs[3, 0, 1] = covs[3, 1, 0] = 0.6 * stds[3] ** 2                 # a correlated mode
   return GaussianMixture([0.5, 0.25, 0.15, 0.10], means, covs)
+
+
+def _log_normal64(x: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+  """log N(x; means_k, covs_k) in float64 through a Cholesky factor: x [M], means [K, M], covs [K, M, M] -> [K]."""
+  chol = np.linalg.cholesky(covs)                                      # covs_k = L_k L_k^T
+  z = np.linalg.solve(chol, (x - means)[..., None])[..., 0]            # L_k^{-1} (x - mu_k)
+  log_det = 2 * np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)
+  return -0.5 * (np.sum(z**2, axis=1) + log_det + means.shape[1] * _LOG_2PI)
+
+
+def _normalise_log_weights(log_w: np.ndarray, name: str) -> np.ndarray:
+  """exp(log_w) / sum exp(log_w), floored at the smallest normal float64 so every weight stays > 0: [K]."""
+  if not np.isfinite(log_w.max()):
+    raise ValueError(f"{name} has zero density under every component in float64")
+  w = np.exp(log_w - log_w.max())
+  return np.maximum(w / w.sum(), np.finfo(np.float64).tiny)
+
+
+def _symmetrise(covs: np.ndarray) -> np.ndarray:
+  """(C + C^T) / 2 for a stack [K, D, D], removing rounding asymmetry."""
+  return 0.5 * (covs + np.swapaxes(covs, 1, 2))
