@@ -2,20 +2,56 @@
 
 NHWC throughout. Initialisations follow score_sde: DDPM's variance-scaling ``default_init`` (fan_avg,
 uniform), with a scale of 0 meaning 1e-10 so a zero-initialised layer still has a direction.
+
+``dtype`` (every block and helper): the computation dtype for mixed precision; parameters stay float32
+(flax's ``param_dtype``), inputs and parameters are cast to ``dtype`` inside each layer, GroupNorm
+statistics and the attention softmax are computed in float32. ``None``: the inputs' dtype (float32).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 from models import fir
 
 MAX_POSITIONS = 10000          # the positional embedding's longest wavelength (Vaswani et al. 2017)
+
+# Rematerialisation of a residual or attention block in the backward pass (jax.checkpoint's policies):
+# what the forward pass keeps of a block's internals; everything else is recomputed from its inputs.
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,                                          # no jax.checkpoint: keep every intermediate
+    "full": jax.checkpoint_policies.nothing_saveable,      # keep only the block's inputs
+    "dots": jax.checkpoint_policies.dots_saveable,         # keep conv / matmul outputs; recompute norms, activations
+}
+COMPUTE_DTYPES = ("float32", "bfloat16")                   # mixed precision: parameters stay float32
+
+
+def compute_dtype(name: str):
+  """The layers' ``dtype`` for a ``COMPUTE_DTYPES`` name: ``None`` (inputs' dtype) for float32."""
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"compute dtype must be one of {list(COMPUTE_DTYPES)}, got {name!r}")
+  return None if name == "float32" else jnp.dtype(name)
+
+
+@functools.lru_cache(maxsize=None)
+def rematerialised(cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...] = ()) -> type[nn.Module]:
+  """``cls`` itself for policy "none", else ``cls`` under flax's ``nn.remat`` with that named policy.
+
+  flax names the wrapped class ``Checkpoint<cls>``: give its instances explicit names (the parameter tree
+  must not change with the policy). ``static_argnums`` count ``self`` as 0 (e.g. 3 for a block's ``train``).
+  """
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"remat policy must be one of {list(REMAT_POLICIES)}, got {policy!r}")
+  if policy == "none":
+    return cls
+  return nn.remat(cls, policy=REMAT_POLICIES[policy], static_argnums=static_argnums)
 
 
 def default_init(scale: float = 1.0):
@@ -23,25 +59,26 @@ def default_init(scale: float = 1.0):
   return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
-def conv3x3(features: int, init_scale: float = 1.0, name: str | None = None, stride: int = 1, padding="SAME"):
+def conv3x3(features: int, init_scale: float = 1.0, name: str | None = None, stride: int = 1, padding="SAME",
+            dtype=None):
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=padding, kernel_init=default_init(init_scale),
-                 name=name)
+                 name=name, dtype=dtype)
 
 
-def conv1x1(features: int, init_scale: float = 1.0, name: str | None = None):
-  return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale), name=name)
+def conv1x1(features: int, init_scale: float = 1.0, name: str | None = None, dtype=None):
+  return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale), name=name, dtype=dtype)
 
 
-def nin(features: int, init_scale: float = 0.1, name: str | None = None):
+def nin(features: int, init_scale: float = 0.1, name: str | None = None, dtype=None):
   """score_sde's NIN: a per-pixel dense layer (W [C_in, C_out], b [C_out]), init scale 0.1 by default."""
-  return nn.Dense(features, kernel_init=default_init(init_scale), name=name)
+  return nn.Dense(features, kernel_init=default_init(init_scale), name=name, dtype=dtype)
 
 
-def group_norm(channels: int, max_groups: int = 32, name: str | None = None, groups: int | None = None):
+def group_norm(channels: int, max_groups: int = 32, name: str | None = None, groups: int | None = None, dtype=None):
   """GroupNorm with epsilon 1e-6 and min(C/4, 32) groups, as in NCSN++ (score_sde layerspp.py), or
   exactly ``groups`` groups: DDPM's blocks use 32 whatever C (score_sde ddpm.py: flax's default
   GroupNorm; score_sde_pytorch layers.py: num_groups=32), which differs from NCSN++ below C = 128."""
-  return nn.GroupNorm(num_groups=groups or min(channels // 4, max_groups), epsilon=1e-6, name=name)
+  return nn.GroupNorm(num_groups=groups or min(channels // 4, max_groups), epsilon=1e-6, name=name, dtype=dtype)
 
 
 def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = MAX_POSITIONS) -> jax.Array:
@@ -77,15 +114,16 @@ class AttnBlock(nn.Module):
   init_scale: float = 0.0
   max_groups: int = 32
   groups: int | None = None          # DDPM: 32 (see group_norm)
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
-    y = group_norm(c, self.max_groups, groups=self.groups)(x)
-    q, k, v = (nin(c)(y) for _ in range(3))
+    y = group_norm(c, self.max_groups, groups=self.groups, dtype=self.dtype)(x)
+    q, k, v = (nin(c, dtype=self.dtype)(y) for _ in range(3))
     logits = jnp.einsum("bhwc,bijc->bhwij", q, k) * c ** -0.5
-    attn = jax.nn.softmax(logits.reshape(b, h, w, h * w), axis=-1).reshape(b, h, w, h, w)
-    y = nin(c, init_scale=self.init_scale)(jnp.einsum("bhwij,bijc->bhwc", attn, v))
+    attn = jax.nn.softmax(logits.reshape(b, h, w, h * w).astype(jnp.float32), axis=-1).reshape(b, h, w, h, w)
+    y = nin(c, init_scale=self.init_scale, dtype=self.dtype)(jnp.einsum("bhwij,bijc->bhwc", attn.astype(v.dtype), v))
     return (x + y) / math.sqrt(2.0) if self.skip_rescale else x + y
 
 
@@ -96,17 +134,20 @@ class Upsample(nn.Module):
   with_conv: bool = False
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     out_ch = self.out_ch or x.shape[-1]
     if not self.fir:
       h = fir.naive_upsample_2d(x)
-      return conv3x3(out_ch)(h) if self.with_conv else h
+      return conv3x3(out_ch, dtype=self.dtype)(h) if self.with_conv else h
     if not self.with_conv:
       return fir.upsample_2d(x, self.fir_kernel)
     w = self.param("kernel", default_init(), (3, 3, x.shape[-1], out_ch))
-    return fir.upsample_conv_2d(x, w, self.fir_kernel) + self.param("bias", nn.initializers.zeros, (out_ch,))
+    b = self.param("bias", nn.initializers.zeros, (out_ch,))
+    x, w, b = promote_dtype(x, w, b, dtype=self.dtype)
+    return fir.upsample_conv_2d(x, w, self.fir_kernel) + b
 
 
 class Downsample(nn.Module):
@@ -116,6 +157,7 @@ class Downsample(nn.Module):
   with_conv: bool = False
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
@@ -123,11 +165,13 @@ class Downsample(nn.Module):
     if not self.fir:
       if not self.with_conv:
         return fir.naive_downsample_2d(x)
-      return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)))(x)     # 'SAME' as in TF: pad right/bottom
+      return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), dtype=self.dtype)(x)   # TF's 'SAME': pad right/bottom
     if not self.with_conv:
       return fir.downsample_2d(x, self.fir_kernel)
     w = self.param("kernel", default_init(), (3, 3, x.shape[-1], out_ch))
-    return fir.conv_downsample_2d(x, w, self.fir_kernel) + self.param("bias", nn.initializers.zeros, (out_ch,))
+    b = self.param("bias", nn.initializers.zeros, (out_ch,))
+    x, w, b = promote_dtype(x, w, b, dtype=self.dtype)
+    return fir.conv_downsample_2d(x, w, self.fir_kernel) + b
 
 
 class ResnetBlockDDPM(nn.Module):
@@ -140,19 +184,21 @@ class ResnetBlockDDPM(nn.Module):
   init_scale: float = 0.0
   max_groups: int = 32
   groups: int | None = None          # DDPM: 32 (see group_norm)
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
     c = x.shape[-1]
     out_ch = self.out_ch or c
-    h = conv3x3(out_ch)(self.act(group_norm(c, self.max_groups, groups=self.groups)(x)))
+    dt = self.dtype
+    h = conv3x3(out_ch, dtype=dt)(self.act(group_norm(c, self.max_groups, groups=self.groups, dtype=dt)(x)))
     if temb is not None:
-      h = h + nn.Dense(out_ch, kernel_init=default_init())(self.act(temb))[:, None, None, :]
-    h = self.act(group_norm(out_ch, self.max_groups, groups=self.groups)(h))
+      h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=dt)(self.act(temb))[:, None, None, :]
+    h = self.act(group_norm(out_ch, self.max_groups, groups=self.groups, dtype=dt)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = conv3x3(out_ch, init_scale=self.init_scale)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt)(h)
     if c != out_ch:
-      x = nin(out_ch)(x)
+      x = nin(out_ch, dtype=dt)(x)
     return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
 
 
@@ -168,26 +214,28 @@ class ResnetBlockBigGAN(nn.Module):
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
   skip_rescale: bool = True
   init_scale: float = 0.0
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
     c = x.shape[-1]
     out_ch = self.out_ch or c
-    h = self.act(group_norm(c)(x))
+    dt = self.dtype
+    h = self.act(group_norm(c, dtype=dt)(x))
     if self.up:
       up = (lambda v: fir.upsample_2d(v, self.fir_kernel)) if self.fir else fir.naive_upsample_2d
       h, x = up(h), up(x)
     elif self.down:
       down = (lambda v: fir.downsample_2d(v, self.fir_kernel)) if self.fir else fir.naive_downsample_2d
       h, x = down(h), down(x)
-    h = conv3x3(out_ch)(h)
+    h = conv3x3(out_ch, dtype=dt)(h)
     if temb is not None:
-      h = h + nn.Dense(out_ch, kernel_init=default_init())(self.act(temb))[:, None, None, :]
-    h = self.act(group_norm(out_ch)(h))
+      h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=dt)(self.act(temb))[:, None, None, :]
+    h = self.act(group_norm(out_ch, dtype=dt)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = conv3x3(out_ch, init_scale=self.init_scale)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt)(h)
     if c != out_ch or self.up or self.down:
-      x = conv1x1(out_ch)(x)
+      x = conv1x1(out_ch, dtype=dt)(x)
     return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
 
 
@@ -195,10 +243,11 @@ class Combine(nn.Module):
   """Merges a 1x1-projected pyramid input into h by concatenation or sum (NCSN++ input_skip)."""
 
   method: str = "sum"
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, pyramid, h):
-    p = conv1x1(h.shape[-1])(pyramid)
+    p = conv1x1(h.shape[-1], dtype=self.dtype)(pyramid)
     return jnp.concatenate([p, h], axis=-1) if self.method == "cat" else p + h
 
 

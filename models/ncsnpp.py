@@ -9,13 +9,38 @@ output shaped like x; turning that output into a score (dividing by sigma, by th
 
 from __future__ import annotations
 
+import collections
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from models import layers
+
+# Fields set from config.training by models.get_model (how to run, not what the network is): never in config.model.
+_RUN_FIELDS = ("remat", "compute_dtype")
+
+
+def _block_factory(remat: str) -> Callable:
+  """``block(cls, static_argnums=())`` -> constructor of ``cls`` under the remat policy, naming each
+  instance ``<cls>_<k>`` as flax's automatic names would, so the parameter tree is the policy's invariant."""
+  counts: collections.Counter = collections.Counter()
+
+  def block(cls, static_argnums=()):
+    wrapped = layers.rematerialised(cls, remat, static_argnums)
+
+    def make(**kwargs):
+      name = f"{cls.__name__}_{counts[cls.__name__]}"
+      counts[cls.__name__] += 1
+      return wrapped(name=name, **kwargs)
+
+    return make
+
+  return block
+
+
+TRAIN_ARG = (3,)       # static argnums of a residual block's (self, x, temb, train): train is a Python bool
 
 
 class NCSNpp(nn.Module):
@@ -41,6 +66,10 @@ class NCSNpp(nn.Module):
     init_scale: scale of the last layer of each block (0 -> 1e-10, so blocks start near identity).
     nonlinearity: a name in ``layers.ACTIVATIONS``.
     centered: inputs are already in [-1, 1]; otherwise [0, 1] inputs are mapped by 2x - 1.
+    remat: ``layers.REMAT_POLICIES`` name applied to every residual and attention block (from
+      ``training.remat``; the parameters do not depend on it).
+    compute_dtype: ``layers.COMPUTE_DTYPES`` name for the layers' computation (from
+      ``training.compute_dtype``); parameters, the Fourier/positional embedding and the output are float32.
   """
 
   nf: int = 128
@@ -62,9 +91,12 @@ class NCSNpp(nn.Module):
   init_scale: float = 0.0
   nonlinearity: str = "swish"
   centered: bool = False
+  remat: str = "none"
+  compute_dtype: str = "float32"
 
   RANGES = {"dropout": (0.0, 1.0), "fourier_scale": (0.0, None), "init_scale": (0.0, None)}
   NONEMPTY = ("ch_mult", "fir_kernel")
+  RUN_FIELDS = _RUN_FIELDS
   CHOICES = {
       "resblock_type": ("biggan", "ddpm"),
       "progressive": ("none", "output_skip", "residual"),
@@ -80,19 +112,23 @@ class NCSNpp(nn.Module):
     channels = x.shape[-1]
     n_res = len(self.ch_mult)
     root2 = math.sqrt(2.0)
+    dt = layers.compute_dtype(self.compute_dtype)
+    block = _block_factory(self.remat)
 
     def resblock(out_ch=None, up=False, down=False):
       common = dict(act=act, out_ch=out_ch, dropout=self.dropout, skip_rescale=self.skip_rescale,
-                    init_scale=self.init_scale)
+                    init_scale=self.init_scale, dtype=dt)
       if self.resblock_type == "ddpm":
-        return layers.ResnetBlockDDPM(**common)
-      return layers.ResnetBlockBigGAN(up=up, down=down, fir=self.fir, fir_kernel=self.fir_kernel, **common)
+        return block(layers.ResnetBlockDDPM, TRAIN_ARG)(**common)
+      return block(layers.ResnetBlockBigGAN, TRAIN_ARG)(up=up, down=down, fir=self.fir, fir_kernel=self.fir_kernel,
+                                                         **common)
 
     def attn():
-      return layers.AttnBlock(skip_rescale=self.skip_rescale, init_scale=self.init_scale)
+      return block(layers.AttnBlock)(skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dt)
 
     def head(out_ch, init_scale=1.0):
-      return lambda h: layers.conv3x3(out_ch, init_scale=init_scale)(act(layers.group_norm(h.shape[-1])(h)))
+      return lambda h: layers.conv3x3(out_ch, init_scale=init_scale, dtype=dt)(
+          act(layers.group_norm(h.shape[-1], dtype=dt)(h)))
 
     # Time / noise-level embedding.
     if self.embedding_type == "fourier":
@@ -100,17 +136,19 @@ class NCSNpp(nn.Module):
     else:
       temb = layers.timestep_embedding(labels, self.nf)
     if self.conditional:
-      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(temb)
-      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(act(temb))
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init(), dtype=dt)(temb)
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init(), dtype=dt)(act(temb))
     else:
       temb = None
 
     if not self.centered:
       x = 2 * x - 1.0                                            # [0, 1] data to [-1, 1]
+    out_dtype = x.dtype
+    x = x if dt is None else x.astype(dt)
 
     # Downsampling path.
     pyramid_in = x if self.progressive_input != "none" else None
-    hs = [layers.conv3x3(self.nf)(x)]
+    hs = [layers.conv3x3(self.nf, dtype=dt)(x)]
     for level in range(n_res):
       for _ in range(self.num_res_blocks):
         h = resblock(self.nf * self.ch_mult[level])(hs[-1], temb, train)
@@ -119,15 +157,16 @@ class NCSNpp(nn.Module):
         hs.append(h)
       if level != n_res - 1:
         if self.resblock_type == "ddpm":
-          h = layers.Downsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel)(hs[-1])
+          h = layers.Downsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel,
+                                dtype=dt)(hs[-1])
         else:
           h = resblock(down=True)(hs[-1], temb, train)
         if self.progressive_input == "input_skip":
-          pyramid_in = layers.Downsample(fir=self.fir, fir_kernel=self.fir_kernel)(pyramid_in)
-          h = layers.Combine(self.progressive_combine)(pyramid_in, h)
+          pyramid_in = layers.Downsample(fir=self.fir, fir_kernel=self.fir_kernel, dtype=dt)(pyramid_in)
+          h = layers.Combine(self.progressive_combine, dtype=dt)(pyramid_in, h)
         elif self.progressive_input == "residual":
           pyramid_in = layers.Downsample(out_ch=h.shape[-1], with_conv=True, fir=self.fir,
-                                         fir_kernel=self.fir_kernel)(pyramid_in)
+                                         fir_kernel=self.fir_kernel, dtype=dt)(pyramid_in)
           pyramid_in = (pyramid_in + h) / root2 if self.skip_rescale else pyramid_in + h
           h = pyramid_in
         hs.append(h)
@@ -146,25 +185,26 @@ class NCSNpp(nn.Module):
         h = attn()(h)
       if self.progressive == "output_skip":
         out = head(channels, self.init_scale)(h)
-        pyramid = out if level == n_res - 1 else layers.Upsample(fir=self.fir, fir_kernel=self.fir_kernel)(pyramid) + out
+        pyramid = out if level == n_res - 1 else layers.Upsample(fir=self.fir, fir_kernel=self.fir_kernel,
+                                                                 dtype=dt)(pyramid) + out
       elif self.progressive == "residual":
         if level == n_res - 1:
           pyramid = head(h.shape[-1])(h)
         else:
           pyramid = layers.Upsample(out_ch=h.shape[-1], with_conv=True, fir=self.fir,
-                                    fir_kernel=self.fir_kernel)(pyramid)
+                                    fir_kernel=self.fir_kernel, dtype=dt)(pyramid)
           pyramid = (pyramid + h) / root2 if self.skip_rescale else pyramid + h
           h = pyramid
       if level != 0:
         if self.resblock_type == "ddpm":
-          h = layers.Upsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel)(h)
+          h = layers.Upsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel, dtype=dt)(h)
         else:
           h = resblock(up=True)(h, temb, train)
     assert not hs
 
     if self.progressive == "output_skip":
-      return pyramid
-    return head(channels, self.init_scale)(h)
+      return pyramid.astype(out_dtype)
+    return head(channels, self.init_scale)(h).astype(out_dtype)
 
 
 DDPM_GROUPS = 32     # DDPM's GroupNorms: 32 groups whatever the width (see layers.group_norm)
@@ -174,7 +214,7 @@ class DDPM(nn.Module):
   """DDPM's U-Net (Ho et al. 2020; score_sde ``models/ddpm.py``), the VP discrete baseline.
 
   Attributes as ``NCSNpp`` (nf, ch_mult, num_res_blocks, attn_resolutions, dropout, resamp_with_conv,
-  conditional, nonlinearity, centered); labels are time steps, positionally embedded.
+  conditional, nonlinearity, centered, remat, compute_dtype); labels are time steps, positionally embedded.
 
   As in score_sde, attention on the way up comes once per resolution, after its residual blocks
   (Ho et al.'s TF code attends after every up block): on CIFAR-10 that is 35,218,947 parameters,
@@ -190,10 +230,13 @@ class DDPM(nn.Module):
   conditional: bool = True
   nonlinearity: str = "swish"
   centered: bool = False
+  remat: str = "none"
+  compute_dtype: str = "float32"
 
   RANGES = {"dropout": (0.0, 1.0)}
   NONEMPTY = ("ch_mult",)
   MULTIPLE_OF = {"nf": DDPM_GROUPS}
+  RUN_FIELDS = _RUN_FIELDS
   CHOICES = {"nonlinearity": tuple(layers.ACTIVATIONS)}
 
   @nn.compact
@@ -202,15 +245,20 @@ class DDPM(nn.Module):
     channels = x.shape[-1]
     n_res = len(self.ch_mult)
     groups = DDPM_GROUPS
-    resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=self.dropout, groups=groups)
-    attn = lambda: layers.AttnBlock(groups=groups)
+    dt = layers.compute_dtype(self.compute_dtype)
+    block = _block_factory(self.remat)
+    resblock = lambda out_ch=None: block(layers.ResnetBlockDDPM, TRAIN_ARG)(act=act, out_ch=out_ch, dropout=self.dropout,
+                                                                         groups=groups, dtype=dt)
+    attn = lambda: block(layers.AttnBlock)(groups=groups, dtype=dt)
     temb = None
     if self.conditional:
       temb = layers.timestep_embedding(labels, self.nf)
-      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(temb)
-      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init())(act(temb))
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init(), dtype=dt)(temb)
+      temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init(), dtype=dt)(act(temb))
     h = x if self.centered else 2 * x - 1.0
-    hs = [layers.conv3x3(self.nf)(h)]
+    out_dtype = h.dtype
+    h = h if dt is None else h.astype(dt)
+    hs = [layers.conv3x3(self.nf, dtype=dt)(h)]
     for level in range(n_res):
       for _ in range(self.num_res_blocks):
         h = resblock(self.nf * self.ch_mult[level])(hs[-1], temb, train)
@@ -218,7 +266,7 @@ class DDPM(nn.Module):
           h = attn()(h)
         hs.append(h)
       if level != n_res - 1:
-        hs.append(layers.Downsample(with_conv=self.resamp_with_conv)(hs[-1]))
+        hs.append(layers.Downsample(with_conv=self.resamp_with_conv, dtype=dt)(hs[-1]))
     h = resblock()(hs[-1], temb, train)
     h = attn()(h)
     h = resblock()(h, temb, train)
@@ -228,7 +276,7 @@ class DDPM(nn.Module):
       if h.shape[1] in self.attn_resolutions:
         h = attn()(h)
       if level != 0:
-        h = layers.Upsample(with_conv=self.resamp_with_conv)(h)
+        h = layers.Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
     assert not hs
-    h = act(layers.group_norm(h.shape[-1], groups=groups)(h))
-    return layers.conv3x3(channels, init_scale=0.0)(h)
+    h = act(layers.group_norm(h.shape[-1], groups=groups, dtype=dt)(h))
+    return layers.conv3x3(channels, init_scale=0.0, dtype=dt)(h).astype(out_dtype)

@@ -67,14 +67,20 @@ def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[s
 
   Every attribute of ``cls`` must be present in the config; values are type-checked and choice
   fields validated. Fields of config.model the network does not use (SDE parameters, EMA rate...)
-  are ignored.
+  are ignored. The class's ``RUN_FIELDS`` (remat, compute dtype) are not architecture: ``get_model``
+  sets them from config.training, and config.model must not hold them.
 
   Raises:
     ValueError: a missing field, a value of the wrong type, or an invalid choice (all named).
   """
   kwargs = {}
+  run_fields = getattr(cls, "RUN_FIELDS", ())
   for field in dataclasses.fields(cls):
     if field.name in ("parent", "name"):
+      continue
+    if field.name in run_fields:
+      if field.name in model_config:
+        raise ValueError(f"model.{field.name} is not a model field: set training.{field.name}")
       continue
     source = data_config if field.name in _FROM_DATA else model_config
     prefix = "data" if field.name in _FROM_DATA else "model"
@@ -97,8 +103,13 @@ def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[s
   return kwargs
 
 
-def get_model(config) -> nn.Module:
+def get_model(config, *, training: bool = False) -> nn.Module:
   """The network named by ``config.model.name``, built from typed hyperparameters.
+
+  ``training=True``: the network the training step differentiates, with the class's ``RUN_FIELDS``
+  from config.training (``training.remat``, ``training.compute_dtype``). Otherwise (sampling,
+  evaluation of samples, checkpoint loading) they keep their defaults: no remat, float32. Either way
+  the parameter tree is the same.
 
   Raises:
     ValueError: an unknown name (the valid ones are listed) or a bad hyperparameter.
@@ -106,7 +117,9 @@ def get_model(config) -> nn.Module:
   from training.config import as_config            # the typed boundary (imported late: it imports models)
 
   config = as_config(config)
-  return MODELS[config.model.name](**config.model.network)
+  cls = MODELS[config.model.name]
+  run = {name: getattr(config.training, name) for name in getattr(cls, "RUN_FIELDS", ())} if training else {}
+  return cls(**config.model.network, **run)
 
 
 def init_params(model: nn.Module, key: jax.Array, shape) -> dict:

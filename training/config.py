@@ -149,6 +149,11 @@ class Training(_Section):
   likelihood_weighting: bool = spec(False, boolean)
   steps_per_call: int = spec(1, POSITIVE, ("n_jitted_steps",))
   t_min: float = spec(1e-5, TIME_FLOOR, ("eps",))             # the loss's smallest time
+  # Per residual / attention block jax.checkpoint policy (models.layers.REMAT_POLICIES): "full" keeps
+  # only block inputs, "dots" also conv/matmul outputs; the backward pass recomputes the rest.
+  remat: str = spec("none", choice(*models.layers.REMAT_POLICIES))
+  # Mixed precision of the trained network: parameters, Adam and EMA stay float32; layers compute in this.
+  compute_dtype: str = spec("float32", choice(*models.layers.COMPUTE_DTYPES))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,7 @@ def setup(config) -> Setup:
   raises a ValueError naming it."""
   config = as_config(config)
   sde = sde_lib.get_sde(config)
-  model = models.get_model(config)
+  model = models.get_model(config, training=True)      # training.remat / compute_dtype; same parameters
   mesh = step_lib.make_mesh()
   step_lib.check_batch_size(int(config.training.batch_size), mesh)
   base = jax.random.key(int(config.seed))
