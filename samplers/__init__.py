@@ -9,7 +9,9 @@ from __future__ import annotations
 import inspect
 
 from samplers.annealed import get_ald_sampler
-from samplers.fast import get_dpm_solver_pp_sampler, get_edm_heun_sampler
+from samplers.fast import get_edm_heun_sampler
+from samplers.multistep import get_dpm_solver_pp_sampler, get_unipc_sampler
+from samplers.schedules import GRIDS, sigma_grid
 from samplers.likelihood import DIVERGENCES, bits_per_dim, dequantize, drift_and_divergence, get_likelihood_fn
 from samplers.ode import SOLVERS, get_ode_sampler, solve
 from samplers.pc import (CORRECTORS, LANGEVIN_STEP_RULES, PREDICTORS, Corrector, FunctionCorrector, FunctionPredictor,
@@ -21,7 +23,11 @@ METHODS = {
     "ald": get_ald_sampler,
     "edm_heun": get_edm_heun_sampler,
     "dpm_solver_pp": get_dpm_solver_pp_sampler,
+    "unipc": get_unipc_sampler,
 }
+
+# The fast methods: they take ``nfe=``, an exact budget of score evaluations (final denoising included).
+FAST_METHODS = ("edm_heun", "dpm_solver_pp", "unipc")
 
 
 # Former option names, still accepted (one vocabulary now: num_steps = grid steps or levels, t_min = the
@@ -35,6 +41,7 @@ ALIASES = {
     "edm_heun": {"N": "num_steps", "eps": "t_min", "sigma_min": "sigma_floor", "S_churn": "s_churn",
                  "S_min": "s_tmin", "S_max": "s_tmax", "S_noise": "s_noise"},
     "dpm_solver_pp": {"N": "num_steps", "eps": "t_min", "sigma_min": "sigma_floor"},
+    "unipc": {"N": "num_steps", "eps": "t_min", "sigma_min": "sigma_floor"},
 }
 
 
@@ -48,7 +55,8 @@ def get_sampler(sde, shape, method: str = "pc", **options):
 
   ``sample_fn`` is pure and traceable: ``jax.jit(lambda key, params: sample_fn(key, partial(score, params)))``.
   The options are those of the method's builder (``get_pc_sampler``, ``get_ode_sampler``,
-  ``get_ald_sampler``, ``get_edm_heun_sampler``, ``get_dpm_solver_pp_sampler``); the former names in
+  ``get_ald_sampler``, ``get_edm_heun_sampler``, ``get_dpm_solver_pp_sampler``, ``get_unipc_sampler``); the
+  fast methods (``FAST_METHODS``) take ``nfe=``, an exact score-evaluation budget; the former names in
   ``ALIASES`` are accepted too.
 
   Raises:
@@ -73,4 +81,4 @@ __all__ = ["get_sampler", "METHODS", "ALIASES", "sampler_option_names", "PREDICT
            "Corrector", "FunctionPredictor", "FunctionCorrector", "LANGEVIN_STEP_RULES",
            "get_likelihood_fn", "DIVERGENCES", "bits_per_dim", "dequantize", "drift_and_divergence", "SOLVERS", "solve",
            "get_pc_sampler", "get_ode_sampler", "get_ald_sampler", "get_edm_heun_sampler",
-           "get_dpm_solver_pp_sampler"]
+           "get_dpm_solver_pp_sampler", "get_unipc_sampler", "FAST_METHODS", "GRIDS", "sigma_grid"]

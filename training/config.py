@@ -6,9 +6,10 @@ dataclasses; nothing downstream reads a ConfigDict. Every error is one ValueErro
 the value received and what is valid.
 
 Sampler options live in one section per method (``sampling.pc``, ``sampling.ode``, ``sampling.ald``,
-``sampling.edm_heun``, ``sampling.dpm_solver_pp``) in the samplers' vocabulary (``num_steps``,
-``corrector_steps``, ``t_min``, ...), so switching ``sampling.method`` never inherits another
-method's step count; ``sampling.t_min`` and ``sampling.denoise`` are shared.
+``sampling.edm_heun``, ``sampling.dpm_solver_pp``, ``sampling.unipc``) in the samplers' vocabulary
+(``num_steps``, ``corrector_steps``, ``t_min``, ...), so switching ``sampling.method`` never inherits
+another method's step count; ``sampling.t_min``, ``sampling.denoise`` and ``sampling.nfe`` (the exact
+budget of the fast methods) are shared.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ POSITIVE = integer(1)
 NON_NEGATIVE = integer(0)
 TOLERANCE = number(0.0, open_lo=True)
 TIME_FLOOR = number(0.0, 1.0, open_lo=True, open_hi=True)
+GRID = _kind(lambda v, where: samplers.schedules.check_grid(v, where), "choice", options=samplers.GRIDS)
 
 
 # --------------------------------------------------------------------------------- sections
@@ -186,9 +188,10 @@ class ALD(_Section):
 
 @dataclasses.dataclass(frozen=True)
 class EDMHeun(_Section):
-  num_steps: int = spec(18, integer(2))
+  num_steps: int = spec(18, integer(2))                         # levels; sampling.nfe > 0 overrides
+  grid: str = spec("edm", GRID)
   rho: float = spec(7.0, TOLERANCE)
-  sigma_floor: float = spec(0.002, TOLERANCE)
+  sigma_floor: float = spec(0.01, TOLERANCE)        # every SDE ends near sigma = 0.01
   s_churn: float = spec(0.0, number(0.0))
   s_tmin: float = spec(0.0, number(0.0))
   s_tmax: float = spec(math.inf, number(0.0, allow_inf=True))
@@ -197,13 +200,26 @@ class EDMHeun(_Section):
 
 @dataclasses.dataclass(frozen=True)
 class DPMSolverPP(_Section):
-  num_steps: int = spec(20, POSITIVE)
-  sigma_floor: float = spec(0.002, TOLERANCE)
-  grid: str = spec("edm", choice(*samplers.fast.GRIDS))
+  num_steps: int = spec(20, POSITIVE)                          # solver steps; sampling.nfe > 0 overrides
+  order: int = spec(2, integer(1, 3))                          # 2M or 3M
+  lower_order_final: bool = spec(True, boolean)
+  sigma_floor: float = spec(0.01, TOLERANCE)        # every SDE ends near sigma = 0.01
+  grid: str = spec("edm", GRID)
   rho: float = spec(7.0, TOLERANCE)
 
 
-METHOD_SECTIONS = {"pc": PC, "ode": ODE, "ald": ALD, "edm_heun": EDMHeun, "dpm_solver_pp": DPMSolverPP}
+@dataclasses.dataclass(frozen=True)
+class UniPC(_Section):
+  num_steps: int = spec(20, POSITIVE)                          # solver steps; sampling.nfe > 0 overrides
+  order: int = spec(2, integer(1, 3))                          # UniP order p (UniC: p + 1)
+  lower_order_final: bool = spec(True, boolean)
+  sigma_floor: float = spec(0.01, TOLERANCE)        # every SDE ends near sigma = 0.01
+  grid: str = spec("logsnr", GRID)
+  rho: float = spec(7.0, TOLERANCE)
+
+
+METHOD_SECTIONS = {"pc": PC, "ode": ODE, "ald": ALD, "edm_heun": EDMHeun, "dpm_solver_pp": DPMSolverPP,
+                   "unipc": UniPC}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,11 +227,20 @@ class Sampling(_Section):
   method: str = spec("pc", choice(*sorted(samplers.METHODS)))
   t_min: float = spec(1e-3, TIME_FLOOR, ("eps",))
   denoise: bool = spec(True, boolean, ("noise_removal",))
+  # The exact number of score evaluations (final denoising included) of a fast method
+  # (samplers.FAST_METHODS), which picks its own steps and orders; 0: the method's num_steps.
+  nfe: int = spec(0, NON_NEGATIVE)
   pc: PC = dataclasses.field(default_factory=PC)
   ode: ODE = dataclasses.field(default_factory=ODE)
   ald: ALD = dataclasses.field(default_factory=ALD)
   edm_heun: EDMHeun = dataclasses.field(default_factory=EDMHeun)
   dpm_solver_pp: DPMSolverPP = dataclasses.field(default_factory=DPMSolverPP)
+  unipc: UniPC = dataclasses.field(default_factory=UniPC)
+
+  def __post_init__(self):
+    if self.nfe and self.method not in samplers.FAST_METHODS:
+      raise ValueError(f"sampling.nfe ({self.nfe}) is a budget for {list(samplers.FAST_METHODS)} only; "
+                       f"sampling.method={self.method!r} counts sampling.{self.method}.num_steps (set sampling.nfe=0)")
 
   @property
   def options(self):
@@ -317,7 +342,7 @@ _SAMPLING_FLAT = {"predictor": ("pc", "predictor"), "corrector": ("pc", "correct
                   "n_steps_each": ("pc", "corrector_steps"), "probability_flow": ("pc", "probability_flow"),
                   "rtol": ("ode", "rtol"), "atol": ("ode", "atol")}
 _SAMPLING_FORMER_STEPS = {"pc": "num_steps", "ode": "num_steps", "ald": "num_steps", "edm_heun": "num_steps",
-                          "dpm_solver_pp": "num_steps"}
+                          "dpm_solver_pp": "num_steps", "unipc": "num_steps"}
 
 
 def _section(cls, values: Mapping, where: str, **prepared):
@@ -420,6 +445,8 @@ def sampler_options(config: Config) -> tuple[str, dict]:
   s = config.sampling
   options = {f.name: getattr(s.options, f.name) for f in dataclasses.fields(s.options)}
   options.update(t_min=s.t_min, denoise=s.denoise)
+  if s.nfe:                                        # the exact budget replaces the method's num_steps
+    options["nfe"] = s.nfe
   if s.method == "pc":
     options["num_steps"] = None if not options["num_steps"] or not config.training.continuous else options["num_steps"]
     options["ladder"] = not config.training.continuous
