@@ -52,6 +52,13 @@ def get_default_configs():
       num_steps=20, sigma_floor=0.002,       # steps (NFE num_steps + denoise) and the lowest noise level
       grid="edm", rho=7.0))                  # edm (rho-spaced sigmas) | logsnr (uniform log-SNR)
 
+  sampling.condition = "none"                # --mode sample: none | inpaint | colorize (complete test images)
+  sampling.inpaint = ml_collections.ConfigDict(dict(
+      algorithm="smc",                       # replacement (score_sde's) | repaint | smc (particle filter, exact as particles grow)
+      mask="bottom_half",                    # inpaint: the unknown region, bottom_half | top_half | left_half | right_half | center
+      n_particles=16, ess_threshold=0.5,     # smc: particles per image; resample when the ESS falls below this share
+      n_resample=10))                        # repaint: times each step is taken
+
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.begin_ckpt = 9                    # first and last checkpoint to evaluate, numbered ceil(step / snapshot_freq)
   evaluate.end_ckpt = 26

@@ -48,7 +48,7 @@ METHOD_DEFAULTS = {
     "dpm_solver_pp": dict(num_steps=20, t_min=1e-3, sigma_floor=0.002, rho=7.0, denoise=True),
 }
 # The reverse transitions whose Gaussian density the smc weights need: (x_mean, std [B]).
-SMC_PREDICTORS = ("reverse_diffusion", "ancestral_sampling")
+SMC_PREDICTORS = ("reverse_diffusion", "ancestral_sampling", "euler_maruyama")
 _LOG_2PI = math.log(2 * math.pi)
 _INIT = 1 << 30            # noise path of x(T) and y(T), apart from the grid steps 0..N-1
 
@@ -144,6 +144,8 @@ class _PCSteps:
     _, mean = self.pred(self.sde, score_fn, x, t, t_next, jnp.zeros_like(x), False)
     if self.predictor_name == "reverse_diffusion":
       std = self.sde.discretize(x, t, t_next)[1]                     # rev_G = G (eq. 46)
+    elif self.predictor_name == "euler_maruyama":
+      std = self.sde.sde(x, t)[1] * jnp.sqrt(t - t_next)             # g(t) sqrt(|dt|) (seed 004 eq. 3)
     else:
       std = self.sde.ancestral_step_coefs(t, t_next)[2]              # the DDPM posterior std
     return mean, std
@@ -331,6 +333,30 @@ def _smc(sde: SDE, shape, steps: _PCSteps, n_particles: int, ess_threshold: floa
     return jnp.where(maskb, known, x), jnp.asarray(nfe, jnp.int32)
 
   return inpaint_fn
+
+
+# --------------------------------------------------------------------------- image masks
+IMAGE_MASKS = ("bottom_half", "top_half", "left_half", "right_half", "center")
+
+
+def image_mask(name: str, shape) -> np.ndarray:
+  """1 where a pixel is observed: float32 [H, W, C] for one of ``IMAGE_MASKS`` ("bottom_half": the bottom half
+  is unknown, the top half observed; "center": the central half-size square is unknown)."""
+  h, w, c = shape
+  mask = np.ones((h, w, c), np.float32)
+  if name == "bottom_half":
+    mask[h // 2:] = 0
+  elif name == "top_half":
+    mask[:h - h // 2] = 0
+  elif name == "right_half":
+    mask[:, w // 2:] = 0
+  elif name == "left_half":
+    mask[:, :w - w // 2] = 0
+  elif name == "center":
+    mask[h // 4:h // 4 + h // 2, w // 4:w // 4 + w // 2] = 0
+  else:
+    raise ValueError(f"mask must be one of {list(IMAGE_MASKS)}, got {name!r}")
+  return mask
 
 
 # ----------------------------------------------------------------------------- colorization

@@ -81,6 +81,13 @@ def test_every_field_a_config_file_sets_is_read(tmp_path):
       evaluate(config, workdir)
       sample(config, workdir)
     consumed |= reads
+    if name == "configs.vp.digits":                 # --mode sample completing test images: sampling.inpaint
+      for algorithm in ("smc", "repaint"):
+        variant = copy.deepcopy(raw)
+        variant.sampling.condition, variant.sampling.inpaint.algorithm = "inpaint", algorithm
+        with track_reads() as reads:
+          sample(parse_config(variant), workdir)
+        consumed |= reads
     for method in samplers.METHODS:                 # each method's section is read when it is the method
       variant = copy.deepcopy(raw)
       variant.sampling.method = method

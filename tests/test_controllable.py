@@ -165,7 +165,7 @@ def test_colorization_samples_the_exact_colour_posterior(sde, key):
     (("ode", "replacement"), {}, "method"),
     (("dpm_solver_pp", "smc"), {}, "smc"),
     (("dpm_solver_pp", "repaint"), {}, "repaint"),
-    (("pc", "smc"), dict(predictor="euler_maruyama"), "smc"),
+    (("pc", "smc"), dict(predictor="none"), "smc"),
     (("pc", "smc"), dict(corrector="langevin"), "smc"),
     (("pc", "smc"), dict(n_particles=0), "n_particles"),
     (("pc", "smc"), dict(ess_threshold=1.5), "ess_threshold"),
@@ -187,3 +187,34 @@ def test_bad_masks_and_shapes_raise(key):
     fn(key, score, jnp.zeros((4, 2)), jnp.full((4, 2), 0.5))
   with pytest.raises(ValueError, match="RGB"):
     inpaint.get_colorizer(sde, (4, 8, 8, 1))
+
+
+# ------------------------------------------------------------------------- through main.py
+def test_main_inpaints_test_digits_and_reports_agreement(tmp_path):
+  """--mode sample --config.sampling.condition=inpaint: completions keep the observed half exactly, the
+  picture has the rows observed | completions | truth, and digits report the classifier agreement."""
+  import json
+
+  from PIL import Image
+
+  from tests.test_pipeline import run_main, tiny_flags
+
+  flags = tiny_flags(tmp_path, 2)
+  assert run_main(flags + ["--mode=train"]).returncode == 0
+  sample = flags + ["--mode=sample", "--config.sampling.condition=inpaint", "--config.sampling.pc.num_steps=3",
+                    "--config.eval.num_samples=20", "--config.eval.batch_size=8", "--config.sampling.inpaint.n_particles=2"]
+  done = run_main(sample)
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(tmp_path / "samples" / "inpaint_step_2.json") as f:
+    metrics = json.load(f)
+  assert metrics["observed_error"] == 0.0 and metrics["n"] == 20 and metrics["algorithm"] == "smc"
+  assert 0.0 <= metrics["digits_label_agreement"] <= 1.0 and metrics["nfe"] == 3 + 1
+  with np.load(tmp_path / "samples" / "inpaint_step_2.npz") as f:
+    samples, truth = f["samples"], f["truth"]
+  assert samples.shape == truth.shape == (20, 8, 8, 1)
+  np.testing.assert_array_equal(samples[:, :4], truth[:, :4])          # bottom_half unknown: the top half is kept
+  assert not np.allclose(samples[:, 4:], truth[:, 4:])
+  picture = Image.open(metrics["picture"])
+  assert picture.size == (4 * (16 * 9 + 1), 4 * (3 * 9 + 1))           # 16 columns, 3 rows of 8x8 with 1 px gaps
+  colour = run_main(flags + ["--mode=sample", "--config.sampling.condition=colorize"])
+  assert colour.returncode == 2 and "data.num_channels=3" in colour.stderr.strip().splitlines()[-1]

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 import models
 import samplers
+import samplers.inpaint
 import sde_lib
 from datasets.images import DATASETS
 
@@ -223,10 +224,25 @@ METHOD_SECTIONS = {"pc": PC, "ode": ODE, "ald": ALD, "edm_heun": EDMHeun, "dpm_s
 
 
 @dataclasses.dataclass(frozen=True)
+class Inpaint(_Section):
+  """sampling.condition = "inpaint" / "colorize": samplers.get_inpainter's algorithm and its options."""
+  algorithm: str = spec("smc", choice(*samplers.inpaint.INPAINT_ALGORITHMS))
+  mask: str = spec("bottom_half", choice(*samplers.inpaint.IMAGE_MASKS))      # inpaint: the unknown region
+  n_particles: int = spec(16, POSITIVE)                                         # smc
+  ess_threshold: float = spec(0.5, number(0.0, 1.0))                           # smc: resample below this ESS share
+  n_resample: int = spec(10, POSITIVE)                                          # repaint
+
+
+CONDITIONS = ("none", "inpaint", "colorize")
+
+
+@dataclasses.dataclass(frozen=True)
 class Sampling(_Section):
   method: str = spec("pc", choice(*sorted(samplers.METHODS)))
   t_min: float = spec(1e-3, TIME_FLOOR, ("eps",))
   denoise: bool = spec(True, boolean, ("noise_removal",))
+  # --mode sample: "inpaint" / "colorize" complete test images (training/conditional.py) with sampling.inpaint.
+  condition: str = spec("none", choice(*CONDITIONS))
   # The exact number of score evaluations (final denoising included) of a fast method
   # (samplers.FAST_METHODS), which picks its own steps and orders; 0: the method's num_steps.
   nfe: int = spec(0, NON_NEGATIVE)
@@ -236,6 +252,7 @@ class Sampling(_Section):
   edm_heun: EDMHeun = dataclasses.field(default_factory=EDMHeun)
   dpm_solver_pp: DPMSolverPP = dataclasses.field(default_factory=DPMSolverPP)
   unipc: UniPC = dataclasses.field(default_factory=UniPC)
+  inpaint: Inpaint = dataclasses.field(default_factory=Inpaint)
 
   def __post_init__(self):
     if self.nfe and self.method not in samplers.FAST_METHODS:
@@ -381,6 +398,7 @@ def _sampling(values: Mapping) -> Sampling:
     if n:
       sections[method][_SAMPLING_FORMER_STEPS[method]] = n
   prepared = {name: _section(cls, sections[name], f"sampling.{name}") for name, cls in METHOD_SECTIONS.items()}
+  prepared["inpaint"] = _section(Inpaint, values.pop("inpaint", None) or {}, "sampling.inpaint")
   return _section(Sampling, values, "sampling", **prepared)
 
 

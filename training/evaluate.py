@@ -64,8 +64,14 @@ def _save_samples(config, x: np.ndarray, folder: str, name: str) -> str:
 
 
 def sample(config, workdir: str, eval_folder: str = "samples") -> str:
-  """Samples from the newest checkpoint with config.sampling (no data set needed); returns the PNG path."""
+  """Samples from the newest checkpoint with config.sampling (no data set needed); returns the PNG path.
+
+  With sampling.condition "inpaint" or "colorize" it completes test images instead
+  (``training.conditional.conditional_sample``)."""
   config = as_config(config)
+  if config.sampling.condition != "none":
+    from training.conditional import conditional_sample
+    return conditional_sample(config, workdir, eval_folder)
   run = setup(config)
   state = evaluation_state(run, workdir)
   n = int(config.eval.num_samples)

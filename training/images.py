@@ -14,12 +14,13 @@ def to_unit_range(x: np.ndarray, centered: bool) -> np.ndarray:
   return np.clip((x + 1.0) / 2.0 if centered else x, 0.0, 1.0)
 
 
-def save_grid(images: np.ndarray, path: str, *, scale: int = 1) -> str:
-  """Tiles images [N, H, W, C] in [0, 1] into a near-square grid PNG (1 px gaps); returns the path."""
+def save_grid(images: np.ndarray, path: str, *, scale: int = 1, cols: int | None = None) -> str:
+  """Tiles images [N, H, W, C] in [0, 1] into a grid PNG (1 px gaps), ``cols`` wide (default: near-square);
+  returns the path."""
   from PIL import Image
 
   n, h, w, c = images.shape
-  cols = int(math.ceil(math.sqrt(n)))
+  cols = cols or int(math.ceil(math.sqrt(n)))
   rows = int(math.ceil(n / cols))
   grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
   for i, img in enumerate(images):
@@ -32,6 +33,11 @@ def save_grid(images: np.ndarray, path: str, *, scale: int = 1) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   picture.save(path)
   return path
+
+
+def save_rows(rows: list[np.ndarray], path: str, *, scale: int = 1) -> str:
+  """Stacks equal-length image lists [N, H, W, C] in [0, 1] as the rows of one PNG (1 px gaps); returns the path."""
+  return save_grid(np.concatenate(rows), path, scale=scale, cols=len(rows[0]))
 
 
 def save_scatter(points: np.ndarray, path: str) -> str:
