@@ -1,7 +1,9 @@
 """Samplers and likelihoods. They see a ``score_fn(x, t)`` and an SDE, never a model.
 
 ``get_sampler(sde, shape, method, **options)`` -> ``sample_fn(key, score_fn) -> (x, nfe)``;
-``get_likelihood_fn(sde, ...)`` -> ``likelihood_fn(key, score_fn, x) -> (logp, z, nfe)``.
+``get_likelihood_fn(sde, ...)`` -> ``likelihood_fn(key, score_fn, x) -> (logp, z, nfe)``;
+``guided_score_fn(score_fn, log_likelihood_fn, scale)`` -> a conditional ``score_fn`` for any sampler;
+``get_inpainter(sde, shape, method, algorithm)`` -> ``inpaint_fn(key, score_fn, known, mask) -> (x, nfe)``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import inspect
 
 from samplers.annealed import get_ald_sampler
 from samplers.fast import get_edm_heun_sampler
+from samplers.guidance import classifier_free_score_fn, guided_score_fn
+from samplers.inpaint import IMAGE_MASKS, INPAINT_ALGORITHMS, INPAINT_METHODS, colorization_basis, get_colorizer, get_inpainter
 from samplers.multistep import get_dpm_solver_pp_sampler, get_unipc_sampler
 from samplers.schedules import GRIDS, sigma_grid
 from samplers.likelihood import DIVERGENCES, bits_per_dim, dequantize, drift_and_divergence, get_likelihood_fn
@@ -77,7 +81,8 @@ def get_sampler(sde, shape, method: str = "pc", **options):
   return METHODS[method](sde, shape, **renamed)
 
 
-__all__ = ["get_sampler", "METHODS", "ALIASES", "sampler_option_names", "PREDICTORS", "CORRECTORS", "Predictor",
+__all__ = ["guided_score_fn", "classifier_free_score_fn", "get_inpainter", "get_colorizer", "colorization_basis",
+           "INPAINT_ALGORITHMS", "INPAINT_METHODS", "IMAGE_MASKS", "get_sampler", "METHODS", "ALIASES", "sampler_option_names", "PREDICTORS", "CORRECTORS", "Predictor",
            "Corrector", "FunctionPredictor", "FunctionCorrector", "LANGEVIN_STEP_RULES",
            "get_likelihood_fn", "DIVERGENCES", "bits_per_dim", "dequantize", "drift_and_divergence", "SOLVERS", "solve",
            "get_pc_sampler", "get_ode_sampler", "get_ald_sampler", "get_edm_heun_sampler",
