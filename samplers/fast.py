@@ -42,6 +42,15 @@ def get_edm_heun_sampler(sde: SDE, shape, *, num_steps: int = 18, nfe: int | Non
   data mean, constant, so Euler is nearly exact), so 2H + E + denoise = B exactly.
   s_churn, s_tmin, s_tmax, s_noise: Alg. 2's S_churn, S_tmin, S_tmax, S_noise (stochasticity).
 
+  The lowest level and sub-VP: in x_hat the ODE is the same for every SDE, so two SDEs sampled on the
+  same levels from the same draws agree (VP and sub-VP, whose ends differ by < 5%, within 0.001 in every
+  oracle metric at 35 NFE). They did not because sub-VP's sigma(t_min = 1e-3) is 1.1e-4 (VP's 0.0105, VE's 0.0101): with EDM's floor of 0.002
+  sub-VP's grid ran 5x lower, moving every rho-grid level down (on the 2-D oracle at 11 NFE its worst
+  spread error was 288% against VP's 183%; at 35 NFE its worst mean error 0.19 against 0.16 mode stds).
+  The default ``sigma_floor`` is therefore 0.01, where every SDE ends. The remaining ~9% widening at
+  35 NFE is shared by VP and VE: it is the rho = 7 grid's coarseness where the modes separate
+  (sigma ~ 1-8), see benchmarks/results/fast_samplers_gmm.md.
+
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)``.
   """
   shape = common.check_shape(shape)
