@@ -65,19 +65,36 @@ def final_metrics(progress_path: str) -> dict:
   return progress[max(progress, key=int)]
 
 
-def run_per_sde(doc: str, sdes: dict, bench, root_name: str) -> list[dict]:
-  """Command line ``[--sdes ...] [--root DIR]``; ``bench(sde, root)`` for each chosen SDE; the rows."""
+def run_per_sde(doc: str, sdes: dict, bench, root_name: str, options=None) -> list[dict]:
+  """Command line ``[--sdes ...] [--root DIR]`` (plus what ``options(parser)`` adds); ``bench(sde, root,
+  args)`` for each chosen SDE; the rows."""
   import argparse
 
   parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("--sdes", nargs="*", default=list(sdes), choices=list(sdes))
   parser.add_argument("--root", default=os.path.join(ROOT, "runs", root_name))
+  if options:
+    options(parser)
   args = parser.parse_args()
   rows = []
   for sde in args.sdes:
-    rows.append(bench(sde, args.root))
+    rows.append(bench(sde, args.root, args) if options else bench(sde, args.root))
     print(rows[-1], flush=True)
   return rows
+
+
+def merge_rows(name: str, rows: list[dict], key: str, fresh: set) -> list[dict]:
+  """``rows`` (each stamped with this commit) plus the rows of results/NAME.json whose ``key`` is not in
+  ``fresh`` (kept with the commit they were measured at), so rerunning one SDE keeps the others'."""
+  path = os.path.join(RESULTS, name + ".json")
+  for r in rows:
+    r.setdefault("commit", commit())
+  if not os.path.exists(path):
+    return rows
+  with open(path) as f:
+    old = json.load(f)
+  kept = [dict(r, commit=r.get("commit", old.get("commit", ""))) for r in old["rows"] if r[key] not in fresh]
+  return kept + rows
 
 
 def sliced_wasserstein(x, y, key, n_projections: int = 128) -> float:

@@ -13,7 +13,9 @@ Then every sampler method draws 500 samples from the same final checkpoint (``--
 probability-flow ODE, EDM Heun, DPM-Solver++ at 10 and 20 NFE, PC with probability_flow=True),
 and their digits FID / floor goes to results/digits_samplers.md (target: every method within 3x).
 
-    python benchmarks/digits.py [--sdes ve vp subvp] [--root runs/bench_digits]
+    python benchmarks/digits.py [--sdes ve vp subvp] [--root runs/bench_digits] [--skip_bpd]
+
+Rerunning some SDEs keeps the other SDEs' rows of the results files, each row naming its commit.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ SAMPLERS = {
     "edm_heun N=18": dict(method="edm_heun"),
     "dpm_solver_pp N=10": {"method": "dpm_solver_pp", "dpm_solver_pp.num_steps": 10},
     "dpm_solver_pp N=20": {"method": "dpm_solver_pp", "dpm_solver_pp.num_steps": 20},
+    "unipc nfe=10": {"method": "unipc", "nfe": 10},
     "ald 10x100": dict(method="ald"),
 }
 SAMPLER_ROWS: list[dict] = []
@@ -50,17 +53,19 @@ def sampler_sweep(sde: str, config: str, workdir: str) -> None:
     print(SAMPLER_ROWS[-1], flush=True)
 
 
-def bench(sde: str, root: str) -> dict:
+def bench(sde: str, root: str, args) -> dict:
   workdir = os.path.join(root, sde)
   shutil.rmtree(workdir, ignore_errors=True)
   config = f"configs/{sde}/digits.py"
   train_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=train"])
   eval_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval"])
-  bpd_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval", "--eval_folder=eval_bpd",
-               "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=False", "--config.eval.begin_ckpt=2"])
+  bpd_s, last_bpd = "not run", {"bpd_test": "not run"}
+  if not args.skip_bpd:
+    bpd_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval", "--eval_folder=eval_bpd",
+                 "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=False", "--config.eval.begin_ckpt=2"])
+    last_bpd = final_metrics(os.path.join(workdir, "eval_bpd", "progress.json"))
   sampler_sweep(sde, config, workdir)
   last = final_metrics(os.path.join(workdir, "eval", "progress.json"))
-  last_bpd = final_metrics(os.path.join(workdir, "eval_bpd", "progress.json"))
   grid = os.path.join(_util.ROOT, "docs", f"digits_{sde}_samples.png")
   shutil.copyfile(last["samples_png"], grid)
   hist = last["class_histogram"]
@@ -73,7 +78,11 @@ def bench(sde: str, root: str) -> dict:
 
 
 def main():
-  rows = run_per_sde(__doc__, SDES, bench, "bench_digits")
+  options = lambda p: p.add_argument("--skip_bpd", action="store_true", help="leave bits/dim out (18 min on VE)")
+  rows = run_per_sde(__doc__, SDES, bench, "bench_digits", options)
+  fresh = {r["sde"] for r in rows}               # SDEs not rerun keep their rows (and the commit they ran at)
+  rows = merge_rows("digits", rows, "sde", fresh)
+  sampler_rows = merge_rows("digits_samplers", SAMPLER_ROWS, "sde", fresh)
   notes = ("`python benchmarks/digits.py`: per SDE, the README's two commands, `main.py --mode train` "
            "(configs/<sde>/digits.py: 2,000 steps, batch 128; train_s) and `--mode eval` (both snapshots, 500 samples "
            "each; eval_s), then bits/dim of the 297 dequantised test digits at the final checkpoint through the "
@@ -85,9 +94,9 @@ def main():
            "the classifier's predictions for the samples, classes 0-9 (the data are ~uniform).")
   print(write("digits", "The embedded default: digits under VE, VP and sub-VP", rows,
               ["sde", "steps", "train_s", "eval_s", "bpd_s", "nfe", "digits_fid", "fid_floor", "fid_over_floor", "digits_kid",
-               "bpd_test", "class_histogram", "grid"], notes))
-  print(write("digits_samplers", "Every sampler on the final digits checkpoint", SAMPLER_ROWS,
-              ["sde", "sampler", "nfe", "digits_fid", "fid_over_floor", "max_abs_sample", "eval_s"],
+               "bpd_test", "class_histogram", "grid", "commit"], notes))
+  print(write("digits_samplers", "Every sampler on the final digits checkpoint", sampler_rows,
+              ["sde", "sampler", "nfe", "digits_fid", "fid_over_floor", "max_abs_sample", "eval_s", "commit"],
               "`python benchmarks/digits.py`: after training (EMA with warm-up), each sampler draws 500 samples "
               "from the step-2000 EMA parameters through `main.py --mode eval --config.sampling.*` (eval_s: wall "
               "seconds with process start and compilation). digits FID and its train-vs-test floor as in "
