@@ -35,9 +35,9 @@ GUIDED_SAMPLERS = {"pc rd+langevin 500": ("pc", dict(num_steps=500)), "ode tsit5
                    "edm_heun 18": ("edm_heun", dict(num_steps=18)), "dpm_solver_pp 20": ("dpm_solver_pp", dict(num_steps=20))}
 # (mixture, observed x0): the unobserved x1 has two separated conditional modes in each.
 INPAINT_CASES = {
-    "two modes, x0=1.5": (GaussianMixture([0.6, 0.4], [[0.0, -3.0], [0.0, 3.0]], [[1.0, 0.25], [0.16, 0.36]]), 1.5),
+    "two modes, x0=1.5": (GaussianMixture([0.6, 0.4], [[0.0, -3.0], [0.0, 3.0]], [[1.0, 0.25], [0.5, 0.36]]), 1.5),
     "three modes, x0=2": (GaussianMixture([0.5, 0.3, 0.2], [[0.0, -4.0], [1.5, 0.0], [-1.0, 4.0]],
-                                          [[[0.3, 0.1], [0.1, 0.4]], [0.8, 0.3], [1.2, 0.5]]), 2.0),
+                                          [[[0.3, 0.1], [0.1, 0.4]], [[0.8, 0.0], [0.0, 0.3]], [[1.2, 0.0], [0.0, 0.5]]]), 2.0),
 }
 INPAINTERS = {
     "replacement pc 500": ("pc", "replacement", dict(num_steps=500)),

@@ -70,9 +70,9 @@ def test_bad_guidance_scale_raises(bad):
 
 # ---------------------------------------------------------------------------------- inpainting
 def _two_mode_mixture():
-  """Observing x0 = 1.5 moves the weights of the x1 = -3 / +3 modes from 0.6 / 0.4 to 0.69 / 0.31 (and
-  the conditional spreads differ), so an inpainter that ignores the observation's likelihood is off."""
-  return GaussianMixture([0.6, 0.4], [[0.0, -3.0], [0.0, 3.0]], [[1.0, 0.25], [0.16, 0.36]])
+  """Observing x0 = 1.5 moves the weights of the x1 = -3 / +3 modes from 0.6 / 0.4 to 0.77 / 0.23 (x0 has
+  variance 1 in the first, 0.5 in the second), so an inpainter that ignores the observation's likelihood is off."""
+  return GaussianMixture([0.6, 0.4], [[0.0, -3.0], [0.0, 3.0]], [[1.0, 0.25], [0.5, 0.36]])
 
 
 N_INPAINT = 2048
