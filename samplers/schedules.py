@@ -48,7 +48,7 @@ def check_grid(grid, name: str = "grid") -> str:
       names = sorted(f[:-5] for f in os.listdir(GRID_DIR) if f.endswith(".json")) if os.path.isdir(GRID_DIR) else []
       raise ValueError(f"{name}={grid!r}: no fitted grid file {path} (stored: {['fitted:' + n for n in names]})")
     return grid
-  raise ValueError(f"{name} must be 'edm', 'logsnr' or 'fitted:<name or path.json>', got {grid!r}")
+  raise ValueError(f"{name} must be one of {list(GRIDS)}, got {grid!r}")
 
 
 def sigma_ends(sde: SDE, t_min: float, sigma_floor: float) -> tuple[float, float]:
