@@ -139,7 +139,8 @@ def config_from_reference(ref: dict):
   base = get_default_configs().to_dict()
   model, data, training = ref["model"], ref["data"], ref["training"]
   cls = models.MODELS[model["name"]]
-  network = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "centered"}
+  # RUN_FIELDS (remat, compute dtype) are set from config.training, not config.model.
+  network = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "centered", *getattr(cls, "RUN_FIELDS", ())}
   # Fields a reference config omits (a positional-embedding NCSN++ has no fourier_scale) keep our defaults.
   defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in network}
   base["model"] = {**defaults, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in model.items()
