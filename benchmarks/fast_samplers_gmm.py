@@ -41,14 +41,6 @@ SDES = {"ve": sde_lib.VESDE(), "vp": sde_lib.VPSDE(), "subvp": sde_lib.subVPSDE(
 TARGETS = {10: 0.10, 20: 0.05}
 
 
-def spread_bias(mixture, x, ref) -> float:
-  """Worst |std(x) / std(ref) - 1| over modes (each sample assigned to its nearest mean) and coordinates:
-  the spread error against a converged solve of the same prior draws, where most sampling noise cancels."""
-  cx = np.asarray(mixture.nearest_component(jnp.asarray(x)))
-  cr = np.asarray(mixture.nearest_component(jnp.asarray(ref)))
-  x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
-  return max(float(np.max(np.abs(x[cx == k].std(0) / ref[cr == k].std(0) - 1)))
-             for k in range(mixture.num_components))
 
 
 def rows_for(n: int, dim: int, nfes, key, sdes=tuple(SDES)):
@@ -74,7 +66,7 @@ def rows_for(n: int, dim: int, nfes, key, sdes=tuple(SDES)):
           x, used = jax.jit(lambda k: fn(k, score_fn))(key)
           m = mixture.mode_metrics(x)
           row = dict(sde=sde_name, sampler=name, grid=grid, D=dim, nfe=int(used), **m, tv_x_floor=m["tv"] / floor["tv"],
-                     spread_bias=spread_bias(mixture, x, ref))
+                     spread_bias=mixture.spread_bias(x, ref))
           if nfe in TARGETS:
             tv_ok = row["tv_x_floor"] <= 1.5
             row["met_raw"] = "yes" if tv_ok and m["std_err"] <= TARGETS[nfe] else "no"

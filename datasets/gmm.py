@@ -333,6 +333,14 @@ class GaussianMixture:
       std_err = max(std_err, float(np.max(np.abs(xk.std(0, ddof=1) / sd - 1))))
     return {"tv": tv, "mean_err": mean_err, "std_err": std_err}
 
+  def spread_bias(self, x, ref) -> float:
+    """Worst |std(x) / std(ref) - 1| over modes (each row assigned to its nearest mean) and coordinates:
+    the spread error of a sample [n, D] against a reference solve of the same prior draws [n, D], where
+    most sampling noise cancels."""
+    cx, cr = np.asarray(self.nearest_component(jnp.asarray(x))), np.asarray(self.nearest_component(jnp.asarray(ref)))
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    return max(float(np.max(np.abs(x[cx == k].std(0) / ref[cr == k].std(0) - 1))) for k in range(self.num_components))
+
   def metric_floor(self, key: jax.Array, n: int, repeats: int = 200, quantile: float = 0.99) -> dict[str, float]:
     """The ``quantile`` of ``mode_metrics`` over ``repeats`` exact samples of size n: the noise floor."""
     values = [self.mode_metrics(self.sample(k, n)) for k in jax.random.split(key, repeats)]

@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import io_callback
 
 import samplers
 import sde_lib
 from datasets import example_mixture
 from samplers import fit_grid, multistep, schedules
 from tests.conftest import SDE_IDS, all_sdes
+from tests.test_samplers import _Counter
 
 FAST = {"edm_heun": {}, "dpm_solver_pp": {}, "dpm_solver_pp_3m": dict(order=3), "unipc": {},
         "unipc_3": dict(order=3)}
@@ -20,23 +20,6 @@ FAST = {"edm_heun": {}, "dpm_solver_pp": {}, "dpm_solver_pp_3m": dict(order=3), 
 
 def _method(name):
   return name.split("_3")[0] if name.endswith(("_3m", "_3")) else name
-
-
-class _Counter:
-  """Counts executed score evaluations through an io_callback (one per call, whatever the batch)."""
-
-  def __init__(self):
-    self.count = 0
-
-  def _tick(self):
-    self.count += 1
-    return np.int32(0)
-
-  def wrap(self, score_fn):
-    def counted(x, t):
-      zero = io_callback(self._tick, jax.ShapeDtypeStruct((), jnp.int32), ordered=True)
-      return score_fn(x, t) + zero.astype(x.dtype)
-    return counted
 
 
 # ------------------------------------------------------------------------------ NFE budgets
@@ -188,14 +171,6 @@ def floor(mixture):
   return mixture.metric_floor(jax.random.key(123), N_SAMPLES)
 
 
-def spread_bias(mixture, x, ref) -> float:
-  """Worst |std(x) / std(ref) - 1| over modes (each sample assigned to its nearest mean) and coordinates:
-  the spread error against a converged solve of the same prior draws, where most sampling noise cancels."""
-  cx = np.asarray(mixture.nearest_component(jnp.asarray(x)))
-  cr = np.asarray(mixture.nearest_component(jnp.asarray(ref)))
-  x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
-  return max(float(np.max(np.abs(x[cx == k].std(0) / ref[cr == k].std(0) - 1)))
-             for k in range(mixture.num_components))
 
 
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
@@ -213,4 +188,4 @@ def test_ten_and_twenty_nfe_reproduce_the_mixture(sde, mixture, floor, key):
     assert int(used) == nfe
     tv = mixture.mode_metrics(x)["tv"]
     assert tv <= TOLERANCE * floor["tv"], (nfe, tv, floor["tv"])
-    assert spread_bias(mixture, x, ref) <= bound, (nfe, spread_bias(mixture, x, ref))
+    assert mixture.spread_bias(x, ref) <= bound, (nfe, mixture.spread_bias(x, ref))
