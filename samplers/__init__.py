@@ -17,7 +17,7 @@ from samplers.inpaint import IMAGE_MASKS, INPAINT_ALGORITHMS, INPAINT_METHODS, c
 from samplers.multistep import get_dpm_solver_pp_sampler, get_unipc_sampler
 from samplers.schedules import GRIDS, sigma_grid
 from samplers.likelihood import DIVERGENCES, bits_per_dim, dequantize, drift_and_divergence, get_likelihood_fn
-from samplers.ode import SOLVERS, get_ode_sampler, solve
+from samplers.ode import ADJOINTS, SOLVERS, get_ode_sampler, solve
 from samplers.pc import (CORRECTORS, LANGEVIN_STEP_RULES, PREDICTORS, Corrector, FunctionCorrector, FunctionPredictor,
                          Predictor, get_pc_sampler)
 
@@ -84,6 +84,6 @@ def get_sampler(sde, shape, method: str = "pc", **options):
 __all__ = ["guided_score_fn", "classifier_free_score_fn", "get_inpainter", "get_colorizer", "colorization_basis",
            "INPAINT_ALGORITHMS", "INPAINT_METHODS", "IMAGE_MASKS", "get_sampler", "METHODS", "ALIASES", "sampler_option_names", "PREDICTORS", "CORRECTORS", "Predictor",
            "Corrector", "FunctionPredictor", "FunctionCorrector", "LANGEVIN_STEP_RULES",
-           "get_likelihood_fn", "DIVERGENCES", "bits_per_dim", "dequantize", "drift_and_divergence", "SOLVERS", "solve",
+           "get_likelihood_fn", "DIVERGENCES", "bits_per_dim", "dequantize", "drift_and_divergence", "SOLVERS", "ADJOINTS", "solve",
            "get_pc_sampler", "get_ode_sampler", "get_ald_sampler", "get_edm_heun_sampler",
            "get_dpm_solver_pp_sampler", "get_unipc_sampler", "FAST_METHODS", "GRIDS", "sigma_grid"]

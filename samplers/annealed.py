@@ -13,7 +13,7 @@ DEFAULT_STEP_RATIO = 0.2   # epsilon / sigma_L^2 of NCSN (Song & Ermon 2019: 2e-
 
 def get_ald_sampler(sde: SDE, shape, *, num_steps: int = 10, corrector_steps: int = 100,
                     langevin_step_size: float | None = None, t_min: float = 1e-3, sigma_floor: float = 0.01,
-                    denoise: bool = True):
+                    denoise: bool = True, checkpoint: bool = False):
   """Annealed Langevin dynamics over a geometric ladder of noise levels, largest first.
 
   NCSN is written for data plus sigma noise. On every SDE it runs in the scaled variable
@@ -28,7 +28,8 @@ def get_ald_sampler(sde: SDE, shape, *, num_steps: int = 10, corrector_steps: in
       x_hat <- x_hat + alpha_i/2 score_hat(x_hat, sigma_i) + sqrt(alpha_i) z,  alpha_i = epsilon sigma_i^2 / sigma_L^2
   (seed 002 Alg. 1 line 6). ``langevin_step_size`` is epsilon; None takes NCSN's ratio
   epsilon = 0.2 sigma_L^2 (2e-5 at sigma_L = 0.01). Starts from a prior draw; ``denoise`` adds
-  Tweedie's step at sigma_L. NFE = L corrector_steps + denoise.
+  Tweedie's step at sigma_L. NFE = L corrector_steps + denoise. ``checkpoint``: rematerialise each
+  Langevin step in the backward pass (``jax.checkpoint`` on the loop body; as ``get_pc_sampler``).
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)``.
   """
@@ -64,7 +65,8 @@ def get_ald_sampler(sde: SDE, shape, *, num_steps: int = 10, corrector_steps: in
 
     a_T = sde.marginal_coefs(jnp.asarray(sde.T))[0]
     x_hat = sde.prior_std * common.per_sample_normal(keys, 0, shape) / a_T
-    x_hat = jax.lax.fori_loop(0, n_levels * n_steps, langevin_step, x_hat)
+    step = jax.checkpoint(langevin_step) if checkpoint else langevin_step      # remat: memory for compute
+    x_hat = jax.lax.fori_loop(0, n_levels * n_steps, step, x_hat)
     if denoise:
       x_hat = common.scaled_denoiser(sde, score_fn, batch)(x_hat, sig_lo)     # Tweedie at sigma_L
     return x_hat, jnp.asarray(n_levels * n_steps + int(denoise), jnp.int32)

@@ -27,7 +27,8 @@ def heun_budget(nfe, denoise: bool) -> tuple[int, int]:
 
 def get_edm_heun_sampler(sde: SDE, shape, *, num_steps: int = 18, nfe: int | None = None, grid: str = "edm",
                          rho: float = 7.0, t_min: float = 1e-3, sigma_floor: float = 0.01, denoise: bool = True,
-                         s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0):
+                         s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0,
+                         checkpoint: bool = False):
   """EDM's 2nd-order Heun sampler (Karras et al. 2022, Alg. 1; Alg. 2 with s_churn > 0).
 
   Levels sigma_0 = sigma(T) > ... > sigma_M = sigma_lo = max(sigma_floor, sigma(t_min)) on ``grid``
@@ -41,6 +42,8 @@ def get_edm_heun_sampler(sde: SDE, shape, *, num_steps: int = 18, nfe: int | Non
   and, when B - denoise is odd, one Euler step first, from sigma(T) (1 NFE: there D is nearly the
   data mean, constant, so Euler is nearly exact), so 2H + E + denoise = B exactly.
   s_churn, s_tmin, s_tmax, s_noise: Alg. 2's S_churn, S_tmin, S_tmax, S_noise (stochasticity).
+  checkpoint: rematerialise each Heun step in the backward pass (``jax.checkpoint`` on the loop body;
+  as ``get_pc_sampler``).
 
   The lowest level and sub-VP: in x_hat the ODE is the same for every SDE, so two SDEs sampled on the
   same levels from the same draws agree (VP and sub-VP, whose ends differ by < 5%, within 0.001 in every
@@ -99,7 +102,8 @@ def get_edm_heun_sampler(sde: SDE, shape, *, num_steps: int = 18, nfe: int | Non
     x_hat = sde.prior_std * common.per_sample_normal(keys, 0, shape) / a_T
     if euler:
       x_hat = euler_step(0, x_hat)[3]
-    x_hat = jax.lax.fori_loop(euler, M, heun_step, x_hat)
+    step = jax.checkpoint(heun_step) if checkpoint else heun_step              # remat: memory for compute
+    x_hat = jax.lax.fori_loop(euler, M, step, x_hat)
     used = 2 * heun + euler
     if not denoise:
       a_lo = sde.marginal_coefs(common.full_time(sde.t_from_sigma(sigmas[M]), batch))[0]

@@ -50,7 +50,7 @@ def drift_and_divergence(drift_fn, x, probes, divergence):
 def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, t_min: float = 1e-5,
                       divergence: str = "hutchinson_rademacher", n_probes: int = 1, solver: str = "tsit5",
                       num_steps: int | None = None, max_steps: int = 4096, per_sample: bool = False,
-                      eps: float | None = None):
+                      eps: float | None = None, adjoint: str = "recursive_checkpoint"):
   """Builds ``likelihood_fn(key, score_fn, x) -> (logp [B], z [B, ...], nfe)``.
 
   logp is log p_{t_min}(x) in nats of the data as given (no dequantisation, no rescaling: see
@@ -69,14 +69,17 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, t_min
       ``n_probes`` probes, held fixed along the trajectory) or ``"exact"`` (low-dimensional data).
     rtol, atol, solver, num_steps, max_steps: as in ``samplers.ode.solve``.
     t_min: the time the data sits at, in (0, T) (``eps``: its former name, still accepted).
+    adjoint: how ``jax.grad`` of logp with respect to x or the score's parameters goes through the
+      solve, a name in ``samplers.ode.ADJOINTS`` (see ``samplers.ode.solve``). With a Hutchinson
+      divergence the probes are fixed by ``key``, so logp is a smooth function of x and the parameters.
 
   Raises:
-    ValueError: an unknown divergence or solver, n_probes < 1, bad tolerances; at call time, x
-      without a batch axis.
+    ValueError: an unknown divergence, solver or adjoint, n_probes < 1, bad tolerances; at call time,
+      x without a batch axis.
   """
   common.check_choice("divergence", divergence, DIVERGENCES)
   common.check_steps("n_probes", n_probes)
-  check_solver_options(solver, rtol, atol, num_steps, max_steps)
+  check_solver_options(solver, rtol, atol, num_steps, max_steps, adjoint)
   t_min = common.check_t_min(sde, t_min if eps is None else eps)
 
   def integrate(score_fn, x, probes):
@@ -89,7 +92,7 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, t_min
       return drift_and_divergence(drift_fn, y, probes, divergence)
 
     (z, delta), nfe = solve(vector_field, (x, jnp.zeros(batch)), t_min, sde.T, solver=solver, rtol=rtol,
-                            atol=atol, num_steps=num_steps, max_steps=max_steps)
+                            atol=atol, num_steps=num_steps, max_steps=max_steps, adjoint=adjoint)
     return sde.prior_logp(z) + delta, z, nfe
 
   def likelihood_fn(key: jax.Array, score_fn: ScoreFn, x: jax.Array):

@@ -116,13 +116,14 @@ def unipc_tables(lams, orders, variant: str = "bh2"):
   return jnp.stack(ratios), jnp.stack(preds), jnp.stack(corrs)
 
 
-def run_multistep(x_hat, denoise_k, ratios, preds, corrs=None):
+def run_multistep(x_hat, denoise_k, ratios, preds, corrs=None, checkpoint: bool = False):
   """Runs the tables from x_hat at level 0 to level N: [B, ...] -> [B, ...]. NFE = N.
 
   ``denoise_k(x_hat, k)`` is the data prediction at level k (one score evaluation). The history
   (m_k, m_{k-1}, m_{k-2}) is carried; with ``corrs`` (UniPC) the new prediction at the predicted
   point corrects the step and is reused as the next step's m_k, so the corrector costs no NFE; the
-  last step is predictor-only (its level's prediction would be the final denoising's).
+  last step is predictor-only (its level's prediction would be the final denoising's). ``checkpoint``:
+  rematerialise each step in the backward pass (``jax.checkpoint`` on the loop body).
   """
   n = ratios.shape[0]
 
@@ -138,7 +139,8 @@ def run_multistep(x_hat, denoise_k, ratios, preds, corrs=None):
     return x, jnp.stack([m_new, hist[0], hist[1]])
 
   hist = jnp.stack([denoise_k(x_hat, 0), jnp.zeros_like(x_hat), jnp.zeros_like(x_hat)])
-  x_hat, hist = jax.lax.fori_loop(0, n - 1, body, (x_hat, hist))
+  step = jax.checkpoint(body) if checkpoint else body                          # remat: memory for compute
+  x_hat, hist = jax.lax.fori_loop(0, n - 1, step, (x_hat, hist))
   return combine(ratios[n - 1], preds[n - 1], x_hat, hist)
 
 
@@ -158,7 +160,7 @@ def _builder(name: str, tables_fn):
 
   def get_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int | None = None, order: int = 2,
                   lower_order_final: bool = True, grid: str = "edm", rho: float = 7.0, t_min: float = 1e-3,
-                  sigma_floor: float = 0.01, denoise: bool = True):
+                  sigma_floor: float = 0.01, denoise: bool = True, checkpoint: bool = False):
     shape = common.check_shape(shape)
     if order not in range(1, MAX_ORDER + 1) or isinstance(order, bool):
       raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
@@ -177,7 +179,7 @@ def _builder(name: str, tables_fn):
       a = sde.marginal_coefs(times)[0]
       denoise_k = scaled_denoiser_on_levels(sde, score_fn, times, batch)
       x_hat = sde.prior_std * common.per_sample_normal(common.per_sample_keys(key, batch), 0, shape) / a[0]
-      x_hat = run_multistep(x_hat, denoise_k, *tables)
+      x_hat = run_multistep(x_hat, denoise_k, *tables, checkpoint=checkpoint)
       if denoise:
         return denoise_k(x_hat, n), jnp.asarray(n + 1, jnp.int32)
       return a[n] * x_hat, jnp.asarray(n, jnp.int32)
@@ -194,7 +196,8 @@ _unipc = _builder("unipc", lambda lams, orders: unipc_tables(lams, orders, "bh2"
 
 def get_dpm_solver_pp_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int | None = None, order: int = 2,
                               lower_order_final: bool = True, grid: str = "edm", rho: float = 7.0,
-                              t_min: float = 1e-3, sigma_floor: float = 0.01, denoise: bool = True):
+                              t_min: float = 1e-3, sigma_floor: float = 0.01, denoise: bool = True,
+                              checkpoint: bool = False):
   """DPM-Solver++(1M/2M/3M), the multistep data-prediction solver (Lu et al. 2022b, Alg. 2; 3M as in its code).
 
   Arguments:
@@ -206,16 +209,18 @@ def get_dpm_solver_pp_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int 
     grid: "edm" (rho-grid, as k-diffusion's "DPM++ 2M Karras"), "logsnr" (uniform lambda) or
       "fitted:<name>" (``samplers.schedules``).
     denoise: return Tweedie's D at sigma_lo (+1 NFE), else a(t_lo) x_hat.
+    checkpoint: rematerialise each step in the backward pass (``jax.checkpoint`` on the loop body; as
+      ``get_pc_sampler``).
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)`` with nfe = N + denoise.
   """
   return _dpm(sde, shape, num_steps=num_steps, nfe=nfe, order=order, lower_order_final=lower_order_final, grid=grid,
-              rho=rho, t_min=t_min, sigma_floor=sigma_floor, denoise=denoise)
+              rho=rho, t_min=t_min, sigma_floor=sigma_floor, denoise=denoise, checkpoint=checkpoint)
 
 
 def get_unipc_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int | None = None, order: int = 3,
                       lower_order_final: bool = True, grid: str = "logsnr", rho: float = 7.0, t_min: float = 1e-3,
-                      sigma_floor: float = 0.01, denoise: bool = True):
+                      sigma_floor: float = 0.01, denoise: bool = True, checkpoint: bool = False):
   """UniPC-bh2 with the data prediction (Zhao et al. 2023, Alg. 3): UniP-p predictor, UniC corrector
   of order p + 1 reusing the next step's model evaluation (no extra NFE; none after the last step).
 
@@ -223,5 +228,5 @@ def get_unipc_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int | None =
   choice for unconditional sampling). Returns ``sample_fn(key, score_fn) -> (x, nfe)``, nfe = N + denoise.
   """
   return _unipc(sde, shape, num_steps=num_steps, nfe=nfe, order=order, lower_order_final=lower_order_final,
-                grid=grid, rho=rho, t_min=t_min, sigma_floor=sigma_floor, denoise=denoise)
+                grid=grid, rho=rho, t_min=t_min, sigma_floor=sigma_floor, denoise=denoise, checkpoint=checkpoint)
 

@@ -1,6 +1,8 @@
 """The probability-flow ODE (Song et al. 2021 eq. 13) solved on device by diffrax.
 
-``solve`` is the one ODE path of the project: the ODE sampler and the likelihood both call it.
+``solve`` is the one ODE path of the project: the ODE sampler and the likelihood both call it. It is
+differentiable (``jax.grad`` with respect to y0 and anything the vector field closes over, e.g. a score's
+parameters) through one of diffrax's adjoints, ``ADJOINTS``.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -25,9 +28,24 @@ SOLVERS = {
 }
 ADAPTIVE = ("tsit5", "dopri5", "bosh3", "heun")   # the ones with an embedded error estimate
 
+# How reverse-mode gradients are taken through a solve (diffrax 0.7's adjoints):
+#   recursive_checkpoint: differentiate the solver's own steps (discretise-then-optimise), exact for the
+#     discrete solution, memory ~ checkpoints (online binomial checkpointing; Stumm & Walther 2010) --
+#     diffrax's default; the adaptive while_loop is differentiable because max_steps bounds it.
+#   backsolve: solve the continuous adjoint ODE backwards (optimise-then-discretise; Chen et al. 2018,
+#     eq. 4), O(1) memory in the steps, gradients accurate only to the solver tolerance.
+#   direct: differentiate a bounded while_loop directly; memory and time grow with max_steps; the only
+#     one that also supports forward mode (jax.jvp).
+ADJOINTS = {
+    "recursive_checkpoint": diffrax.RecursiveCheckpointAdjoint,
+    "backsolve": diffrax.BacksolveAdjoint,
+    "direct": diffrax.DirectAdjoint,
+}
 
-def check_solver_options(solver: str, rtol, atol, num_steps, max_steps) -> None:
+
+def check_solver_options(solver: str, rtol, atol, num_steps, max_steps, adjoint: str = "recursive_checkpoint") -> None:
   common.check_choice("solver", solver, SOLVERS)
+  common.check_choice("adjoint", adjoint, ADJOINTS)
   if num_steps is None:
     if solver not in ADAPTIVE:
       raise ValueError(f"solver {solver!r} has no error estimate: give num_steps, or pick one of {list(ADAPTIVE)}")
@@ -39,7 +57,8 @@ def check_solver_options(solver: str, rtol, atol, num_steps, max_steps) -> None:
 
 
 def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str = "tsit5", rtol: float = 1e-5,
-          atol: float = 1e-5, num_steps: int | None = None, max_steps: int = 4096):
+          atol: float = 1e-5, num_steps: int | None = None, max_steps: int = 4096,
+          adjoint: str = "recursive_checkpoint"):
   """Integrates dy/dt = vector_field(t, y) from t0 to t1 (either direction) with diffrax.
 
   Arguments:
@@ -47,7 +66,13 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str = "ts
     solver: a name in ``SOLVERS``.
     rtol, atol: tolerances of the PID step-size controller (adaptive when num_steps is None).
     num_steps: a fixed number of equal steps instead.
-    max_steps: the most steps an adaptive solve may take (diffrax raises when it runs out).
+    max_steps: the most steps an adaptive solve may take (diffrax raises when it runs out); it also
+      bounds the loop that ``recursive_checkpoint`` and ``direct`` differentiate.
+    adjoint: how ``jax.grad`` goes through the solve, a name in ``ADJOINTS``. Gradients reach y0 and
+      the arrays ``vector_field`` closes over (for ``backsolve`` these are hoisted into the term with
+      ``eqx.filter_closure_convert``, since diffrax's continuous adjoint only differentiates its
+      terms, y0 and args). The step sizes of an adaptive solve are not differentiated (diffrax stops
+      their gradient), so its gradient differs from a finite difference by O(tolerance).
 
   Returns:
     (y(t1), nfe): nfe is the number of vector-field evaluations performed, an int32 scalar.
@@ -57,26 +82,40 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str = "ts
     controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), None
   else:
     controller, dt0, max_steps = diffrax.ConstantStepSize(), (t1 - t0) / num_steps, num_steps
-  sol = diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, args: vector_field(t, y)), cls(), t0, t1, dt0, y0,
+  if adjoint == "backsolve":
+    time = jnp.zeros((), jnp.result_type(t0, t1))                       # the dtype diffrax gives t
+    vector_field = eqx.filter_closure_convert(vector_field, time, y0)
+  sol = diffrax.diffeqsolve(diffrax.ODETerm(_Field(vector_field)), cls(), t0, t1, dt0, y0,
                             stepsize_controller=controller, max_steps=max_steps,
-                            saveat=diffrax.SaveAt(t1=True))
+                            saveat=diffrax.SaveAt(t1=True), adjoint=ADJOINTS[adjoint]())
   nfe = per_step * sol.stats["num_steps"] + at_start
   return jax.tree.map(lambda v: v[0], sol.ys), jnp.asarray(nfe, jnp.int32)
 
 
+class _Field(eqx.Module):
+  """diffrax's ``(t, y, args) -> dy/dt`` around ``(t, y) -> dy/dt``, keeping the closure a pytree."""
+
+  fn: Callable
+
+  def __call__(self, t, y, args):
+    return self.fn(t, y)
+
+
 def get_ode_sampler(sde: SDE, shape, *, solver: str = "tsit5", rtol: float = 1e-5, atol: float = 1e-5,
-                    num_steps: int | None = None, t_min: float = 1e-3, denoise: bool = True, max_steps: int = 4096):
+                    num_steps: int | None = None, t_min: float = 1e-3, denoise: bool = True, max_steps: int = 4096,
+                    adjoint: str = "recursive_checkpoint"):
   """Samples by integrating the probability-flow ODE from a prior draw at T down to t_min.
 
   dx/dt = f(x, t) - g(t)^2 score(x, t) / 2 (Song et al. 2021 eq. 13). An adaptive solver steps the
   whole batch jointly (one error norm over it), so a sample depends on its batch-mates through the
   step sizes; with ``num_steps`` (fixed equal steps) it does not. ``denoise`` adds Tweedie's step at
-  t_min (1 NFE).
+  t_min (1 NFE). ``adjoint`` (a name in ``ADJOINTS``, see ``solve``) picks how ``jax.grad`` with
+  respect to the score's parameters goes through the solve.
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)``.
   """
   shape = common.check_shape(shape)
-  check_solver_options(solver, rtol, atol, num_steps, max_steps)
+  check_solver_options(solver, rtol, atol, num_steps, max_steps, adjoint)
   t_min = common.check_t_min(sde, t_min)
   batch = shape[0]
 
@@ -84,7 +123,7 @@ def get_ode_sampler(sde: SDE, shape, *, solver: str = "tsit5", rtol: float = 1e-
     x = sde.prior_std * common.per_sample_normal(common.per_sample_keys(key, batch), 0, shape)
     rsde = sde.reverse(score_fn, probability_flow=True)
     x, nfe = solve(lambda t, y: rsde.sde(y, common.full_time(t, batch))[0], x, sde.T, t_min, solver=solver,
-                   rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps)
+                   rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps, adjoint=adjoint)
     if denoise:
       x, nfe = common.tweedie_denoise(sde, score_fn, x, common.full_time(t_min, batch)), nfe + 1
     return x, nfe

@@ -159,7 +159,8 @@ def _resolve(registry, protocol, kind: str, value):
 def get_pc_sampler(sde: SDE, shape, *, predictor: str | Predictor = "reverse_diffusion",
                    corrector: str | Corrector = "langevin", snr: float = 0.16, corrector_steps: int = 1,
                    num_steps: int | None = None, t_min: float = 1e-3, denoise: bool = True,
-                   probability_flow: bool = False, langevin_step_rule: str = "batch", ladder: bool = False):
+                   probability_flow: bool = False, langevin_step_rule: str = "batch", ladder: bool = False,
+                   checkpoint: bool = False):
   """Predictor-corrector sampling from T down to t_min on the uniform grid of num_steps steps.
 
   At each grid time t_k (k = 0..num_steps-1): ``corrector_steps`` corrector steps at t_k, then one
@@ -186,6 +187,9 @@ def get_pc_sampler(sde: SDE, shape, *, predictor: str | Predictor = "reverse_dif
       (batch-independent: a sample does not depend on its batch-mates).
     ladder: step on the SDE's discrete ladder (see above); needs a predictor with a ladder step
       (reverse_diffusion, ancestral_sampling or none) and num_steps = sde.N.
+    checkpoint: rematerialise each grid step in the backward pass (``jax.checkpoint`` on the loop
+      body): ``jax.grad`` through the sampler then stores one state per step instead of the score
+      network's activations, at the price of a second forward pass (see benchmarks/results/backward_memory.md).
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)`` with
   nfe = num_steps (predictor nfe + corrector_steps corrector nfe) + denoise (not on the ladder).
@@ -227,7 +231,8 @@ def get_pc_sampler(sde: SDE, shape, *, predictor: str | Predictor = "reverse_dif
       noise = common.per_sample_normal(step_keys, 0, shape)
       return pred(sde, score_fn, x, t, t_next, noise, probability_flow)
 
-    x, x_mean = jax.lax.fori_loop(0, N, grid_step, (x, x))
+    step = jax.checkpoint(grid_step) if checkpoint else grid_step            # remat: memory for compute
+    x, x_mean = jax.lax.fori_loop(0, N, step, (x, x))
     if denoise and ladder:
       x = x_mean
     elif denoise:
