@@ -23,6 +23,7 @@ def get_default_configs():
   training.likelihood_weighting = False      # lambda(t) = g(t)^2 (else the kernel variance)
   training.steps_per_call = 1                # optimisation steps per jitted call (lax.scan)
   training.t_min = 1e-5                      # the loss's smallest time
+  training.label_dropout = 0.1               # class-conditional networks: share of labels dropped to the null label
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.method = "pc"                     # pc | ode | ald | edm_heun | dpm_solver_pp: its section below is used
@@ -52,7 +53,9 @@ def get_default_configs():
       num_steps=20, sigma_floor=0.002,       # steps (NFE num_steps + denoise) and the lowest noise level
       grid="edm", rho=7.0))                  # edm (rho-spaced sigmas) | logsnr (uniform log-SNR)
 
-  sampling.condition = "none"                # --mode sample: none | inpaint | colorize (complete test images)
+  sampling.condition = "none"                # --mode sample: none | inpaint | colorize (test images) | class
+  sampling.class_label = -1                  # condition=class: the class (-1: sample i gets class i mod num_classes)
+  sampling.guidance_scale = 1.0              # condition=class: classifier-free guidance scale (1: conditional score)
   sampling.inpaint = ml_collections.ConfigDict(dict(
       algorithm="smc",                       # replacement (score_sde's) | repaint | smc (particle filter, exact as particles grow)
       mask="bottom_half",                    # inpaint: the unknown region, bottom_half | top_half | left_half | right_half | center
@@ -103,6 +106,7 @@ def get_default_configs():
   model.parameterization = "reference"       # reference | epsilon | edm (models.get_score_fn)
   model.ema_rate = 0.9999                    # EMA of the parameters (warmed up: models.ema_warmup_rate)
   model.scale_by_sigma = False               # VE: divide the network output by sigma
+  model.num_classes = 0                      # > 0: class-conditional (labelled data; classifier-free guidance)
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.weight_decay = 0.0

@@ -97,7 +97,9 @@ class _ArraySource:
     return len(self.images)
 
   def __getitem__(self, i):
-    return {"image": self.images[i]}
+    if self.labels is None:
+      return {"image": self.images[i]}
+    return {"image": self.images[i], "label": self.labels[i]}
 
 
 # ------------------------------------------------------------------------------- your own data
@@ -377,6 +379,21 @@ class ImageData:
       images[flip] = images[flip, :, ::-1]
     return (2.0 * images - 1.0 if self.centered else images).astype(np.float32)
 
+  def labels(self, indices) -> np.ndarray:
+    """The class labels of records ``indices`` [K] (e.g. ``self.indices(step, B)``): int32 [K].
+
+    Raises:
+      ValueError: the data set has no labels (class-conditional training needs them).
+    """
+    out = []
+    for i in indices:
+      record = self.source[int(i)]
+      if "label" not in record:
+        raise ValueError("model.num_classes > 0 needs class labels, and this data set has none (labelled: DIGITS, "
+                         "CIFAR10, SVHN); set model.num_classes=0")
+      out.append(int(record["label"]))
+    return np.asarray(out, np.int32)
+
   def examples(self, indices) -> np.ndarray:
     """The records ``indices`` [K] in the model's range ([-1, 1] if centered, else [0, 1]), neither flipped
     nor dequantised: float32 [K, H, W, C]."""
@@ -449,8 +466,8 @@ def get_dataset(data_config, split: str = "train", *, evaluation: bool = False, 
     return MixtureData(get_mixture(data_config), seed=seed, split=int(split == "test"),
                        size=int(data_config.get("test_size", 4096)))
   if name == "DIGITS":
-    x_train, _, x_test, _ = load_digits_arrays()
-    source = _ArraySource(x_train if split == "train" else x_test)
+    x_train, y_train, x_test, y_test = load_digits_arrays()
+    source = _ArraySource(x_train, y_train) if split == "train" else _ArraySource(x_test, y_test)
   elif name in OWN:
     source = own_source(data_config, split)
   else:

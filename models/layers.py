@@ -90,6 +90,28 @@ def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = MAX_
   return jnp.pad(emb, ((0, 0), (0, dim % 2)))
 
 
+def add_class_embedding(temb, class_labels, num_classes: int, batch: int, width: int, dtype=None):
+  """``temb`` [B, width] plus a learned embedding of class labels [B] (ints in 0 .. num_classes).
+
+  Index ``num_classes`` is the null label of classifier-free guidance (Ho & Salimans 2022, sec. 3.2):
+  it is what ``class_labels=None`` means, and what label dropout substitutes during training. With
+  ``num_classes == 0`` the network is unconditional and ``temb`` is returned unchanged. Call inside a
+  compact ``__call__`` (the embedding is the parent's submodule ``class_embed``).
+
+  Raises:
+    ValueError: labels given to an unconditional network.
+  """
+  if num_classes == 0:
+    if class_labels is not None:
+      raise ValueError("class labels were given to a network with model.num_classes = 0")
+    return temb
+  if class_labels is None:
+    class_labels = jnp.full((batch,), num_classes, jnp.int32)
+  emb = nn.Embed(num_classes + 1, width, name="class_embed")(jnp.asarray(class_labels, jnp.int32))
+  emb = emb if dtype is None else emb.astype(dtype)
+  return emb if temb is None else temb + emb
+
+
 class GaussianFourierProjection(nn.Module):
   """[sin(2 pi W log sigma), cos(2 pi W log sigma)] with fixed W ~ N(0, scale^2) (Tancik et al. 2020).
 

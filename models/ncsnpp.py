@@ -62,6 +62,8 @@ class NCSNpp(nn.Module):
       ``"positional"`` (labels are time steps).
     fourier_scale: std of the fixed Fourier frequencies.
     conditional: condition on the labels at all.
+    num_classes: > 0: a class-conditional network (classifier-free guidance); ``class_labels`` [B] in
+      0 .. num_classes, num_classes (or None) being the null label. 0: unconditional, score_sde's.
     skip_rescale: divide residual sums by sqrt 2.
     init_scale: scale of the last layer of each block (0 -> 1e-10, so blocks start near identity).
     nonlinearity: a name in ``layers.ACTIVATIONS``.
@@ -87,6 +89,7 @@ class NCSNpp(nn.Module):
   embedding_type: str = "fourier"
   fourier_scale: float = 16.0
   conditional: bool = True
+  num_classes: int = 0
   skip_rescale: bool = True
   init_scale: float = 0.0
   nonlinearity: str = "swish"
@@ -94,7 +97,8 @@ class NCSNpp(nn.Module):
   remat: str = "none"
   compute_dtype: str = "float32"
 
-  RANGES = {"dropout": (0.0, 1.0), "fourier_scale": (0.0, None), "init_scale": (0.0, None)}
+  RANGES = {"dropout": (0.0, 1.0), "fourier_scale": (0.0, None), "init_scale": (0.0, None), "num_classes": (0, None)}
+  OPTIONAL = ("num_classes",)      # may be absent from a config (score_sde's): the default is used
   NONEMPTY = ("ch_mult", "fir_kernel")
   RUN_FIELDS = _RUN_FIELDS
   CHOICES = {
@@ -107,7 +111,7 @@ class NCSNpp(nn.Module):
   }
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False):
+  def __call__(self, x, labels, train: bool = False, class_labels=None):
     act = layers.ACTIVATIONS[self.nonlinearity]
     channels = x.shape[-1]
     n_res = len(self.ch_mult)
@@ -140,6 +144,7 @@ class NCSNpp(nn.Module):
       temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init(), dtype=dt)(act(temb))
     else:
       temb = None
+    temb = layers.add_class_embedding(temb, class_labels, self.num_classes, x.shape[0], 4 * self.nf, dt)
 
     if not self.centered:
       x = 2 * x - 1.0                                            # [0, 1] data to [-1, 1]
@@ -214,7 +219,7 @@ class DDPM(nn.Module):
   """DDPM's U-Net (Ho et al. 2020; score_sde ``models/ddpm.py``), the VP discrete baseline.
 
   Attributes as ``NCSNpp`` (nf, ch_mult, num_res_blocks, attn_resolutions, dropout, resamp_with_conv,
-  conditional, nonlinearity, centered, remat, compute_dtype); labels are time steps, positionally embedded.
+  conditional, num_classes, nonlinearity, centered, remat, compute_dtype); labels are time steps, positionally embedded.
 
   As in score_sde, attention on the way up comes once per resolution, after its residual blocks
   (Ho et al.'s TF code attends after every up block): on CIFAR-10 that is 35,218,947 parameters,
@@ -228,19 +233,21 @@ class DDPM(nn.Module):
   dropout: float = 0.1
   resamp_with_conv: bool = True
   conditional: bool = True
+  num_classes: int = 0
   nonlinearity: str = "swish"
   centered: bool = False
   remat: str = "none"
   compute_dtype: str = "float32"
 
-  RANGES = {"dropout": (0.0, 1.0)}
+  RANGES = {"dropout": (0.0, 1.0), "num_classes": (0, None)}
+  OPTIONAL = ("num_classes",)
   NONEMPTY = ("ch_mult",)
   MULTIPLE_OF = {"nf": DDPM_GROUPS}
   RUN_FIELDS = _RUN_FIELDS
   CHOICES = {"nonlinearity": tuple(layers.ACTIVATIONS)}
 
   @nn.compact
-  def __call__(self, x, labels, train: bool = False):
+  def __call__(self, x, labels, train: bool = False, class_labels=None):
     act = layers.ACTIVATIONS[self.nonlinearity]
     channels = x.shape[-1]
     n_res = len(self.ch_mult)
@@ -255,6 +262,7 @@ class DDPM(nn.Module):
       temb = layers.timestep_embedding(labels, self.nf)
       temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init(), dtype=dt)(temb)
       temb = nn.Dense(4 * self.nf, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+    temb = layers.add_class_embedding(temb, class_labels, self.num_classes, x.shape[0], 4 * self.nf, dt)
     h = x if self.centered else 2 * x - 1.0
     out_dtype = h.dtype
     h = h if dt is None else h.astype(dt)

@@ -65,7 +65,8 @@ def _check_range(cls, name: str, where: str, value):
 def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[str, Any]:
   """Typed keyword arguments for ``cls`` from config.model (and config.data.centered).
 
-  Every attribute of ``cls`` must be present in the config; values are type-checked and choice
+  Every attribute of ``cls`` must be present in the config (but those in the class's ``OPTIONAL``,
+  which take their default when absent, e.g. ``num_classes`` in score_sde's configs); values are type-checked and choice
   fields validated. Fields of config.model the network does not use (SDE parameters, EMA rate...)
   are ignored. The class's ``RUN_FIELDS`` (remat, compute dtype) are not architecture: ``get_model``
   sets them from config.training, and config.model must not hold them.
@@ -84,6 +85,9 @@ def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[s
       continue
     source = data_config if field.name in _FROM_DATA else model_config
     prefix = "data" if field.name in _FROM_DATA else "model"
+    if (source is None or field.name not in source) and field.name in getattr(cls, "OPTIONAL", ()):
+      kwargs[field.name] = field.default
+      continue
     if source is None or field.name not in source:
       raise ValueError(f"{prefix}.{field.name} is missing: model {cls.__name__} needs it (default {field.default!r})")
     value = _coerce(cls.__name__, field, source[field.name])
@@ -140,27 +144,35 @@ def count_params(model: nn.Module, shape) -> int:
   return sum(math.prod(v.shape) for v in jax.tree.leaves(shapes))
 
 
-def make_apply_fn(model: nn.Module) -> Callable:
-  """``apply_fn(params, x, labels, train=False, rngs=None) -> [like x]``, a pure function."""
+def make_apply_fn(model: nn.Module, class_labels=None) -> Callable:
+  """``apply_fn(params, x, labels, train=False, rngs=None, class_labels=class_labels) -> [like x]``, pure.
 
-  def apply_fn(params, x, labels, train: bool = False, rngs=None):
-    return model.apply({"params": params}, x, labels, train=train, rngs=rngs)
+  ``class_labels`` [B] (ints; ``model.num_classes`` is the null label) condition a class-conditional
+  network; None leaves the call unconditional (the null label, for a class-conditional network).
+  """
+  default_labels = class_labels
+
+  def apply_fn(params, x, labels, train: bool = False, rngs=None, class_labels=default_labels):
+    extra = {} if class_labels is None else {"class_labels": class_labels}
+    return model.apply({"params": params}, x, labels, train=train, rngs=rngs, **extra)
 
   return apply_fn
 
 
-def score_fn_from_config(config, params, *, train: bool = False, rngs=None) -> Callable:
+def score_fn_from_config(config, params, *, train: bool = False, rngs=None, class_labels=None) -> Callable:
   """The one path from (config, params) to ``score_fn(x [B, H, W, C], t [B]) -> [B, H, W, C]``.
 
   x is in the config's data range ([-1, 1] if ``data.centered`` else [0, 1]; the network maps the
   latter itself), t in [0, T]. The SDE, network, labels and output scaling follow the config:
   ``training.sde``, ``training.continuous``, ``model.parameterization``, ``model.scale_by_sigma``
   (score_sde's ``mutils.get_score_fn`` for ``"reference"``). Samplers, main.py and tests use it.
+  ``class_labels`` [B]: the class of each example, for a network with ``model.num_classes > 0``
+  (None: its unconditional score, the null label).
   """
   from training.config import as_config
 
   config = as_config(config)
-  return get_score_fn(sde_lib.get_sde(config), make_apply_fn(get_model(config)), params,
+  return get_score_fn(sde_lib.get_sde(config), make_apply_fn(get_model(config), class_labels), params,
                       continuous=config.training.continuous, parameterization=config.model.parameterization,
                       scale_by_sigma=config.model.scale_by_sigma, sigma_data=config.model.sigma_data, train=train,
                       rngs=rngs)

@@ -12,6 +12,8 @@ conditional and an unconditional score, grad_x log p_t(y | x) = s(x, t | y) - s(
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable
 
 import jax
@@ -24,7 +26,7 @@ LogLikelihoodFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _check_scale(scale) -> float:
-  if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not jnp.isfinite(scale) or scale < 0:
+  if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
     raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
   return float(scale)
 

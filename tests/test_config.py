@@ -88,6 +88,12 @@ def test_every_field_a_config_file_sets_is_read(tmp_path):
         with track_reads() as reads:
           sample(parse_config(variant), workdir)
         consumed |= reads
+      variant = copy.deepcopy(raw)                   # a class-conditional network: --mode sample's condition=class
+      variant.model.num_classes, variant.sampling.condition, variant.sampling.guidance_scale = 10, "class", 2.0
+      with track_reads() as reads:
+        train(parse_config(variant), workdir + "_class")
+        sample(parse_config(variant), workdir + "_class")
+      consumed |= reads
     for method in samplers.METHODS:                 # each method's section is read when it is the method
       variant = copy.deepcopy(raw)
       variant.sampling.method = method

@@ -1,6 +1,14 @@
-"""``--mode sample`` with ``sampling.condition``: inpainting and colorization of test images.
+"""``--mode sample`` with ``sampling.condition``: class-conditional samples, inpainting and colorization.
 
-An unconditional model completes the unobserved part of the first ``eval.num_samples`` test images
+``class``: a class-conditional network (``model.num_classes > 0``, trained with label dropout) samples
+``eval.num_samples`` images of the requested classes with classifier-free guidance
+(``samplers.classifier_free_score_fn`` at ``sampling.guidance_scale``) and any sampler of
+``sampling.method``. The run writes the samples with their classes, a picture with one row per class
+and, on the embedded digits, the share the digits classifier assigns to the requested class and a
+per-class digits FID beside its floor.
+
+``inpaint`` / ``colorize``:
+an unconditional model completes the unobserved part of the first ``eval.num_samples`` test images
 (``samplers.get_inpainter`` / ``get_colorizer`` with ``sampling.inpaint.algorithm`` and the step
 rule of ``sampling.method``). The run writes the completions, a picture whose rows are
 observed | completions | truth, and, on the embedded digits, the share of completions the digits
@@ -18,13 +26,103 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+import samplers
 from datasets.images import get_dataset, load_digits_arrays
 from samplers import inpaint
 from training.config import as_config
-from training.images import save_rows, to_unit_range
+from training.images import save_grid, save_rows, to_unit_range
+from training.sampling import get_sampler_from_config
 from training.train import evaluation_state, setup
 
 CONDITION_KEY_OFFSET = 10**6 + 1          # fold_in(sample_key, .): apart from --mode sample's unconditional draws
+CLASS_KEY_OFFSET = 10**6 + 2              # ... and apart from the inpainting draws
+CLASS_PICTURE_COLUMNS = 10                # samples shown per class
+
+
+def requested_classes(n: int, class_label: int, num_classes: int) -> np.ndarray:
+  """The class of each of n samples, int32 [n]: ``class_label``, or i mod num_classes when it is -1."""
+  if class_label >= 0:
+    return np.full(n, class_label, np.int32)
+  return (np.arange(n) % num_classes).astype(np.int32)
+
+
+def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
+  """Samples eval.num_samples images of sampling.class_label (or every class in turn) with classifier-free
+  guidance; returns the picture's path. Writes <workdir>/<eval_folder>/class_step_<N>.{npz,png,json}."""
+  config = as_config(config)
+  s = config.sampling
+  num_classes = int(config.model.network["num_classes"])
+  run = setup(config)
+  state = evaluation_state(run, workdir)
+  n = int(config.eval.num_samples)
+  batch = min(int(config.eval.batch_size), n)
+  classes = requested_classes(n, s.class_label, num_classes)
+  sampler = get_sampler_from_config(config, run.sde, (batch,) + run.data_shape)
+
+  def guided(key, params, labels):
+    score = samplers.classifier_free_score_fn(run.score_fn(config, params, class_labels=labels),
+                                              run.score_fn(config, params), s.guidance_scale)
+    return sampler(key, score)
+
+  fn = jax.jit(guided)
+  key = jax.random.fold_in(run.sample_key, CLASS_KEY_OFFSET)
+  out, nfe = [], 0
+  for i in tqdm(range(math.ceil(n / batch)), desc="class sampling", disable=jax.process_index() != 0):
+    labels = classes[i * batch:(i + 1) * batch]
+    padded = np.concatenate([labels, np.full(batch - len(labels), labels[0], np.int32)])
+    x, nfe = fn(jax.random.fold_in(key, i), state.ema_params, padded)
+    out.append(np.asarray(x)[:len(labels)])
+  x = np.concatenate(out)
+  folder = os.path.join(workdir, eval_folder)
+  os.makedirs(folder, exist_ok=True)
+  name = f"class_step_{int(state.step)}"
+  np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=x, classes=classes)
+  unit = to_unit_range(x, bool(config.data.centered))
+  metrics = {"condition": "class", "guidance_scale": s.guidance_scale, "method": s.method, "nfe": int(nfe), "n": n,
+             "step": int(state.step)}
+  if x.ndim == 4:
+    shown = [unit[classes == c][:CLASS_PICTURE_COLUMNS] for c in np.unique(classes)]
+    width = max(len(r) for r in shown)
+    pad = lambda r: np.concatenate([r, np.ones((width - len(r),) + r.shape[1:], r.dtype)]) if len(r) < width else r
+    metrics["picture"] = save_grid(np.concatenate([pad(r) for r in shown]), os.path.join(folder, f"{name}.png"),
+                                   scale=4, cols=width)
+  if str(config.data.dataset).upper() == "DIGITS":
+    metrics.update(digits_class_scores(unit, classes, os.path.join(workdir, "eval")))
+  with open(os.path.join(folder, f"{name}.json"), "w") as f:
+    json.dump(metrics, f, indent=1)
+  logging.info("%s: %s", name, metrics)
+  print(json.dumps(metrics))
+  return metrics.get("picture", os.path.join(folder, f"{name}.npz"))
+
+
+def digits_class_scores(samples_unit: np.ndarray, classes: np.ndarray, cache_dir: str) -> dict:
+  """Class-conditional digits metrics of samples [n, 8, 8, 1] in [0, 1] requested as ``classes`` [n].
+
+  ``class_share``: the share the digits classifier assigns to the requested class. Per class c with
+  samples: ``class_fid`` compares m of its samples with the train digits of class c, m being the number of
+  test digits of class c (or of samples, if fewer), and ``class_fid_floor`` compares m test digits of class
+  c with the same train digits, so both carry the same sample-size bias; ``class_fid_over_floor`` is the
+  mean over classes of their ratio.
+  """
+  from evaluation import DigitsFeatures, feature_statistics, frechet_distance
+
+  feats = DigitsFeatures(cache_dir)
+  x_train, y_train, x_test, y_test = load_digits_arrays()
+  predicted = feats.predict(samples_unit)
+  fid = lambda a, b: frechet_distance(*feature_statistics(a), *feature_statistics(b))
+  per_class, ratios = {}, []
+  for c in np.unique(classes):
+    mine = feats.features(samples_unit[classes == c])
+    test = feats.features(x_test[y_test == c] / 255.0)
+    m = min(len(mine), len(test))
+    if m < 2:
+      continue
+    ref = feats.features(x_train[y_train == c] / 255.0)
+    value, floor = fid(mine[:m], ref), fid(test[:m], ref)
+    per_class[int(c)] = {"share": float(np.mean(predicted[classes == c] == c)), "fid": value, "floor": floor, "m": m}
+    ratios.append(value / floor)
+  return {"class_share": float(np.mean(predicted == classes)), "classifier_test_accuracy": feats.test_accuracy,
+          "class_fid_over_floor": float(np.mean(ratios)) if ratios else float("nan"), "per_class": per_class}
 
 
 def inpainter_arguments(config) -> tuple[str, str, dict]:

@@ -152,6 +152,9 @@ class Training(_Section):
   likelihood_weighting: bool = spec(False, boolean)
   steps_per_call: int = spec(1, POSITIVE, ("n_jitted_steps",))
   t_min: float = spec(1e-5, TIME_FLOOR, ("eps",))             # the loss's smallest time
+  # A class-conditional network (model.num_classes > 0): the share of labels replaced by the null label,
+  # which trains the unconditional score of classifier-free guidance alongside (Ho & Salimans 2022).
+  label_dropout: float = spec(0.1, number(0.0, 1.0))
   # Per residual / attention block jax.checkpoint policy (models.layers.REMAT_POLICIES): "full" keeps
   # only block inputs, "dots" also conv/matmul outputs; the backward pass recomputes the rest.
   remat: str = spec("none", choice(*models.layers.REMAT_POLICIES))
@@ -233,7 +236,8 @@ class Inpaint(_Section):
   n_resample: int = spec(10, POSITIVE)                                          # repaint
 
 
-CONDITIONS = ("none", "inpaint", "colorize")
+CONDITIONS = ("none", "inpaint", "colorize", "class")
+LABELLED_DATASETS = ("DIGITS", "CIFAR10", "SVHN")           # the data sets whose records carry class labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +245,14 @@ class Sampling(_Section):
   method: str = spec("pc", choice(*sorted(samplers.METHODS)))
   t_min: float = spec(1e-3, TIME_FLOOR, ("eps",))
   denoise: bool = spec(True, boolean, ("noise_removal",))
-  # --mode sample: "inpaint" / "colorize" complete test images (training/conditional.py) with sampling.inpaint.
+  # --mode sample: "inpaint" / "colorize" complete test images (training/conditional.py) with sampling.inpaint;
+  # "class" samples given classes with a class-conditional network (model.num_classes > 0).
   condition: str = spec("none", choice(*CONDITIONS))
+  # condition = "class": the class of every sample (-1: sample i gets class i mod model.num_classes), and the
+  # classifier-free guidance scale (samplers.classifier_free_score_fn: 1 the conditional score, 0 the
+  # unconditional one, > 1 sharper towards the class).
+  class_label: int = spec(-1, integer(-1))
+  guidance_scale: float = spec(1.0, number(0.0))
   # The exact number of score evaluations (final denoising included) of a fast method
   # (samplers.FAST_METHODS), which picks its own steps and orders; 0: the method's num_steps.
   nfe: int = spec(0, NON_NEGATIVE)
@@ -446,6 +456,17 @@ def _check_consistency(config: Config) -> None:
     raise ValueError(f"model.sigma_max ({config.model.sigma_max}) must exceed model.sigma_min ({config.model.sigma_min})")
   if config.model.beta_max < config.model.beta_min:
     raise ValueError(f"model.beta_max ({config.model.beta_max}) must be >= model.beta_min ({config.model.beta_min})")
+  num_classes = int(config.model.network.get("num_classes", 0))
+  if num_classes and config.data.dataset not in LABELLED_DATASETS:
+    raise ValueError(f"model.num_classes={num_classes} needs labelled data ({list(LABELLED_DATASETS)}), got "
+                     f"data.dataset={config.data.dataset!r}")
+  s = config.sampling
+  if s.condition == "class" and not num_classes:
+    raise ValueError("sampling.condition='class' needs a class-conditional network: train one with "
+                     "model.num_classes > 0 (e.g. --config.model.num_classes=10 on digits)")
+  if s.condition == "class" and s.class_label >= num_classes:
+    raise ValueError(f"sampling.class_label must be -1 or in 0 .. {num_classes - 1} (model.num_classes={num_classes}), "
+                     f"got {s.class_label}")
   if config.data.dataset != "GMM":
     levels = len(config.model.network.get("ch_mult", ()))
     if levels and config.data.image_size % 2 ** (levels - 1):

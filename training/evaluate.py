@@ -67,8 +67,12 @@ def sample(config, workdir: str, eval_folder: str = "samples") -> str:
   """Samples from the newest checkpoint with config.sampling (no data set needed); returns the PNG path.
 
   With sampling.condition "inpaint" or "colorize" it completes test images instead
-  (``training.conditional.conditional_sample``)."""
+  (``training.conditional.conditional_sample``); with "class" it samples given classes
+  (``training.conditional.class_sample``)."""
   config = as_config(config)
+  if config.sampling.condition == "class":
+    from training.conditional import class_sample
+    return class_sample(config, workdir, eval_folder)
   if config.sampling.condition != "none":
     from training.conditional import conditional_sample
     return conditional_sample(config, workdir, eval_folder)

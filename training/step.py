@@ -19,6 +19,9 @@ import sde_lib
 from training.state import TrainState
 
 
+LABEL_DROPOUT_STREAM = 1       # fold_in(dropout key, .): the label-dropout draw, apart from the network's dropout
+
+
 def make_mesh() -> Mesh:
   """A 1-D mesh named ``data`` over every device JAX sees (all hosts)."""
   return Mesh(np.asarray(jax.devices()), ("data",))
@@ -33,19 +36,33 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.GradientTransformation, *,
                     ema_rate: float, continuous: bool = True, reduce_mean: bool = False,
                     likelihood_weighting: bool = False, eps: float = 1e-5, parameterization: str = "reference",
-                    scale_by_sigma: bool = False, train: bool = True) -> Callable:
+                    scale_by_sigma: bool = False, train: bool = True, num_classes: int = 0,
+                    label_dropout: float = 0.0) -> Callable:
   """``step_fn(state, batches [S, B, ...], base_key) -> (state, {"loss": [S], "grad_norm": [S]})``.
 
   Step k of the run uses the key fold_in(base_key, k) (k = state.step), so a resumed run repeats
   exactly what an uninterrupted one would do. ``train=False`` gives the evaluation loss (no
   update, dropout off, EMA parameters): ``(state, batches, key) -> {"loss": [S]}``.
+
+  ``num_classes > 0`` (a class-conditional network, ``apply_fn`` of ``models.make_apply_fn`` taking
+  ``class_labels``): ``batches`` is a pair (images [S, B, ...], labels int [S, B]), and each label is
+  replaced by the null label ``num_classes`` with probability ``label_dropout`` (classifier-free
+  guidance's joint training of the conditional and unconditional score, Ho & Salimans 2022, Alg. 1).
+  The evaluation loss keeps every label.
   """
   loss_fn = sde_lib.get_loss_fn(sde, continuous=continuous, reduce_mean=reduce_mean,
                                 likelihood_weighting=likelihood_weighting, t_min=eps)
 
   def objective(params, batch, key, dropout: bool):
     loss_key, dropout_key = jax.random.split(key)
-    score_fn = models.get_score_fn(sde, apply_fn, params, continuous=continuous, parameterization=parameterization,
+    apply = apply_fn
+    if num_classes:
+      batch, labels = batch
+      if dropout and label_dropout > 0:
+        drop = jax.random.bernoulli(jax.random.fold_in(dropout_key, LABEL_DROPOUT_STREAM), label_dropout, labels.shape)
+        labels = jnp.where(drop, num_classes, labels)
+      apply = lambda p, x, t, train, rngs: apply_fn(p, x, t, train, rngs, class_labels=labels)
+    score_fn = models.get_score_fn(sde, apply, params, continuous=continuous, parameterization=parameterization,
                                    scale_by_sigma=scale_by_sigma, train=dropout, rngs={"dropout": dropout_key})
     return loss_fn(loss_key, score_fn, batch)
 
@@ -61,15 +78,15 @@ def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.Gradi
     return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   def train_fn(state, batches, base_key):
-    if batches.shape[0] == 1:
+    if jax.tree.leaves(batches)[0].shape[0] == 1:
       # No loop for one step: on XLA:CPU (jax 0.10) a backward pass inside a loop body runs ~13x slower
       # (measured on the digits U-Net); on accelerators several steps per call amortise the dispatch.
-      state, metrics = one_step(state, batches[0], base_key)
+      state, metrics = one_step(state, jax.tree.map(lambda b: b[0], batches), base_key)
       return state, jax.tree.map(lambda v: v[None], metrics)
     return jax.lax.scan(lambda s, b: one_step(s, b, base_key), state, batches)
 
   def eval_fn(state, batches, base_key):
-    keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.arange(batches.shape[0]))
+    keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.arange(jax.tree.leaves(batches)[0].shape[0]))
     return {"loss": jax.vmap(lambda b, k: objective(state.ema_params, b, k, False))(batches, keys)}
 
   return train_fn if train else eval_fn
@@ -94,10 +111,11 @@ def process_rows(batch_size: int, mesh: Mesh) -> np.ndarray:
   return np.unique(np.concatenate([np.arange(batch_size)[index[0]] for index in index_map.values()]))
 
 
-def put_batches(batches: np.ndarray, mesh: Mesh) -> jax.Array:
-  """Places host batches [S, B, ...] on the mesh, B sharded. On multi-host ``batches`` holds this
-  process's rows only (``process_rows``) and the result is the global batch array [S, batch_size, ...]."""
+def put_batches(batches, mesh: Mesh):
+  """Places host batches [S, B, ...] (or a tuple of them: images and labels) on the mesh, B sharded. On
+  multi-host ``batches`` holds this process's rows only (``process_rows``) and the result is the global
+  batch array [S, batch_size, ...]."""
   sharding = NamedSharding(mesh, P(None, "data"))
   if jax.process_count() == 1:
     return jax.device_put(batches, sharding)
-  return jax.make_array_from_process_local_data(sharding, batches)
+  return jax.tree.map(lambda b: jax.make_array_from_process_local_data(sharding, b), batches)

@@ -42,8 +42,8 @@ class Setup:
   step_key: jax.Array
   sample_key: jax.Array
 
-  def score_fn(self, config, params, *, train: bool = False, rngs=None):
-    return models.score_fn_from_config(config, params, train=train, rngs=rngs)
+  def score_fn(self, config, params, *, train: bool = False, rngs=None, class_labels=None):
+    return models.score_fn_from_config(config, params, train=train, rngs=rngs, class_labels=class_labels)
 
   def state_template(self) -> TrainState:
     """A state of the right structure (for restoring), built without running the network, replicated
@@ -97,7 +97,8 @@ def make_step_fn(config, run: Setup, *, train: bool = True) -> Callable:
   return step_lib.make_train_step(
       run.sde, run.apply_fn, run.optimizer, ema_rate=float(config.model.ema_rate), continuous=tc.continuous,
       reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, eps=tc.t_min,
-      parameterization=config.model.parameterization, scale_by_sigma=config.model.scale_by_sigma, train=train)
+      parameterization=config.model.parameterization, scale_by_sigma=config.model.scale_by_sigma, train=train,
+      num_classes=int(config.model.network.get("num_classes", 0)), label_dropout=tc.label_dropout)
 
 
 def _crossed(prev: int, now: int, freq: int) -> bool:
@@ -135,8 +136,19 @@ def train(config, workdir: str) -> TrainState:
 
   rows = step_lib.process_rows(batch_size, run.mesh)      # this process's rows of every global batch
 
-  def host_batches(first: int, count: int, data) -> np.ndarray:
-    return np.stack([data.batch(first + i, batch_size)[rows] for i in range(count)])
+  num_classes = int(config.model.network.get("num_classes", 0))
+
+  def host_batches(first: int, count: int, data):
+    """Images [count, rows, ...] of batches first .., with their labels [count, rows] for a class-conditional
+    network (the labels of the same records: ``data.indices``)."""
+    images = np.stack([data.batch(first + i, batch_size)[rows] for i in range(count)])
+    if not num_classes:
+      return images
+    labels = np.stack([data.labels(data.indices(first + i, batch_size)[rows]) for i in range(count)])
+    if labels.min() < 0 or labels.max() >= num_classes:
+      raise ValueError(f"model.num_classes={num_classes} but the data has label {int(labels.max())}: labels must be "
+                       f"in 0 .. num_classes - 1")
+    return images, labels
 
   bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
   step, tick, tick_step = start, time.perf_counter(), start

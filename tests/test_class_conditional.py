@@ -1,0 +1,114 @@
+"""Class-conditional networks for classifier-free guidance: the null label, label dropout, the config checks."""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import models
+import sde_lib
+from configs.vp import digits as vp_digits
+from configs.toy import ve as toy_ve
+from models.mlp import MLP
+from training import step as step_lib
+from training.config import parse_config
+from training.state import create_train_state
+
+NUM_CLASSES = 3
+
+
+def _mlp(num_classes=NUM_CLASSES):
+  return MLP(hidden=16, depth=1, nf=8, num_classes=num_classes)
+
+
+def test_the_null_label_is_the_unconditional_call_and_classes_change_the_output(key):
+  model = _mlp()
+  params = models.init_params(model, key, (4, 2))
+  assert params["class_embed"]["embedding"].shape == (NUM_CLASSES + 1, 16)    # one row per class + the null label
+  # The last layer starts at zero: perturb the parameters so that the output depends on the labels.
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.fold_in(key, p.size), p.shape), params)
+  x, t = jax.random.normal(key, (4, 2)), jnp.full((4,), 0.5)
+  apply = models.make_apply_fn(model)
+  none = apply(params, x, t)
+  null = apply(params, x, t, class_labels=jnp.full((4,), NUM_CLASSES))
+  np.testing.assert_array_equal(none, null)
+  outputs = [apply(params, x, t, class_labels=jnp.full((4,), c)) for c in range(NUM_CLASSES)]
+  for i in range(NUM_CLASSES):
+    assert float(jnp.max(jnp.abs(outputs[i] - null))) > 1e-3
+  # Each row follows its own label.
+  mixed = apply(params, x, t, class_labels=jnp.arange(4) % NUM_CLASSES)
+  np.testing.assert_allclose(mixed[1], outputs[1][1], rtol=1e-6)
+
+
+def test_an_unconditional_network_refuses_labels(key):
+  model = _mlp(0)
+  params = models.init_params(model, key, (2, 2))
+  assert "class_embed" not in params
+  with pytest.raises(ValueError, match="num_classes = 0"):
+    models.make_apply_fn(model)(params, jnp.zeros((2, 2)), jnp.ones(2), class_labels=jnp.zeros(2, jnp.int32))
+
+
+def _perturbed(state, key):
+  """The state with random parameters (the zero-initialised last layer would stop every other gradient)."""
+  params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.fold_in(key, p.size), p.shape), state.params)
+  return state.replace(params=params) if hasattr(state, "replace") else type(state)(
+      step=state.step, params=params, ema_params=state.ema_params, opt_state=state.opt_state)
+
+
+def _one_step(label_dropout, labels, key):
+  sde = sde_lib.VPSDE(0.1, 20.0, 1000)
+  model = _mlp()
+  optimizer = optax.adam(1e-2)
+  state = _perturbed(create_train_state(model, optimizer, key, (8, 2)), key)
+  step = step_lib.make_train_step(sde, models.make_apply_fn(model), optimizer, ema_rate=0.9, num_classes=NUM_CLASSES,
+                                  label_dropout=label_dropout)
+  x = jax.random.normal(jax.random.fold_in(key, 1), (1, 8, 2))
+  state, metrics = jax.jit(step)(state, (x, labels[None]), jax.random.fold_in(key, 2))
+  return state, metrics
+
+
+def test_label_dropout_one_trains_the_unconditional_score_and_zero_the_conditional(key):
+  """Dropout 1 replaces every label by the null label (the same step as null labels given); dropout 0 keeps them."""
+  labels = jnp.arange(8) % NUM_CLASSES
+  null = jnp.full((8,), NUM_CLASSES)
+  dropped, _ = _one_step(1.0, labels, key)
+  given_null, _ = _one_step(0.0, null, key)
+  kept, _ = _one_step(0.0, labels, key)
+  same = jax.tree.map(lambda a, b: bool(jnp.all(a == b)), dropped.params, given_null.params)
+  assert all(jax.tree.leaves(same))
+  # Labels 0..2 train rows 0..2 of the embedding; null labels train row 3 only.
+  start = _perturbed(create_train_state(_mlp(), optax.adam(1e-2), key, (8, 2)), key).params["class_embed"]["embedding"]
+  delta = lambda s: np.abs(np.asarray(s.params["class_embed"]["embedding"]) - np.asarray(start)).sum(1)
+  assert np.all(delta(kept)[:NUM_CLASSES] > 0) and delta(kept)[NUM_CLASSES] == 0
+  assert np.all(delta(dropped)[:NUM_CLASSES] == 0) and delta(dropped)[NUM_CLASSES] > 0
+
+
+def test_class_condition_config_errors_name_the_field():
+  raw = vp_digits.get_config()
+  raw.sampling.condition = "class"
+  with pytest.raises(ValueError, match="model.num_classes > 0"):
+    parse_config(raw)
+  raw.model.num_classes = 10
+  raw.sampling.class_label = 10
+  with pytest.raises(ValueError, match="sampling.class_label must be -1 or in 0 .. 9"):
+    parse_config(raw)
+  raw.sampling.class_label = 9
+  assert parse_config(raw).model.network["num_classes"] == 10
+  toy = copy.deepcopy(toy_ve.get_config())
+  toy.model.num_classes = 2
+  with pytest.raises(ValueError, match="model.num_classes=2 needs labelled data"):
+    parse_config(toy)
+
+
+def test_digits_batches_carry_the_labels_of_their_images():
+  from datasets.images import get_dataset, load_digits_arrays
+
+  config = parse_config(vp_digits.get_config())
+  data = get_dataset(config.data, "train", seed=3)
+  x_train, y_train, _, _ = load_digits_arrays()
+  idx = data.indices(5, 16)
+  np.testing.assert_array_equal(data.labels(idx), y_train[idx])
+  np.testing.assert_allclose(data.batch(5, 16), 2 * x_train[idx].astype(np.float32) / 255.0 - 1, atol=1e-6)
