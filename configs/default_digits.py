@@ -3,6 +3,8 @@
 Trains to recognisable digits in minutes on two CPU cores (benchmarks/digits.py measures it).
 """
 
+import ml_collections
+
 from configs.default_cifar10_configs import get_default_configs, set_small_pc_sampler
 from configs.ncsnpp_fields import set_ncsnpp
 
@@ -54,4 +56,32 @@ def get_digits_config(sde: str):
   evaluate.batch_size = 500
   evaluate.num_samples = 500
   evaluate.enable_bpd = False                # opt in: --config.eval.enable_bpd=True (minutes on CPU)
+  return config
+
+
+def get_digits_classifier_config(sde: str):
+  """A noise-conditional digits classifier for classifier guidance under ``sde``: the digits data, SDE and
+  noise labels of ``get_digits_config(sde)``, a small ``models.NoiseConditionalClassifier`` (~70k parameters)
+  trained with the cross-entropy of perturbed digits (training.task = "classifier").
+
+      python main.py --config configs/vp/digits_classifier.py --workdir runs/digits_vp_classifier --mode train
+      python main.py --config configs/vp/digits.py --workdir runs/digits_vp --mode sample \\
+        --config.sampling.condition=class --config.sampling.classifier_config=configs/vp/digits_classifier.py \\
+        --config.sampling.classifier_workdir=runs/digits_vp_classifier
+  """
+  config = get_digits_config(sde)
+  score_model = config.model
+  config.training.task = "classifier"
+  config.training.snapshot_sampling = False
+  config.model = model = ml_collections.ConfigDict()
+  model.name = "classifier"
+  for field in ("sigma_min", "sigma_max", "beta_min", "beta_max", "num_scales", "ema_rate", "embedding_type",
+                "fourier_scale", "nonlinearity"):
+    model[field] = score_model[field]       # the score model's SDE and noise-label embedding
+  model.num_classes = 10
+  model.nf = 32
+  model.ch_mult = (1, 2)
+  model.num_res_blocks = 2
+  model.dropout = 0.0
+  config.eval.enable_sampling = False       # --mode eval reports the test accuracy at several noise levels
   return config

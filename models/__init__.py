@@ -3,6 +3,8 @@
 Samplers and losses never see a network: ``get_score_fn`` turns one into a ``score_fn(x, t)``.
 """
 
+from models import classifier
+from models.classifier import NoiseConditionalClassifier
 from models.ema import ema_update, ema_warmup_rate
 from models.mlp import MLP
 from models.ncsnpp import DDPM, NCSNpp
@@ -11,7 +13,7 @@ from models.registry import (MODELS, count_params, get_model, init_params, make_
                              score_fn_from_config)
 from models.score import PARAMETERIZATIONS, VP_CONTINUOUS_LABEL_SCALE, get_score_fn, noise_labels
 
-__all__ = ["NCSNpp", "DDPM", "MLP", "MODELS", "get_model", "init_params", "count_params", "make_apply_fn",
+__all__ = ["NCSNpp", "DDPM", "MLP", "NoiseConditionalClassifier", "classifier", "MODELS", "get_model", "init_params", "count_params", "make_apply_fn",
            "model_kwargs", "get_score_fn", "noise_labels", "PARAMETERIZATIONS", "VP_CONTINUOUS_LABEL_SCALE",
            "ema_update", "ema_warmup_rate", "score_fn_from_config", "load_score_sde_checkpoint",
            "read_checkpoint", "FORMATS"]

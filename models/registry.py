@@ -11,11 +11,13 @@ import jax
 import jax.numpy as jnp
 
 import sde_lib
+from models.classifier import NoiseConditionalClassifier
 from models.mlp import MLP
 from models.ncsnpp import DDPM, NCSNpp
 from models.score import get_score_fn
 
-MODELS: dict[str, type[nn.Module]] = {"ncsnpp": NCSNpp, "ddpm": DDPM, "mlp": MLP}
+MODELS: dict[str, type[nn.Module]] = {"ncsnpp": NCSNpp, "ddpm": DDPM, "mlp": MLP,
+                                      "classifier": NoiseConditionalClassifier}
 _FROM_DATA = {"centered"}                    # fields read from config.data rather than config.model
 
 
@@ -66,8 +68,8 @@ def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[s
   """Typed keyword arguments for ``cls`` from config.model (and config.data.centered).
 
   Every attribute of ``cls`` must be present in the config (but those in the class's ``OPTIONAL``,
-  which take their default when absent, e.g. ``num_classes`` in score_sde's configs); values are type-checked and choice
-  fields validated. Fields of config.model the network does not use (SDE parameters, EMA rate...)
+  which take their default when absent, e.g. ``num_classes`` in score_sde's configs); values are
+  type-checked and choice fields validated. Fields of config.model the network does not use (SDE parameters, EMA rate...)
   are ignored. The class's ``RUN_FIELDS`` (remat, compute dtype) are not architecture: ``get_model``
   sets them from config.training, and config.model must not hold them.
 
@@ -145,15 +147,17 @@ def count_params(model: nn.Module, shape) -> int:
 
 
 def make_apply_fn(model: nn.Module, class_labels=None) -> Callable:
-  """``apply_fn(params, x, labels, train=False, rngs=None, class_labels=class_labels) -> [like x]``, pure.
+  """``apply_fn(params, x, labels, train=False, rngs=None, class_labels=class_labels, **extra)``, pure: the
+  network's output (``extra``: further keyword arguments of the network, e.g. a classifier's input_scale).
 
   ``class_labels`` [B] (ints; ``model.num_classes`` is the null label) condition a class-conditional
   network; None leaves the call unconditional (the null label, for a class-conditional network).
   """
   default_labels = class_labels
 
-  def apply_fn(params, x, labels, train: bool = False, rngs=None, class_labels=default_labels):
-    extra = {} if class_labels is None else {"class_labels": class_labels}
+  def apply_fn(params, x, labels, train: bool = False, rngs=None, class_labels=default_labels, **extra):
+    if class_labels is not None:
+      extra["class_labels"] = class_labels
     return model.apply({"params": params}, x, labels, train=train, rngs=rngs, **extra)
 
   return apply_fn

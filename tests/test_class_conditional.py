@@ -112,3 +112,35 @@ def test_digits_batches_carry_the_labels_of_their_images():
   idx = data.indices(5, 16)
   np.testing.assert_array_equal(data.labels(idx), y_train[idx])
   np.testing.assert_allclose(data.batch(5, 16), 2 * x_train[idx].astype(np.float32) / 255.0 - 1, atol=1e-6)
+
+
+def test_the_classifier_sees_the_noise_label_and_a_unit_scale_input_and_guides_by_its_log_softmax(key):
+  """logits_fn passes noise_labels(t) and 1 / sqrt(a^2 + s^2); the log-likelihood is log softmax at the label."""
+  sde = sde_lib.VESDE(0.01, 10.0, 1000)
+  seen = {}
+
+  def apply_fn(params, x, labels, train, rngs, input_scale):
+    seen.update(labels=labels, scale=input_scale)
+    total = x.reshape(len(x), -1).sum(1) * input_scale
+    return jnp.stack([total, -total, jnp.zeros_like(total)], axis=1)
+
+  x, t = jax.random.normal(key, (2, 4, 4, 1)), jnp.array([0.3, 1.0])
+  logits_fn = models.classifier.get_logits_fn(sde, apply_fn, None)
+  logits = logits_fn(x, t)
+  a, s = sde.marginal_coefs(t)
+  np.testing.assert_allclose(seen["scale"], 1 / np.sqrt(a**2 + s**2), rtol=1e-6)
+  np.testing.assert_allclose(seen["labels"], sde.sigma(t), rtol=1e-6)        # VE: the noise level, as the score net
+  labels = jnp.array([0, 2])
+  log_p = models.classifier.get_log_likelihood_fn(logits_fn, labels)(x, t)
+  np.testing.assert_allclose(log_p, jax.nn.log_softmax(logits)[jnp.arange(2), labels], rtol=1e-6)
+
+
+def test_a_classifier_config_trains_a_classifier_network():
+  from configs.vp import digits_classifier
+
+  config = parse_config(digits_classifier.get_config())
+  assert config.training.task == "classifier" and isinstance(models.get_model(config), models.NoiseConditionalClassifier)
+  raw = digits_classifier.get_config()
+  raw.training.task = "score"
+  with pytest.raises(ValueError, match="training.task='score' and model.name='classifier' disagree"):
+    parse_config(raw)

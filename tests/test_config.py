@@ -94,6 +94,24 @@ def test_every_field_a_config_file_sets_is_read(tmp_path):
         train(parse_config(variant), workdir + "_class")
         sample(parse_config(variant), workdir + "_class")
       consumed |= reads
+      # A noise-conditional classifier (train, eval), then classifier guidance of the unconditional model; the
+      # classifier's config file (read by sampling.classifier_config) is the digits one at the tiny size.
+      tiny_file = tmp_path / "tiny_classifier.py"
+      tiny_file.write_text("from configs.vp.digits_classifier import get_config as full\n\n\ndef get_config():\n"
+                           "  config = full()\n  config.model.update(nf=8, ch_mult=(1,), num_res_blocks=1)\n"
+                           f"  config.training.update({TINY_TRAINING!r})\n  return config\n")
+      classifier = importlib.import_module("configs.vp.digits_classifier").get_config()
+      classifier.training.update(TINY_TRAINING)
+      classifier.model.update(nf=8, ch_mult=(1,), num_res_blocks=1)
+      classifier.eval.update(begin_ckpt=1, end_ckpt=1)
+      variant = copy.deepcopy(raw)
+      variant.sampling.update(condition="class", classifier_config=str(tiny_file),
+                              classifier_workdir=workdir + "_classifier")
+      with track_reads() as reads:
+        train(parse_config(classifier), workdir + "_classifier")
+        evaluate(parse_config(classifier), workdir + "_classifier")
+        sample(parse_config(variant), workdir)
+      consumed |= reads
     for method in samplers.METHODS:                 # each method's section is read when it is the method
       variant = copy.deepcopy(raw)
       variant.sampling.method = method
@@ -182,6 +200,8 @@ def _network_cases():
       continue
     if kind is float and f.name not in models.NCSNpp.RANGES:
       values = [v for v in values if not (isinstance(v, float) and v == -1.0)]
+    if kind is int and models.NCSNpp.RANGES.get(f.name, (1,))[0] == 0:
+      values = [v for v in values if v != 0]          # zero is valid (num_classes = 0: unconditional)
     if kind is tuple and f.name in models.NCSNpp.NONEMPTY:
       values.append(())
     out += [("model", f.name, v) for v in values]
@@ -292,3 +312,25 @@ def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
   out = subprocess.run([sys.executable, "main.py", "--config=configs/vp/digits.py", f"--workdir={path}"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 2 and out.stderr.strip() == f"error: --workdir {str(path)!r} is a file, not a directory"
+
+
+# Options the typed config sets for every method from shared fields (sampling.t_min, .denoise, .nfe) or
+# derives (pc's ladder from training.continuous).
+SHARED_SAMPLER_OPTIONS = {"t_min", "denoise", "nfe", "ladder"}
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=_module)
+def test_every_sampler_and_likelihood_option_can_be_overridden_from_each_config_file(path):
+  """A --config.sampling.<method>.<option> / --config.eval.bpd_<option> override needs the field in the
+  ConfigDict: every builder option of every method and of the likelihood must be there."""
+  import inspect
+
+  raw = importlib.import_module(_module(path)).get_config()
+  for method in samplers.METHODS:
+    options = set(samplers.sampler_option_names(method)) - SHARED_SAMPLER_OPTIONS
+    missing = sorted(options - set(raw.sampling[method].keys()))
+    assert not missing, f"sampling.{method} lacks {missing}"
+  assert {"t_min", "denoise", "nfe"} <= set(raw.sampling.keys())
+  likelihood = set(inspect.signature(samplers.get_likelihood_fn).parameters) - {"sde", "eps"}
+  missing = sorted(o for o in likelihood if f"bpd_{o}" not in raw.eval)
+  assert not missing, f"eval lacks bpd_ fields for {missing}"

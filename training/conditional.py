@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+import models
 import samplers
 from datasets.images import get_dataset, load_digits_arrays
 from samplers import inpaint
@@ -46,31 +47,97 @@ def requested_classes(n: int, class_label: int, num_classes: int) -> np.ndarray:
   return (np.arange(n) % num_classes).astype(np.int32)
 
 
+def load_config_file(path: str, where: str):
+  """The typed config of a config file (a module with ``get_config()``), e.g. a classifier's.
+
+  Raises:
+    ValueError: a missing file or one without get_config (the message names ``where``).
+  """
+  import importlib.util
+
+  from training.config import parse_config
+
+  spec = importlib.util.spec_from_file_location("_loaded_config", path) if os.path.isfile(path) else None
+  if spec is None:
+    raise ValueError(f"{where}={path!r}: no such config file")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{where}={path!r} has no get_config()")
+  return parse_config(module.get_config())
+
+
+def classifier_guidance(config, run):
+  """(num_classes, ``log_likelihood(params, labels) -> log_likelihood_fn``, classifier EMA parameters) of the
+  noise-conditional classifier of sampling.classifier_config / classifier_workdir.
+
+  Raises:
+    ValueError: the classifier is not a classifier run, or its SDE or data shape differ from the score model's.
+  """
+  s = config.sampling
+  clf_config = load_config_file(s.classifier_config, "sampling.classifier_config")
+  if clf_config.training.task != "classifier":
+    raise ValueError(f"sampling.classifier_config={s.classifier_config!r} is not a classifier's config "
+                     f"(training.task={clf_config.training.task!r})")
+  for field in ("sde", "continuous"):
+    if getattr(clf_config.training, field) != getattr(config.training, field):
+      raise ValueError(f"sampling.classifier_config: the classifier's training.{field} "
+                       f"({getattr(clf_config.training, field)!r}) differs from the score model's "
+                       f"({getattr(config.training, field)!r}): it must see the same noise")
+  clf_run = setup(clf_config)
+  if clf_run.data_shape != run.data_shape:
+    raise ValueError(f"sampling.classifier_config: the classifier's data shape {clf_run.data_shape} differs from the "
+                     f"score model's {run.data_shape}")
+  state = evaluation_state(clf_run, s.classifier_workdir)
+
+  def log_likelihood(params, labels):
+    logits = models.classifier.get_logits_fn(clf_run.sde, clf_run.apply_fn, params,
+                                             continuous=clf_config.training.continuous)
+    return models.classifier.get_log_likelihood_fn(logits, labels)
+
+  return int(clf_config.model.network["num_classes"]), log_likelihood, state.ema_params
+
+
 def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
-  """Samples eval.num_samples images of sampling.class_label (or every class in turn) with classifier-free
-  guidance; returns the picture's path. Writes <workdir>/<eval_folder>/class_step_<N>.{npz,png,json}."""
+  """Samples eval.num_samples images of sampling.class_label (or every class in turn), with classifier-free
+  guidance (a class-conditional network) or classifier guidance (sampling.classifier_config); returns the
+  picture's path. Writes <workdir>/<eval_folder>/class_step_<N>.{npz,png,json}."""
   config = as_config(config)
   s = config.sampling
-  num_classes = int(config.model.network["num_classes"])
   run = setup(config)
   state = evaluation_state(run, workdir)
+  num_classes = int(config.model.network.get("num_classes", 0))
+  if num_classes:                                   # classifier-free guidance (Ho & Salimans 2022)
+    guidance = "classifier_free"
+
+    def guided_score(params, labels):
+      return samplers.classifier_free_score_fn(run.score_fn(config, params[0], class_labels=labels),
+                                               run.score_fn(config, params[0]), s.guidance_scale)
+
+    params = (state.ema_params,)
+  else:                                             # classifier guidance (Song et al. 2021 sec. 5, eq. 14)
+    guidance = "classifier"
+    num_classes, log_likelihood, clf_params = classifier_guidance(config, run)
+    if s.class_label >= num_classes:
+      raise ValueError(f"sampling.class_label must be -1 or in 0 .. {num_classes - 1} (the classifier's classes), "
+                       f"got {s.class_label}")
+
+    def guided_score(params, labels):
+      return samplers.guided_score_fn(run.score_fn(config, params[0]), log_likelihood(params[1], labels),
+                                      s.guidance_scale)
+
+    params = (state.ema_params, clf_params)
   n = int(config.eval.num_samples)
   batch = min(int(config.eval.batch_size), n)
   classes = requested_classes(n, s.class_label, num_classes)
   sampler = get_sampler_from_config(config, run.sde, (batch,) + run.data_shape)
-
-  def guided(key, params, labels):
-    score = samplers.classifier_free_score_fn(run.score_fn(config, params, class_labels=labels),
-                                              run.score_fn(config, params), s.guidance_scale)
-    return sampler(key, score)
-
-  fn = jax.jit(guided)
+  fn = jax.jit(lambda key, params, labels: sampler(key, guided_score(params, labels)))
   key = jax.random.fold_in(run.sample_key, CLASS_KEY_OFFSET)
   out, nfe = [], 0
   for i in tqdm(range(math.ceil(n / batch)), desc="class sampling", disable=jax.process_index() != 0):
     labels = classes[i * batch:(i + 1) * batch]
     padded = np.concatenate([labels, np.full(batch - len(labels), labels[0], np.int32)])
-    x, nfe = fn(jax.random.fold_in(key, i), state.ema_params, padded)
+    x, nfe = fn(jax.random.fold_in(key, i), params, padded)
     out.append(np.asarray(x)[:len(labels)])
   x = np.concatenate(out)
   folder = os.path.join(workdir, eval_folder)
@@ -78,8 +145,8 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   name = f"class_step_{int(state.step)}"
   np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=x, classes=classes)
   unit = to_unit_range(x, bool(config.data.centered))
-  metrics = {"condition": "class", "guidance_scale": s.guidance_scale, "method": s.method, "nfe": int(nfe), "n": n,
-             "step": int(state.step)}
+  metrics = {"condition": "class", "guidance": guidance, "guidance_scale": s.guidance_scale, "method": s.method,
+             "nfe": int(nfe), "n": n, "step": int(state.step)}
   if x.ndim == 4:
     shown = [unit[classes == c][:CLASS_PICTURE_COLUMNS] for c in np.unique(classes)]
     width = max(len(r) for r in shown)

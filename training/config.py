@@ -155,6 +155,9 @@ class Training(_Section):
   # A class-conditional network (model.num_classes > 0): the share of labels replaced by the null label,
   # which trains the unconditional score of classifier-free guidance alongside (Ho & Salimans 2022).
   label_dropout: float = spec(0.1, number(0.0, 1.0))
+  # "score": a score network; "classifier": a noise-conditional classifier (model.name = "classifier") for
+  # classifier guidance (sampling.classifier_config / classifier_workdir of the score model's run).
+  task: str = spec("score", choice("score", "classifier"))
   # Per residual / attention block jax.checkpoint policy (models.layers.REMAT_POLICIES): "full" keeps
   # only block inputs, "dots" also conv/matmul outputs; the backward pass recomputes the rest.
   remat: str = spec("none", choice(*models.layers.REMAT_POLICIES))
@@ -171,6 +174,7 @@ class PC(_Section):
   num_steps: int = spec(0, NON_NEGATIVE)                       # 0: the SDE's N
   probability_flow: bool = spec(False, boolean)
   langevin_step_rule: str = spec("batch", choice(*samplers.LANGEVIN_STEP_RULES))
+  checkpoint: bool = spec(False, boolean)                       # jax.checkpoint each step (gradients: memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +184,7 @@ class ODE(_Section):
   atol: float = spec(1e-5, TOLERANCE)
   num_steps: int = spec(0, NON_NEGATIVE)                       # 0: adaptive steps
   max_steps: int = spec(4096, POSITIVE)
+  adjoint: str = spec("recursive_checkpoint", choice(*samplers.ADJOINTS))   # how jax.grad goes through the solve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +193,7 @@ class ALD(_Section):
   corrector_steps: int = spec(100, POSITIVE)                   # Langevin steps per level
   langevin_step_size: float = spec(0.0, number(0.0))          # 0: NCSN's 0.2 sigma_L^2
   sigma_floor: float = spec(0.01, TOLERANCE)
+  checkpoint: bool = spec(False, boolean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +206,7 @@ class EDMHeun(_Section):
   s_tmin: float = spec(0.0, number(0.0))
   s_tmax: float = spec(math.inf, number(0.0, allow_inf=True))
   s_noise: float = spec(1.0, number(0.0))
+  checkpoint: bool = spec(False, boolean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +217,7 @@ class DPMSolverPP(_Section):
   sigma_floor: float = spec(0.01, TOLERANCE)        # every SDE ends near sigma = 0.01
   grid: str = spec("edm", GRID)
   rho: float = spec(7.0, TOLERANCE)
+  checkpoint: bool = spec(False, boolean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +228,7 @@ class UniPC(_Section):
   sigma_floor: float = spec(0.01, TOLERANCE)        # every SDE ends near sigma = 0.01
   grid: str = spec("logsnr", GRID)
   rho: float = spec(7.0, TOLERANCE)
+  checkpoint: bool = spec(False, boolean)
 
 
 METHOD_SECTIONS = {"pc": PC, "ode": ODE, "ald": ALD, "edm_heun": EDMHeun, "dpm_solver_pp": DPMSolverPP,
@@ -253,6 +262,10 @@ class Sampling(_Section):
   # unconditional one, > 1 sharper towards the class).
   class_label: int = spec(-1, integer(-1))
   guidance_scale: float = spec(1.0, number(0.0))
+  # condition = "class" with an unconditional network: classifier guidance by a noise-conditional classifier
+  # trained with training.task = "classifier" (its config file and its run's workdir).
+  classifier_config: str = spec("", text)
+  classifier_workdir: str = spec("", text)
   # The exact number of score evaluations (final denoising included) of a fast method
   # (samplers.FAST_METHODS), which picks its own steps and orders; 0: the method's num_steps.
   nfe: int = spec(0, NON_NEGATIVE)
@@ -292,6 +305,10 @@ class Eval(_Section):
   bpd_solver: str = spec("tsit5", choice(*samplers.SOLVERS))
   bpd_divergence: str = spec("hutchinson_rademacher", choice(*samplers.DIVERGENCES))
   bpd_n_probes: int = spec(1, POSITIVE)
+  bpd_num_steps: int = spec(0, NON_NEGATIVE)                   # 0: adaptive steps
+  bpd_max_steps: int = spec(4096, POSITIVE)
+  bpd_per_sample: bool = spec(False, boolean)                  # one step-size sequence per example
+  bpd_adjoint: str = spec("recursive_checkpoint", choice(*samplers.ADJOINTS))
   inception_path: str = spec("", text)
   inception_batch_size: int = spec(100, POSITIVE)
   fid_reference_split: str = spec("train", choice("train", "test"))
@@ -460,11 +477,22 @@ def _check_consistency(config: Config) -> None:
   if num_classes and config.data.dataset not in LABELLED_DATASETS:
     raise ValueError(f"model.num_classes={num_classes} needs labelled data ({list(LABELLED_DATASETS)}), got "
                      f"data.dataset={config.data.dataset!r}")
+  classifier = config.model.name == "classifier"
+  if classifier != (config.training.task == "classifier"):
+    raise ValueError(f"training.task={config.training.task!r} and model.name={config.model.name!r} disagree: a "
+                     f"classifier run has training.task='classifier' and model.name='classifier'")
   s = config.sampling
-  if s.condition == "class" and not num_classes:
-    raise ValueError("sampling.condition='class' needs a class-conditional network: train one with "
-                     "model.num_classes > 0 (e.g. --config.model.num_classes=10 on digits)")
-  if s.condition == "class" and s.class_label >= num_classes:
+  if s.condition == "class" and classifier:
+    raise ValueError("sampling.condition='class' samples with a score model's config; the classifier goes in "
+                     "sampling.classifier_config and sampling.classifier_workdir")
+  if s.condition == "class" and num_classes and s.classifier_config:
+    raise ValueError("sampling.classifier_config is set for a class-conditional network (model.num_classes > 0): "
+                     "use classifier-free guidance alone (leave sampling.classifier_config empty)")
+  if s.condition == "class" and not num_classes and not (s.classifier_config and s.classifier_workdir):
+    raise ValueError("sampling.condition='class' needs a class-conditional network (model.num_classes > 0, e.g. "
+                     "--config.model.num_classes=10 on digits) or a classifier (sampling.classifier_config and "
+                     "sampling.classifier_workdir)")
+  if s.condition == "class" and num_classes and s.class_label >= num_classes:
     raise ValueError(f"sampling.class_label must be -1 or in 0 .. {num_classes - 1} (model.num_classes={num_classes}), "
                      f"got {s.class_label}")
   if config.data.dataset != "GMM":
@@ -500,4 +528,5 @@ def likelihood_options(config: Config) -> dict:
   """Keyword arguments of ``samplers.get_likelihood_fn`` from the eval.bpd_* fields."""
   e = config.eval
   return dict(rtol=e.bpd_rtol, atol=e.bpd_atol, t_min=e.bpd_t_min, solver=e.bpd_solver, divergence=e.bpd_divergence,
-              n_probes=e.bpd_n_probes)
+              n_probes=e.bpd_n_probes, num_steps=e.bpd_num_steps or None, max_steps=e.bpd_max_steps,
+              per_sample=e.bpd_per_sample, adjoint=e.bpd_adjoint)

@@ -15,9 +15,11 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+import models
 import samplers
 from datasets.images import DIGITS_TEST_SIZE, get_dataset, is_image_data, load_digits_arrays
 from training.checkpoint import Checkpointer
@@ -244,15 +246,38 @@ def evaluation_loss(config, run: Setup, state, key: jax.Array) -> float:
   """The training objective of the EMA parameters, averaged over the test split (eval.batch_size
   batches of the seeded test order covering it once; score_sde's eval loss)."""
   from training import step as step_lib
-  from training.train import make_step_fn
+  from training.train import host_batch, make_step_fn, stack_batches
 
   data = get_dataset(config.data, "test", seed=config.seed + 1)
   batch = config.eval.batch_size - config.eval.batch_size % run.mesh.devices.size or run.mesh.devices.size
   eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
-  losses = [np.asarray(eval_fn(state, step_lib.put_batches(data.batch(i, batch)[None], run.mesh),
+  losses = [np.asarray(eval_fn(state, step_lib.put_batches(stack_batches([host_batch(config, data, i, batch)]), run.mesh),
                                jax.random.fold_in(key, i))["loss"])
             for i in range(math.ceil(len(data) / batch))]
   return float(np.mean(losses))
+
+
+CLASSIFIER_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)     # fractions of T where a classifier's test accuracy is reported
+
+
+def classifier_accuracy(config, run: Setup, params, key: jax.Array) -> dict:
+  """Test accuracy of a noise-conditional classifier on x_t ~ p_t(x_t | x_0) at t = t_min + f (T - t_min) for
+  each f in CLASSIFIER_TIMES (one draw of the noise per test image): {"accuracy_t<f>": share}."""
+  data = get_dataset(config.data, "test", evaluation=False, seed=config.seed + 1)
+  logits_fn = jax.jit(lambda p, x, t: models.classifier.get_logits_fn(
+      run.sde, run.apply_fn, p, continuous=config.training.continuous)(x, t))
+  n = len(data)
+  x = data.examples(range(n))
+  y = data.labels(range(n))
+  out = {}
+  for i, f in enumerate(CLASSIFIER_TIMES):
+    t = config.training.t_min + f * (run.sde.T - config.training.t_min)
+    a, s = run.sde.marginal_coefs(jnp.full((n,), t))
+    z = jax.random.normal(jax.random.fold_in(key, i), x.shape)
+    x_t = np.asarray(a)[:, None, None, None] * x + np.asarray(s)[:, None, None, None] * np.asarray(z)
+    predicted = np.argmax(np.asarray(logits_fn(params, x_t, jnp.full((n,), t))), axis=-1)
+    out[f"accuracy_t{f:g}"] = float(np.mean(predicted == y))
+  return out
 
 
 def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
@@ -273,9 +298,10 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
   # Built once: a new jit per checkpoint would recompile the sampler and the likelihood every time.
   n = ev.num_samples
   batch = min(ev.batch_size, n)
-  sample_fn = make_sample_fn(config, run, batch) if ev.enable_sampling else None
-  logp_fn = make_logp_fn(config, run) if ev.enable_bpd else None
-  score = sample_scorer(config, folder) if ev.enable_sampling else None
+  scores = config.training.task == "score"              # a classifier's run has accuracies instead
+  sample_fn = make_sample_fn(config, run, batch) if ev.enable_sampling and scores else None
+  logp_fn = make_logp_fn(config, run) if ev.enable_bpd and scores else None
+  score = sample_scorer(config, folder) if ev.enable_sampling and scores else None
   bpd_examples = ev.bpd_max_examples or None
   for step in steps:
     if str(step) in progress:
@@ -286,16 +312,18 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
     rounds = os.path.join(folder, f"rounds_step_{step}")            # finished rounds, kept until the step is done
     if ev.enable_loss:
       metrics["eval_loss"] = evaluation_loss(config, run, state, jax.random.fold_in(key, LOSS_STREAM))
-    if ev.enable_sampling:
+    if config.training.task == "classifier":
+      metrics.update(classifier_accuracy(config, run, state.ema_params, jax.random.fold_in(key, METRIC_STREAM)))
+    elif ev.enable_sampling:
       x, nfe = draw_samples(sample_fn, state.ema_params, n, batch, key, rounds_dir=rounds)
       metrics["nfe"] = nfe
       metrics["max_abs_sample"] = float(np.max(np.abs(x)))          # saturated samples show up here first
       metrics["samples_png"] = _save_samples(config, x, folder, f"samples_step_{step}")
       metrics.update(score(x, jax.random.fold_in(key, METRIC_STREAM)))
-    if ev.enable_bpd and not is_image_data(config.data):
+    if logp_fn is not None and not is_image_data(config.data):
       metrics.update(mixture_nll(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, BPD_STREAM),
                                  max_examples=bpd_examples))
-    elif ev.enable_bpd:
+    elif logp_fn is not None:
       metrics[f"bpd_{ev.bpd_dataset}"] = bits_per_dim_on_split(config, run, logp_fn, state.ema_params,
                                                                jax.random.fold_in(key, BPD_STREAM),
                                                                max_examples=bpd_examples, rounds_dir=rounds)

@@ -19,6 +19,7 @@ import sde_lib
 from training.state import TrainState
 
 
+TASKS = ("score", "classifier")   # what a run trains: a score network, or a noise-conditional classifier
 LABEL_DROPOUT_STREAM = 1       # fold_in(dropout key, .): the label-dropout draw, apart from the network's dropout
 
 
@@ -37,7 +38,7 @@ def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.Gradi
                     ema_rate: float, continuous: bool = True, reduce_mean: bool = False,
                     likelihood_weighting: bool = False, eps: float = 1e-5, parameterization: str = "reference",
                     scale_by_sigma: bool = False, train: bool = True, num_classes: int = 0,
-                    label_dropout: float = 0.0) -> Callable:
+                    label_dropout: float = 0.0, task: str = "score") -> Callable:
   """``step_fn(state, batches [S, B, ...], base_key) -> (state, {"loss": [S], "grad_norm": [S]})``.
 
   Step k of the run uses the key fold_in(base_key, k) (k = state.step), so a resumed run repeats
@@ -49,14 +50,26 @@ def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.Gradi
   replaced by the null label ``num_classes`` with probability ``label_dropout`` (classifier-free
   guidance's joint training of the conditional and unconditional score, Ho & Salimans 2022, Alg. 1).
   The evaluation loss keeps every label.
+
+  ``task="classifier"``: ``apply_fn`` is a ``models.NoiseConditionalClassifier``'s and the loss is the
+  cross-entropy of its logits at x_t ~ p_t(x_t | x_0), t ~ U(t_min, T) (or a ladder level), against the
+  labels: the noise-conditional classifier of classifier guidance (Song et al. 2021, App. I.1).
   """
+  if task not in TASKS:
+    raise ValueError(f"training.task must be one of {list(TASKS)}, got {task!r}")
   loss_fn = sde_lib.get_loss_fn(sde, continuous=continuous, reduce_mean=reduce_mean,
                                 likelihood_weighting=likelihood_weighting, t_min=eps)
 
   def objective(params, batch, key, dropout: bool):
     loss_key, dropout_key = jax.random.split(key)
+    if task == "classifier":
+      images, labels = batch
+      p = sde_lib.perturb(loss_key, sde, images, t_min=eps, continuous=continuous)
+      logits = models.classifier.get_logits_fn(sde, apply_fn, params, continuous=continuous, train=dropout,
+                                               rngs={"dropout": dropout_key})(p.x_t, p.t)
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     apply = apply_fn
-    if num_classes:
+    if num_classes:                  # a class-conditional score network
       batch, labels = batch
       if dropout and label_dropout > 0:
         drop = jax.random.bernoulli(jax.random.fold_in(dropout_key, LABEL_DROPOUT_STREAM), label_dropout, labels.shape)

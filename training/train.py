@@ -98,7 +98,33 @@ def make_step_fn(config, run: Setup, *, train: bool = True) -> Callable:
       run.sde, run.apply_fn, run.optimizer, ema_rate=float(config.model.ema_rate), continuous=tc.continuous,
       reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, eps=tc.t_min,
       parameterization=config.model.parameterization, scale_by_sigma=config.model.scale_by_sigma, train=train,
-      num_classes=int(config.model.network.get("num_classes", 0)), label_dropout=tc.label_dropout)
+      num_classes=int(config.model.network.get("num_classes", 0)), label_dropout=tc.label_dropout, task=tc.task)
+
+
+def host_batch(config, data, step: int, batch_size: int, rows=None):
+  """Batch number ``step`` of ``data`` (its ``rows``, default all): images [B, ...], or (images, labels [B])
+  when the run needs labels (a class-conditional network or a classifier: model.num_classes > 0).
+
+  Raises:
+    ValueError: a label outside 0 .. model.num_classes - 1.
+  """
+  rows = slice(None) if rows is None else rows
+  images = data.batch(step, batch_size)[rows]
+  num_classes = int(config.model.network.get("num_classes", 0))
+  if not num_classes:
+    return images
+  labels = data.labels(data.indices(step, batch_size)[rows])
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise ValueError(f"model.num_classes={num_classes} but the data has label {int(labels.max())}: labels must be in "
+                     f"0 .. num_classes - 1")
+  return images, labels
+
+
+def stack_batches(batches: list):
+  """[S] batches of ``host_batch`` -> one stacked batch [S, B, ...] (a pair of stacks for labelled ones)."""
+  if isinstance(batches[0], tuple):
+    return tuple(np.stack(part) for part in zip(*batches))
+  return np.stack(batches)
 
 
 def _crossed(prev: int, now: int, freq: int) -> bool:
@@ -131,24 +157,13 @@ def train(config, workdir: str) -> TrainState:
   eval_data = get_dataset(config.data, "test", seed=int(config.seed) + 1)
   lr_at = learning_rate_schedule(config.optim.lr, int(config.optim.warmup))
   writer = _writer(workdir)
-  sample_fn = make_sample_fn(config, run, tc.snapshot_samples) if tc.snapshot_sampling else None
+  sample_fn = make_sample_fn(config, run, tc.snapshot_samples) if tc.snapshot_sampling and tc.task == "score" else None
   process, n_proc = jax.process_index(), jax.process_count()
 
   rows = step_lib.process_rows(batch_size, run.mesh)      # this process's rows of every global batch
 
-  num_classes = int(config.model.network.get("num_classes", 0))
-
   def host_batches(first: int, count: int, data):
-    """Images [count, rows, ...] of batches first .., with their labels [count, rows] for a class-conditional
-    network (the labels of the same records: ``data.indices``)."""
-    images = np.stack([data.batch(first + i, batch_size)[rows] for i in range(count)])
-    if not num_classes:
-      return images
-    labels = np.stack([data.labels(data.indices(first + i, batch_size)[rows]) for i in range(count)])
-    if labels.min() < 0 or labels.max() >= num_classes:
-      raise ValueError(f"model.num_classes={num_classes} but the data has label {int(labels.max())}: labels must be "
-                       f"in 0 .. num_classes - 1")
-    return images, labels
+    return stack_batches([host_batch(config, data, first + i, batch_size, rows) for i in range(count)])
 
   bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
   step, tick, tick_step = start, time.perf_counter(), start
@@ -222,4 +237,4 @@ def evaluation_state(run: Setup, workdir: str, step: int | None = None) -> Train
   return state
 
 
-__all__ = ["train", "setup", "Setup", "make_step_fn", "NonFiniteLossError", "evaluation_state", "make_sample_fn"]
+__all__ = ["train", "setup", "host_batch", "stack_batches", "Setup", "make_step_fn", "NonFiniteLossError", "evaluation_state", "make_sample_fn"]

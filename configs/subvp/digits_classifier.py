@@ -1,0 +1,7 @@
+"""A noise-conditional digits classifier under the sub-VP SDE (classifier guidance of configs/subvp/digits.py)."""
+
+from configs.default_digits import get_digits_classifier_config
+
+
+def get_config():
+  return get_digits_classifier_config("subvpsde")
