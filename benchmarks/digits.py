@@ -24,7 +24,7 @@ import os
 import shutil
 
 import _util
-from _util import final_metrics, run_main as run, run_per_sde, write
+from _util import final_metrics, merge_rows, run_main as run, run_per_sde, write
 
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 # Every sampler method on the final checkpoint: label -> config.sampling overrides.
@@ -79,10 +79,15 @@ def bench(sde: str, root: str, args) -> dict:
 
 def main():
   options = lambda p: p.add_argument("--skip_bpd", action="store_true", help="leave bits/dim out (18 min on VE)")
-  rows = run_per_sde(__doc__, SDES, bench, "bench_digits", options)
+  report(run_per_sde(__doc__, SDES, bench, "bench_digits", options), SAMPLER_ROWS)
+
+
+def report(rows: list[dict], sampler_rows: list[dict]) -> None:
+  """Writes results/digits.{md,json} and results/digits_samplers.{md,json} from the fresh rows (those of
+  SDEs not rerun are kept)."""
   fresh = {r["sde"] for r in rows}               # SDEs not rerun keep their rows (and the commit they ran at)
   rows = merge_rows("digits", rows, "sde", fresh)
-  sampler_rows = merge_rows("digits_samplers", SAMPLER_ROWS, "sde", fresh)
+  sampler_rows = merge_rows("digits_samplers", sampler_rows, "sde", fresh)
   notes = ("`python benchmarks/digits.py`: per SDE, the README's two commands, `main.py --mode train` "
            "(configs/<sde>/digits.py: 2,000 steps, batch 128; train_s) and `--mode eval` (both snapshots, 500 samples "
            "each; eval_s), then bits/dim of the 297 dequantised test digits at the final checkpoint through the "

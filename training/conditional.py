@@ -1,9 +1,10 @@
 """``--mode sample`` with ``sampling.condition``: class-conditional samples, inpainting and colorization.
 
-``class``: a class-conditional network (``model.num_classes > 0``, trained with label dropout) samples
-``eval.num_samples`` images of the requested classes with classifier-free guidance
-(``samplers.classifier_free_score_fn`` at ``sampling.guidance_scale``) and any sampler of
-``sampling.method``. The run writes the samples with their classes, a picture with one row per class
+``class``: ``eval.num_samples`` images of the requested classes, with any sampler of
+``sampling.method`` and a guided score at ``sampling.guidance_scale``: classifier-free guidance
+(``samplers.classifier_free_score_fn``) of a class-conditional network (``model.num_classes > 0``,
+trained with label dropout), or classifier guidance (``samplers.guided_score_fn``) of an unconditional
+one by a noise-conditional classifier (``sampling.classifier_config`` / ``classifier_workdir``). The run writes the samples with their classes, a picture with one row per class
 and, on the embedded digits, the share the digits classifier assigns to the requested class and a
 per-class digits FID beside its floor.
 
