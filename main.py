@@ -16,7 +16,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
-flags.DEFINE_string("eval_folder", "eval", "Folder under workdir for evaluation outputs.")
+flags.DEFINE_string("eval_folder", "eval", "Folder under workdir for the outputs of --mode eval (and of --mode "
+                    "sample when given; its default there is 'samples').")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host runs); without the "
                   "three flags below its arguments are auto-detected (SLURM, Open MPI, TPU pods). README: "
                   "'Several processes and hosts'.")
@@ -117,7 +118,7 @@ def main(argv):
       evaluate(config, FLAGS.workdir, FLAGS.eval_folder)
     else:
       from training.evaluate import sample
-      sample(config, FLAGS.workdir)
+      sample(config, FLAGS.workdir, FLAGS.eval_folder if FLAGS["eval_folder"].present else "samples")
   except (ValueError, DatasetNotFoundError, OSError, NonFiniteLossError) as e:
     _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
