@@ -251,8 +251,8 @@ def evaluation_loss(config, run: Setup, state, key: jax.Array) -> float:
   data = get_dataset(config.data, "test", seed=config.seed + 1)
   batch = config.eval.batch_size - config.eval.batch_size % run.mesh.devices.size or run.mesh.devices.size
   eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
-  losses = [np.asarray(eval_fn(state, step_lib.put_batches(stack_batches([host_batch(config, data, i, batch)]), run.mesh),
-                               jax.random.fold_in(key, i))["loss"])
+  put = lambda i: step_lib.put_batches(stack_batches([host_batch(config, data, i, batch)]), run.mesh)
+  losses = [np.asarray(eval_fn(state, put(i), jax.random.fold_in(key, i))["loss"])
             for i in range(math.ceil(len(data) / batch))]
   return float(np.mean(losses))
 
@@ -262,21 +262,27 @@ CLASSIFIER_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)     # fractions of T where a clas
 
 def classifier_accuracy(config, run: Setup, params, key: jax.Array) -> dict:
   """Test accuracy of a noise-conditional classifier on x_t ~ p_t(x_t | x_0) at t = t_min + f (T - t_min) for
-  each f in CLASSIFIER_TIMES (one draw of the noise per test image): {"accuracy_t<f>": share}."""
+  each f in CLASSIFIER_TIMES (one draw of the noise per test image, batches of eval.batch_size):
+  {"accuracy_t<f>": share}."""
   data = get_dataset(config.data, "test", evaluation=False, seed=config.seed + 1)
-  logits_fn = jax.jit(lambda p, x, t: models.classifier.get_logits_fn(
-      run.sde, run.apply_fn, p, continuous=config.training.continuous)(x, t))
-  n = len(data)
-  x = data.examples(range(n))
-  y = data.labels(range(n))
+
+  @jax.jit
+  def correct(params, x, y, t, key):
+    a, s = run.sde.marginal_coefs(t)
+    x_t = a[:, None, None, None] * x + s[:, None, None, None] * jax.random.normal(key, x.shape)   # x_t = a x + s z
+    logits = models.classifier.get_logits_fn(run.sde, run.apply_fn, params, continuous=config.training.continuous)
+    return jnp.sum(jnp.argmax(logits(x_t, t), axis=-1) == y)
+
+  n, batch = len(data), int(config.eval.batch_size)
   out = {}
   for i, f in enumerate(CLASSIFIER_TIMES):
     t = config.training.t_min + f * (run.sde.T - config.training.t_min)
-    a, s = run.sde.marginal_coefs(jnp.full((n,), t))
-    z = jax.random.normal(jax.random.fold_in(key, i), x.shape)
-    x_t = np.asarray(a)[:, None, None, None] * x + np.asarray(s)[:, None, None, None] * np.asarray(z)
-    predicted = np.argmax(np.asarray(logits_fn(params, x_t, jnp.full((n,), t))), axis=-1)
-    out[f"accuracy_t{f:g}"] = float(np.mean(predicted == y))
+    hits = 0
+    for start in range(0, n, batch):
+      idx = range(start, min(start + batch, n))
+      hits += int(correct(params, data.examples(idx), data.labels(idx), jnp.full((len(idx),), t),
+                          jax.random.fold_in(jax.random.fold_in(key, i), start)))
+    out[f"accuracy_t{f:g}"] = hits / n
   return out
 
 

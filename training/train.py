@@ -237,4 +237,5 @@ def evaluation_state(run: Setup, workdir: str, step: int | None = None) -> Train
   return state
 
 
-__all__ = ["train", "setup", "host_batch", "stack_batches", "Setup", "make_step_fn", "NonFiniteLossError", "evaluation_state", "make_sample_fn"]
+__all__ = ["train", "setup", "host_batch", "stack_batches", "Setup", "make_step_fn", "NonFiniteLossError",
+           "evaluation_state", "make_sample_fn"]
