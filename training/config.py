@@ -255,10 +255,10 @@ class Sampling(_Section):
   t_min: float = spec(1e-3, TIME_FLOOR, ("eps",))
   denoise: bool = spec(True, boolean, ("noise_removal",))
   # --mode sample: "inpaint" / "colorize" complete test images (training/conditional.py) with sampling.inpaint;
-  # "class" samples given classes with a class-conditional network (model.num_classes > 0).
+  # "class" samples given classes (training/conditional.py: classifier-free or classifier guidance).
   condition: str = spec("none", choice(*CONDITIONS))
-  # condition = "class": the class of every sample (-1: sample i gets class i mod model.num_classes), and the
-  # classifier-free guidance scale (samplers.classifier_free_score_fn: 1 the conditional score, 0 the
+  # condition = "class": the class of every sample (-1: sample i gets class i mod the number of classes), and
+  # the guidance scale (samplers.classifier_free_score_fn / guided_score_fn: 1 the conditional score, 0 the
   # unconditional one, > 1 sharper towards the class).
   class_label: int = spec(-1, integer(-1))
   guidance_scale: float = spec(1.0, number(0.0))
