@@ -54,8 +54,7 @@ def test_an_unconditional_network_refuses_labels(key):
 def _perturbed(state, key):
   """The state with random parameters (the zero-initialised last layer would stop every other gradient)."""
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.fold_in(key, p.size), p.shape), state.params)
-  return state.replace(params=params) if hasattr(state, "replace") else type(state)(
-      step=state.step, params=params, ema_params=state.ema_params, opt_state=state.opt_state)
+  return state.replace(params=params)
 
 
 def _one_step(label_dropout, labels, key):
