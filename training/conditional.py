@@ -41,6 +41,19 @@ CLASS_KEY_OFFSET = 10**6 + 2              # ... and apart from the inpainting dr
 CLASS_PICTURE_COLUMNS = 10                # samples shown per class
 
 
+def in_rounds(fn, key: jax.Array, inputs: np.ndarray, batch: int, desc: str):
+  """``fn(key_i, inputs[round i]) -> (x, nfe)`` over rounds of ``batch`` rows (the last one padded with copies
+  of its first row, so one compiled shape serves every round; the padding's outputs are dropped), round i
+  with key fold_in(key, i). Returns (outputs [len(inputs), ...], the NFE of one round)."""
+  out, nfe = [], 0
+  for i in tqdm(range(math.ceil(len(inputs) / batch)), desc=desc, disable=jax.process_index() != 0):
+    chunk = inputs[i * batch:(i + 1) * batch]
+    padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
+    x, nfe = fn(jax.random.fold_in(key, i), padded)
+    out.append(np.asarray(x)[:len(chunk)])
+  return np.concatenate(out), nfe
+
+
 def requested_classes(n: int, class_label: int, num_classes: int) -> np.ndarray:
   """The class of each of n samples, int32 [n]: ``class_label``, or i mod num_classes when it is -1."""
   if class_label >= 0:
@@ -134,13 +147,7 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   sampler = get_sampler_from_config(config, run.sde, (batch,) + run.data_shape)
   fn = jax.jit(lambda key, params, labels: sampler(key, guided_score(params, labels)))
   key = jax.random.fold_in(run.sample_key, CLASS_KEY_OFFSET)
-  out, nfe = [], 0
-  for i in tqdm(range(math.ceil(n / batch)), desc="class sampling", disable=jax.process_index() != 0):
-    labels = classes[i * batch:(i + 1) * batch]
-    padded = np.concatenate([labels, np.full(batch - len(labels), labels[0], np.int32)])
-    x, nfe = fn(jax.random.fold_in(key, i), params, padded)
-    out.append(np.asarray(x)[:len(labels)])
-  x = np.concatenate(out)
+  x, nfe = in_rounds(lambda k, labels: fn(k, params, labels), key, classes, batch, "class sampling")
   folder = os.path.join(workdir, eval_folder)
   os.makedirs(folder, exist_ok=True)
   name = f"class_step_{int(state.step)}"
@@ -259,13 +266,7 @@ def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> st
     fn = jax.jit(lambda key, params, known: build(key, run.score_fn(config, params), known))
     observed_picture = lambda x: np.repeat(np.mean(x, axis=-1, keepdims=True), 3, axis=-1)
   key = jax.random.fold_in(run.sample_key, CONDITION_KEY_OFFSET)
-  out, nfe = [], 0
-  for i in tqdm(range(math.ceil(n / batch)), desc=s.condition, disable=jax.process_index() != 0):
-    known = truth[i * batch:(i + 1) * batch]
-    pad = batch - len(known)
-    x, nfe = fn(jax.random.fold_in(key, i), state.ema_params, np.concatenate([known, known[:pad]]) if pad else known)
-    out.append(np.asarray(x)[:len(known)])
-  samples = np.concatenate(out)
+  samples, nfe = in_rounds(lambda k, known: fn(k, state.ema_params, known), key, truth, batch, s.condition)
   folder = os.path.join(workdir, eval_folder)
   os.makedirs(folder, exist_ok=True)
   name = f"{s.condition}_step_{int(state.step)}"
