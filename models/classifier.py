@@ -46,7 +46,6 @@ class NoiseConditionalClassifier(nn.Module):
   RANGES = {"dropout": (0.0, 1.0), "fourier_scale": (0.0, None)}
   NONEMPTY = ("ch_mult",)
   CHOICES = {"embedding_type": ("fourier", "positional"), "nonlinearity": tuple(layers.ACTIVATIONS)}
-  CLASSIFIER = True       # the registry's mark: logits, not a score-network output
 
   @nn.compact
   def __call__(self, x, labels, train: bool = False, input_scale=None):
