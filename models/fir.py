@@ -20,11 +20,48 @@ def fir_kernel_2d(k, gain: float = 1.0) -> np.ndarray:
   return k / k.sum() * gain
 
 
+def fir_kernel_1d(k, gain: float = 1.0) -> np.ndarray:
+  """The 1-D factor of ``fir_kernel_2d(k, gain)`` for a 1-D k: outer(f, f) is that 2-D kernel."""
+  k = np.asarray(k, np.float32)
+  return k / k.sum() * np.float32(np.sqrt(gain))
+
+
+def _upfirdn1d(x: jax.Array, k: np.ndarray, up: int, down: int, pad: tuple[int, int], axis: int) -> jax.Array:
+  """upfirdn along one axis as shifted slices: zero insertion, pad, convolve with k, keep every down-th.
+
+  y[n] = sum_j k[K-1-j] u[n down + j] (a true convolution) with u the zero-inserted, padded signal. Each
+  term is a strided slice of u, so XLA fuses the whole filter into one elementwise loop; a depthwise
+  ``conv_general_dilated`` (what ``upfirdn2d`` ran before) takes XLA:CPU's generic convolution path,
+  which cost 22% of NCSN++'s forward (benchmarks/networks_vs_reference.py, issue 12).
+  """
+  if up > 1:   # up-1 zeros after every sample (the last one's are what the convolution form's padding adds)
+    x = jnp.stack([x] + [jnp.zeros_like(x)] * (up - 1), axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis:axis + 2] = [shape[axis] * up]
+    x = x.reshape(shape)
+  config = [(0, 0, 0)] * x.ndim
+  config[axis] = (pad[0], pad[1], 0)
+  x = jax.lax.pad(x, jnp.zeros((), x.dtype), config)           # negative pads crop, as the conv form's do
+  taps = len(k)
+  n_out = (x.shape[axis] - taps) // down + 1
+  y = None
+  for j, weight in enumerate(k[::-1]):
+    term = jax.lax.slice_in_dim(x, j, j + (n_out - 1) * down + 1, stride=down, axis=axis) * jnp.asarray(weight, x.dtype)
+    y = term if y is None else y + term
+  return y
+
+
 def upfirdn2d(x: jax.Array, kernel: np.ndarray, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)) -> jax.Array:
   """Upsample (zero insertion), pad (pad[0] before, pad[1] after), FIR-filter, downsample; x: [B, H, W, C].
 
-  Output size (H up + pad[0] + pad[1] - k) // down + 1 per spatial axis.
+  ``kernel`` is 1-D (separable: the 2-D filter is outer(kernel, kernel), applied one axis at a time) or
+  2-D (a depthwise convolution). Output size (H up + pad[0] + pad[1] - k) // down + 1 per spatial axis.
   """
+  kernel = np.asarray(kernel, np.float32)
+  if kernel.ndim == 1:
+    for axis in (1, 2):
+      x = _upfirdn1d(x, kernel, up, down, pad, axis)
+    return x
   c = x.shape[-1]
   w = jnp.asarray(kernel[::-1, ::-1], x.dtype)[:, :, None, None]          # true convolution: flip
   w = jnp.tile(w, (1, 1, 1, c))                                           # depthwise: [kh, kw, 1, C]
@@ -36,14 +73,14 @@ def upfirdn2d(x: jax.Array, kernel: np.ndarray, up: int = 1, down: int = 1, pad:
 
 def upsample_2d(x: jax.Array, k=(1, 3, 3, 1), factor: int = 2) -> jax.Array:
   """[B, H, W, C] -> [B, factor H, factor W, C] through the FIR kernel (gain factor^2 keeps the mean)."""
-  kernel = fir_kernel_2d(k, factor**2)
+  kernel = fir_kernel_1d(k, factor**2)
   p = kernel.shape[0] - factor
   return upfirdn2d(x, kernel, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
 
 
 def downsample_2d(x: jax.Array, k=(1, 3, 3, 1), factor: int = 2) -> jax.Array:
   """[B, H, W, C] -> [B, H / factor, W / factor, C] through the FIR kernel."""
-  kernel = fir_kernel_2d(k)
+  kernel = fir_kernel_1d(k)
   p = kernel.shape[0] - factor
   return upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
 
@@ -54,7 +91,7 @@ def upsample_conv_2d(x: jax.Array, w: jax.Array, k=(1, 3, 3, 1), factor: int = 2
   kw = w.shape[0]
   x = jax.lax.conv_general_dilated(x, w, window_strides=(1, 1), padding=[(kw - 1, kw - 1)] * 2,
                                    lhs_dilation=(factor, factor), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  kernel = fir_kernel_2d(k, factor**2)
+  kernel = fir_kernel_1d(k, factor**2)
   p = (kernel.shape[0] - factor) - (kw - 1)
   return upfirdn2d(x, kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
 
@@ -62,7 +99,7 @@ def upsample_conv_2d(x: jax.Array, w: jax.Array, k=(1, 3, 3, 1), factor: int = 2
 def conv_downsample_2d(x: jax.Array, w: jax.Array, k=(1, 3, 3, 1), factor: int = 2) -> jax.Array:
   """Fused FIR filter and strided convolution with w [kh, kw, C_in, C_out]: [B, H, W, C_in] -> [B, H/2, W/2, C_out]."""
   kw = w.shape[0]
-  kernel = fir_kernel_2d(k)
+  kernel = fir_kernel_1d(k)
   p = (kernel.shape[0] - factor) + (kw - 1)
   x = upfirdn2d(x, kernel, pad=((p + 1) // 2, p // 2))
   return jax.lax.conv_general_dilated(x, w, window_strides=(factor, factor), padding="VALID",

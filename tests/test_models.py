@@ -6,6 +6,7 @@ import math
 import os
 import re
 
+import flax.linen
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -113,6 +114,19 @@ def test_fir_up_then_down_preserves_a_constant_image():
   np.testing.assert_allclose(y[:, 1:-1, 1:-1], 3.7, rtol=1e-6)          # borders see the zero padding
   np.testing.assert_allclose(fir.upsample_2d(x)[:, 2:-2, 2:-2], 3.7, rtol=1e-6)
   np.testing.assert_allclose(fir.naive_downsample_2d(fir.naive_upsample_2d(x)), x)
+
+
+@pytest.mark.parametrize("up,down,pad", [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (2, 2)), (2, 1, (-1, 2)),
+                                         (1, 2, (0, 3)), (3, 1, (1, 2))])
+def test_separable_fir_equals_the_2d_depthwise_convolution(key, up, down, pad):
+  # upfirdn2d with a 1-D kernel f filters one axis at a time; with outer(f, f) it runs one depthwise 2-D
+  # convolution. Separability makes the two equal; an asymmetric f checks the flip of a true convolution.
+  x = jax.random.normal(key, (2, 7, 9, 3))
+  for f in (fir.fir_kernel_1d((1, 3, 3, 1), 4.0), np.array([1.0, 2.0, 5.0], np.float32)):
+    separable = fir.upfirdn2d(x, f, up=up, down=down, pad=pad)
+    depthwise = fir.upfirdn2d(x, np.outer(f, f), up=up, down=down, pad=pad)
+    assert separable.shape == depthwise.shape
+    np.testing.assert_allclose(separable, depthwise, atol=1e-5)
 
 
 def test_attention_is_permutation_equivariant(key):
@@ -226,3 +240,24 @@ def test_model_registry_errors():
     models.get_model(config)
   with pytest.raises(ValueError, match="parameterization must be one of"):
     models.get_score_fn(sde_lib.VPSDE(), None, None, parameterization="v")
+
+
+@pytest.mark.parametrize("groups,dtype", [(4, jnp.float32), (1, jnp.float32), (8, jnp.bfloat16)])
+def test_group_norm_matches_flax_output_and_gradients(key, groups, dtype):
+  """models.norm.GroupNorm's hand-written backward against autodiff of flax's nn.GroupNorm: same
+  parameters, output, and gradients w.r.t. input, scale and bias (scale and bias not at their init)."""
+  from models import norm
+
+  kx, ks, kb, kg = jax.random.split(key, 4)
+  x = (3.0 * jax.random.normal(kx, (2, 5, 6, 16)) + 1.0).astype(dtype)
+  ours, theirs = norm.GroupNorm(groups, 1e-6), flax.linen.GroupNorm(num_groups=groups, epsilon=1e-6)
+  params = ours.init(key, x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, theirs.init(key, x))
+  params = {"params": {"scale": jax.random.normal(ks, (16,)), "bias": jax.random.normal(kb, (16,))}}
+  cotangent = jax.random.normal(kg, x.shape)
+  y_ours, vjp_ours = jax.vjp(lambda p, x: ours.apply(p, x), params, x.astype(jnp.float32))
+  y_theirs, vjp_theirs = jax.vjp(lambda p, x: theirs.apply(p, x), params, x.astype(jnp.float32))
+  assert ours.apply(params, x).dtype == theirs.apply(params, x).dtype
+  np.testing.assert_allclose(y_ours, y_theirs, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(vjp_ours(cotangent)), jax.tree.leaves(vjp_theirs(cotangent))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))

@@ -199,6 +199,27 @@ def test_resumed_run_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_main_keeps_its_compiled_programs_in_the_persistent_cache(tmp_path):
+  """--compilation_cache_dir: a run stores what it compiled there (and '' stores nothing); the CPU options
+  main.py adds to XLA_FLAGS leave the user's own flags in place."""
+  from training import runtime
+
+  cache = tmp_path / "cache"
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  for flag, workdir in ((f"--compilation_cache_dir={cache}", "a"), ("--compilation_cache_dir=", "b")):
+    before = set(cache.rglob("*")) if cache.exists() else set()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *tiny_flags(tmp_path / workdir, 1), flag],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = set(cache.rglob("*"))
+    assert (len(after - before) > 0) == (workdir == "a")
+  flags = runtime.cpu_xla_flags("--xla_force_host_platform_device_count=2 --xla_cpu_experimental_ynn_fusion_type=dot")
+  assert flags.split() == ["--xla_force_host_platform_device_count=2", "--xla_cpu_experimental_ynn_fusion_type=dot",
+                           *[f"--{k}={v}" for k, v in runtime.CPU_OPTIONS.items() if k != "xla_cpu_experimental_ynn_fusion_type"]]
+  assert set(runtime.cpu_xla_flags("").split()) == {f"--{k}={v}" for k, v in runtime.CPU_OPTIONS.items()}
+
+
 def test_corrupted_newest_checkpoint_is_skipped(tmp_path, caplog):
   config = tiny_config(n_iters=4)
   train(config, str(tmp_path))

@@ -1,0 +1,180 @@
+"""Our NCSN++ / DDPM++ against score_sde_pytorch's own, forward and forward + backward, in one process tree.
+
+The reference runs in a worker process (benchmarks/_reference_torch.py) under a Python that has torch,
+on an exported copy of yang-song/score_sde_pytorch; this process times ours. The two never run at the
+same time: each round times one call of every variant of ours, then one call of the reference, so slow
+and fast spells of a shared machine fall on both. Reported per configuration and mode: the median of
+the rounds for each side, the median of the per-round ratios ours / reference (the figure the issue's
+target, <= 0.67, is about) and our compile time (lower + compile of the whole jitted function).
+
+Variants of ours are XLA compile options (``lowered.compile(compiler_options=...)``), so one process
+compares them on the same inputs: ``default`` (XLA's own defaults) and ``tuned`` (``runtime.CPU_OPTIONS``,
+what main.py applies on CPU). The cost model is reported too: XLA's flop count of our program and the
+rate it reached.
+
+    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy ml_collections scipy
+    mkdir -p /tmp/ref_pt && git -C <mirror of yang-song/score_sde_pytorch> archive HEAD | tar -x -C /tmp/ref_pt
+    python benchmarks/networks_vs_reference.py --torch_python /tmp/torchvenv/bin/python --ref /tmp/ref_pt
+
+Without --torch_python / --ref (or when the worker cannot import torch or the reference) the reference
+columns are skipped with a message and ours are still timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+
+import _util  # noqa: F401  (puts the repository on sys.path)
+import models
+from _util import machine, write
+from networks import inputs, load_config
+from training import runtime
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# ours (configs module) -> the reference config it reproduces (same architecture and parameter count)
+CONFIGS = {
+    "NCSN++ (ve/cifar10)": ("configs.ve.cifar10", "configs.ve.cifar10_ncsnpp_continuous"),
+    "DDPM++ (vp/cifar10)": ("configs.vp.cifar10", "configs.vp.cifar10_ddpmpp_continuous"),
+    "NCSN++ deep (ve/cifar10_deep)": ("configs.ve.cifar10_deep", "configs.ve.cifar10_ncsnpp_deep_continuous"),
+    "DDPM++ deep (vp/cifar10_deep)": ("configs.vp.cifar10_deep", "configs.vp.cifar10_ddpmpp_deep_continuous"),
+}
+VARIANTS = {"default": {}, "tuned": dict(runtime.CPU_OPTIONS)}
+
+
+class Reference:
+  """The torch worker: one JSON line per command (see _reference_torch.py)."""
+
+  def __init__(self, python: str, ref: str):
+    self.proc = subprocess.Popen([python, os.path.join(HERE, "_reference_torch.py"), ref], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+
+  def ask(self, **cmd) -> dict:
+    self.proc.stdin.write(json.dumps(cmd) + "\n")
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"the reference worker exited (status {self.proc.wait()})")
+    return json.loads(line)
+
+  def close(self):
+    if self.proc.poll() is None:
+      self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+      self.proc.stdin.flush()
+      self.proc.wait()
+
+
+def start_reference(args):
+  if not (args.torch_python and args.ref):
+    print("reference skipped: give --torch_python (a Python with torch) and --ref (an exported "
+          "yang-song/score_sde_pytorch); see the module docstring", flush=True)
+    return None
+  if not os.path.isdir(os.path.join(args.ref, "models")):
+    print(f"reference skipped: {args.ref!r} holds no score_sde_pytorch export (no models/)", flush=True)
+    return None
+  return Reference(args.torch_python, args.ref)
+
+
+def our_programs(module: str, batch: int, mode: str):
+  """(jitted fn, args) of our network's forward (eval) or value-and-gradient of the mean squared output."""
+  config = load_config(module)
+  model = models.get_model(config)
+  apply_fn = models.make_apply_fn(model)
+  shape = (batch, int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
+  params = models.init_params(model, jax.random.key(0), shape)
+  x, t = inputs(config, batch, jnp.float32)
+  if mode == "fwd":
+    return jax.jit(lambda p, x, t: apply_fn(p, x, t, train=False)), (params, x, t)
+
+  def mean_square(p, x, t, key):
+    return jnp.mean(jnp.square(apply_fn(p, x, t, train=True, rngs={"dropout": key})))
+
+  return jax.jit(jax.value_and_grad(mean_square)), (params, x, t, jax.random.key(1))
+
+
+def timed(fn, *args) -> float:
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - t0
+
+
+def bench(name: str, ours: str, theirs: str, mode: str, args, reference) -> list[dict]:
+  fn, fn_args = our_programs(ours, args.batch, mode)
+  lowered = fn.lower(*fn_args)
+  compiled, compile_s = {}, {}
+  for variant, options in VARIANTS.items():
+    t0 = time.perf_counter()
+    compiled[variant] = lowered.compile(compiler_options=options)
+    compile_s[variant] = time.perf_counter() - t0
+    timed(compiled[variant], *fn_args)                                   # warm-up
+  cost = compiled["default"].cost_analysis()
+  flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+  ref_params = None
+  if reference is not None:
+    ref_params = reference.ask(op="setup", config=theirs, batch=args.batch, threads=args.threads)["params"]
+  times = {v: [] for v in compiled}
+  ref_times = []
+  for _ in range(args.rounds):
+    for variant, fn_c in compiled.items():
+      times[variant].append(timed(fn_c, *fn_args))
+    if reference is not None:
+      ref_times += reference.ask(op="time", mode=mode, repeats=1)["seconds"]
+  n_params = sum(p.size for p in jax.tree.leaves(fn_args[0]))
+  rows = []
+  for variant in compiled:
+    row = dict(config=name, mode=mode, variant=variant, params=n_params, ref_params=ref_params,
+               compile_s=compile_s[variant], ours_s=statistics.median(times[variant]),
+               gflop=flops / 1e9, gflop_per_s=flops / 1e9 / statistics.median(times[variant]))
+    if ref_times:
+      row.update(ref_s=statistics.median(ref_times),
+                 ratio=statistics.median(o / r for o, r in zip(times[variant], ref_times)),
+                 ratio_min=min(times[variant]) / min(ref_times))
+    rows.append(row)
+    print(row, flush=True)
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads of the reference "
+                      "(ours uses every core XLA sees: run on a 2-core machine or pin with taskset)")
+  parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument("--configs", nargs="*", default=list(CONFIGS)[:2], choices=list(CONFIGS))
+  parser.add_argument("--modes", nargs="*", default=["fwd", "fwd_bwd"], choices=["fwd", "fwd_bwd"])
+  parser.add_argument("--torch_python", default=None)
+  parser.add_argument("--ref", default=None, help="an exported copy of yang-song/score_sde_pytorch")
+  parser.add_argument("--name", default="networks_vs_reference")
+  args = parser.parse_args()
+
+  reference = start_reference(args)
+  rows = []
+  try:
+    for name in args.configs:
+      for mode in args.modes:
+        rows += bench(name, *CONFIGS[name], mode, args, reference)
+  finally:
+    if reference is not None:
+      reference.close()
+  notes = (f"`python benchmarks/networks_vs_reference.py --rounds {args.rounds}` on {machine()}, batch "
+           f"{args.batch}, {args.threads} threads for torch (2.13.0+cpu, score_sde_pytorch at its mirror's HEAD, "
+           "CUDA ops patched out: its native upfirdn2d runs the FIR). Each round times one call of each variant "
+           "of ours, then one call of the reference; times are medians over rounds; ratio = median of the "
+           "per-round ratios ours / reference (target <= 0.67), ratio_min = best / best. fwd: eval mode, no "
+           "gradient; fwd_bwd: value and gradient of the mean squared output w.r.t. every parameter, dropout on. "
+           "compile_s: lower + compile of the jitted function (no persistent cache). gflop: XLA's cost model of "
+           f"our program. Variants: default = XLA's defaults; tuned = {VARIANTS['tuned']}.")
+  print(write(args.name, f"Score networks against score_sde_pytorch on CPU, batch {args.batch}", rows,
+              ["config", "mode", "variant", "params", "ref_params", "compile_s", "ours_s", "ref_s", "ratio",
+               "ratio_min", "gflop", "gflop_per_s"], notes))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,42 @@
+"""Process-level settings main.py applies before JAX starts: XLA:CPU options and the compilation cache.
+
+Both are measured in benchmarks/networks_vs_reference.py (issue 12): the CPU options are what made our
+NCSN++ / DDPM++ faster on XLA:CPU without changing what they compute, and the persistent cache turns the
+20-40 s compile of a train step into a read of a few hundred milliseconds on every run after the first.
+"""
+
+from __future__ import annotations
+
+import os
+
+# XLA:CPU options (DebugOptions fields). YNNPACK fusions off: XLA:CPU (jaxlib 0.10) hands convolutions,
+# dots and reductions to YNNPACK by default, and its convolution-filter gradients ran at half the rate of
+# the forward convolutions; Eigen's convolutions were faster on both networks, forward and backward.
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def default_cache_dir() -> str:
+  """$XDG_CACHE_HOME/score_sde_jax/xla (~/.cache/... when unset)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "score_sde_jax", "xla")
+
+
+def cpu_xla_flags(existing: str) -> str:
+  """``existing`` XLA_FLAGS plus CPU_OPTIONS as flags, except options the user already set there."""
+  flags = existing.split()
+  given = {f.split("=", 1)[0].lstrip("-") for f in flags}
+  flags += [f"--{name}={value}" for name, value in CPU_OPTIONS.items() if name not in given]
+  return " ".join(flags)
+
+
+def configure(cache_dir: str | None) -> None:
+  """Applies CPU_OPTIONS (through XLA_FLAGS: call before JAX's first computation; they only touch the CPU
+  backend) and the persistent compilation cache at ``cache_dir`` ("" or None: off). A cache directory
+  set in the environment (JAX_COMPILATION_CACHE_DIR) wins over ``cache_dir``."""
+  os.environ["XLA_FLAGS"] = cpu_xla_flags(os.environ.get("XLA_FLAGS", ""))
+  import jax
+
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR") or not cache_dir:
+    return
+  os.makedirs(cache_dir, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
