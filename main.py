@@ -26,7 +26,7 @@ flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coord
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.", lower_bound=1)
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.", lower_bound=0)
 flags.DEFINE_string("compilation_cache_dir", None, "Persistent XLA compilation cache: programs compiled once are "
-                    "read back on later runs (a train step's 20-40 s compile becomes well under a second). "
+                    "read back on later runs instead of compiled again. "
                     "Default $XDG_CACHE_HOME/score_sde_jax/xla (~/.cache/...); '' turns it off; "
                     "JAX_COMPILATION_CACHE_DIR in the environment wins.")
 
