@@ -45,6 +45,18 @@ def inputs(config, batch: int, dtype):
   return x, t
 
 
+def programs(apply_fn):
+  """Jitted (forward(p, x, t) in eval mode, backward(p, x, t, key) = value and gradient w.r.t. p of the
+  mean squared output in train mode, dropout on): what this benchmark and networks_vs_reference.py time."""
+  forward = jax.jit(lambda p, x, t: apply_fn(p, x, t, train=False))
+
+  def mean_square(p, x, t, key):
+    out = apply_fn(p, x, t, train=True, rngs={"dropout": key})
+    return jnp.mean(jnp.square(out.astype(jnp.float32)))
+
+  return forward, jax.jit(jax.value_and_grad(mean_square))
+
+
 def bench(name: str, module: str, batch: int, dtype_name: str, repeats: int) -> dict:
   config = load_config(module)
   model = models.get_model(config)
@@ -55,13 +67,7 @@ def bench(name: str, module: str, batch: int, dtype_name: str, repeats: int) -> 
   n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
   x, t = inputs(config, batch, dtype)
 
-  forward = jax.jit(lambda p, x, t: apply_fn(p, x, t, train=False))
-
-  def mean_square(p, x, t, key):
-    out = apply_fn(p, x, t, train=True, rngs={"dropout": key})
-    return jnp.mean(jnp.square(out.astype(jnp.float32)))
-
-  backward = jax.jit(jax.value_and_grad(mean_square))
+  forward, backward = programs(apply_fn)
   fwd_compile, fwd_run, out = time_compiled(forward, params, x, t, repeats=repeats)
   bwd_compile, bwd_run, (value, grads) = time_compiled(backward, params, x, t, jax.random.key(1), repeats=repeats)
   finite = bool(jnp.all(jnp.isfinite(out.astype(jnp.float32)))) and bool(jnp.isfinite(value)) and all(

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import _util  # noqa: F401  (puts the repository on sys.path)
 import models
 from _util import machine, write
-from networks import inputs, load_config
+from networks import inputs, load_config, programs
 from training import runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -90,13 +90,8 @@ def our_programs(module: str, batch: int, mode: str):
   shape = (batch, int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
   params = models.init_params(model, jax.random.key(0), shape)
   x, t = inputs(config, batch, jnp.float32)
-  if mode == "fwd":
-    return jax.jit(lambda p, x, t: apply_fn(p, x, t, train=False)), (params, x, t)
-
-  def mean_square(p, x, t, key):
-    return jnp.mean(jnp.square(apply_fn(p, x, t, train=True, rngs={"dropout": key})))
-
-  return jax.jit(jax.value_and_grad(mean_square)), (params, x, t, jax.random.key(1))
+  forward, backward = programs(apply_fn)
+  return (forward, (params, x, t)) if mode == "fwd" else (backward, (params, x, t, jax.random.key(1)))
 
 
 def timed(fn, *args) -> float:
