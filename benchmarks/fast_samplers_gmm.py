@@ -16,6 +16,9 @@ Targets (issue 12): at 10 NFE TV <= 1.5x the floor and every spread within 10%; 
 
     python benchmarks/fast_samplers_gmm.py [--n 8192] [--nfes 5 10 ...] [--dims 2 16]
     # or in parallel: --dims 2 --part d2 & --dims 16 --part d16; then --merge d2 d16
+
+Rows are saved to results/fast_samplers_gmm_<part>.json (part "run" by default) as they are measured, and
+a rerun with the same part skips the rows already there: a stopped run resumes where it was.
 """
 
 from __future__ import annotations
@@ -43,40 +46,70 @@ TARGETS = {10: 0.10, 20: 0.05}
 
 
 
-def rows_for(n: int, dim: int, nfes, key, sdes=tuple(SDES)):
+def row_key(row: dict) -> tuple:
+  return (row["sde"], row["sampler"], row["grid"], row["D"], row["nfe"])
+
+
+def rows_for(n: int, dim: int, nfes, key, sdes=tuple(SDES), done=frozenset(), emit=print):
+  """Measures every (sde, sampler, grid, nfe) row of dimension ``dim`` whose ``row_key`` is not in
+  ``done`` and hands each to ``emit`` as soon as it is measured."""
   mixture = example_mixture(dim)
   exact = [mixture.mode_metrics(mixture.sample(k, n)) for k in jax.random.split(jax.random.key(123), 200)]
   floor = {m: float(np.quantile([e[m] for e in exact], 0.99)) for m in exact[0]}
   median = {m: float(np.median([e[m] for e in exact])) for m in exact[0]}
-  rows = [dict(sde="(exact)", sampler="floor q99", grid="", D=dim, nfe=0, **floor),
-          dict(sde="(exact)", sampler="floor median", grid="", D=dim, nfe=0, **median)]
+  for row in (dict(sde="(exact)", sampler="floor q99", grid="", D=dim, nfe=0, **floor),
+              dict(sde="(exact)", sampler="floor median", grid="", D=dim, nfe=0, **median)):
+    if row_key(row) not in done:
+      emit(row)
   for sde_name in sdes:
+    todo = [(name, grid, nfe) for name in SAMPLERS for grid in GRIDS for nfe in nfes
+            if (sde_name, name, grid, dim, nfe) not in done]
+    if not todo:
+      continue
     sde = SDES[sde_name]
     score_fn = mixture.score_fn(sde)
     ref_fn = samplers.get_sampler(sde, (n, dim), "dpm_solver_pp", num_steps=500, grid="logsnr")
     ref = jax.jit(lambda k: ref_fn(k, score_fn))(key)[0]
     m = mixture.mode_metrics(ref)
-    rows.append(dict(sde=sde_name, sampler="reference (dpm++2m, 500 steps)", grid="logsnr", D=dim, nfe=501, **m,
-                     tv_x_floor=m["tv"] / floor["tv"], spread_bias=0.0))
-    for name, (method, options) in SAMPLERS.items():
-      for grid in GRIDS:
-        g = f"fitted:{sde_name}_gmm{dim}" if grid == "fitted" else grid
-        for nfe in nfes:
-          fn = samplers.get_sampler(sde, (n, dim), method, nfe=nfe, grid=g, **options)
-          x, used = jax.jit(lambda k: fn(k, score_fn))(key)
-          m = mixture.mode_metrics(x)
-          row = dict(sde=sde_name, sampler=name, grid=grid, D=dim, nfe=int(used), **m, tv_x_floor=m["tv"] / floor["tv"],
-                     spread_bias=mixture.spread_bias(x, ref))
-          if nfe in TARGETS:
-            tv_ok = row["tv_x_floor"] <= 1.5
-            row["met_raw"] = "yes" if tv_ok and m["std_err"] <= TARGETS[nfe] else "no"
-            row["met_bias"] = "yes" if tv_ok and row["spread_bias"] <= TARGETS[nfe] else "no"
-          assert int(used) == nfe
-          rows.append(row)
-          print(f"{sde_name:5s} D={dim:2d} {name:8s} {grid:6s} nfe={nfe:2d} tv={m['tv']:.4f} ({row['tv_x_floor']:.2f}x) "
-                f"mean={m['mean_err']:.3f} std={m['std_err']:.3f} bias={row['spread_bias']:.3f} "
-                f"{row.get('met_raw', '')}/{row.get('met_bias', '')}", flush=True)
-  return rows
+    row = dict(sde=sde_name, sampler="reference (dpm++2m, 500 steps)", grid="logsnr", D=dim, nfe=501, **m,
+               tv_x_floor=m["tv"] / floor["tv"], spread_bias=0.0)
+    if row_key(row) not in done:
+      emit(row)
+    for name, grid, nfe in todo:
+      method, options = SAMPLERS[name]
+      g = f"fitted:{sde_name}_gmm{dim}" if grid == "fitted" else grid
+      fn = samplers.get_sampler(sde, (n, dim), method, nfe=nfe, grid=g, **options)
+      x, used = jax.jit(lambda k: fn(k, score_fn))(key)
+      m = mixture.mode_metrics(x)
+      row = dict(sde=sde_name, sampler=name, grid=grid, D=dim, nfe=int(used), **m, tv_x_floor=m["tv"] / floor["tv"],
+                 spread_bias=mixture.spread_bias(x, ref))
+      if nfe in TARGETS:
+        tv_ok = row["tv_x_floor"] <= 1.5
+        row["met_raw"] = "yes" if tv_ok and m["std_err"] <= TARGETS[nfe] else "no"
+        row["met_bias"] = "yes" if tv_ok and row["spread_bias"] <= TARGETS[nfe] else "no"
+      assert int(used) == nfe
+      print(f"{sde_name:5s} D={dim:2d} {name:8s} {grid:6s} nfe={nfe:2d} tv={m['tv']:.4f} ({row['tv_x_floor']:.2f}x) "
+            f"mean={m['mean_err']:.3f} std={m['std_err']:.3f} bias={row['spread_bias']:.3f} "
+            f"{row.get('met_raw', '')}/{row.get('met_bias', '')}", flush=True)
+      emit(row)
+
+
+def part_path(part: str) -> str:
+  return os.path.join(_util.RESULTS, f"fast_samplers_gmm_{part}.json")
+
+
+def load_part(part: str) -> list[dict]:
+  if not os.path.exists(part_path(part)):
+    return []
+  with open(part_path(part)) as f:
+    return json.load(f)["rows"]
+
+
+def save_part(part: str, rows: list[dict]) -> None:
+  tmp = part_path(part) + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"rows": rows}, f)
+  os.replace(tmp, part_path(part))       # atomic: a kill leaves the previous file whole
 
 
 def main():
@@ -85,28 +118,33 @@ def main():
   parser.add_argument("--nfes", nargs="*", type=int, default=[5, 10, 15, 20, 30, 50])
   parser.add_argument("--dims", nargs="*", type=int, default=[2, 16])
   parser.add_argument("--sdes", nargs="*", default=list(SDES), choices=list(SDES))
-  parser.add_argument("--part", default="", help="write results/fast_samplers_gmm_PART.json only (run parts in parallel)")
+  parser.add_argument("--part", default="", help="measure into results/fast_samplers_gmm_PART.json only (run parts in parallel, resumable)")
   parser.add_argument("--merge", nargs="*", default=[], help="combine these parts into fast_samplers_gmm.md/.json")
   args = parser.parse_args()
-  rows = []
   if args.merge:
-    for part in args.merge:
-      path = os.path.join(_util.RESULTS, f"fast_samplers_gmm_{part}.json")
-      with open(path) as f:
-        rows += json.load(f)["rows"]
-      os.remove(path)
+    rows = [row for part in args.merge for row in load_part(part)]
   else:
+    part = args.part or "run"
+    rows = load_part(part)
+    done = frozenset(map(row_key, rows))
+
+    def emit(row):
+      rows.append(row)
+      save_part(part, rows)
+
     for dim in args.dims:
-      rows += rows_for(args.n, dim, args.nfes, jax.random.key(3), args.sdes)
-  if args.part:
-    with open(os.path.join(_util.RESULTS, f"fast_samplers_gmm_{args.part}.json"), "w") as f:
-      json.dump({"rows": rows}, f)
-    return
+      rows_for(args.n, dim, args.nfes, jax.random.key(3), args.sdes, done, emit)
+    if args.part:
+      return
+  rows.sort(key=lambda r: (r["D"], r["sde"] != "(exact)", list(SDES).index(r["sde"]) if r["sde"] in SDES else -1))
   text = write("fast_samplers_gmm", f"Fast samplers on the Gaussian-mixture oracle: NFE to error (n = {args.n})", rows,
                ["sde", "sampler", "grid", "D", "nfe", "tv", "tv_x_floor", "mean_err", "std_err", "spread_bias",
                 "met_raw", "met_bias"],
                notes=NOTES)
   print(text)
+  for part in args.merge or ["run"]:
+    if os.path.exists(part_path(part)):
+      os.remove(part_path(part))
 
 
 NOTES = ("tv: mode-weight total variation (x floor: over the q99 floor row); mean_err: worst |mean - mu| in "
