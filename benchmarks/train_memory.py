@@ -115,6 +115,7 @@ def main():
   parser.add_argument("--rounds", type=int, default=7, help="timed rounds (one step of every variant each)")
   parser.add_argument("--time-variants", nargs="*", default=["none", "full", "dots"], choices=list(VARIANTS))
   parser.add_argument("--skip", choices=["memory", "time"], default=None)
+  parser.add_argument("--name", default="train_memory", help="results file of the memory part (results/NAME.md)")
   args = parser.parse_args()
 
   if args.skip != "memory":
@@ -127,7 +128,7 @@ def main():
                        and r["variant"] == "none"), None)
           rows[-1]["peak_vs_none"] = rows[-1]["peak_GiB"] / base["peak_GiB"] if base else float("nan")
           print(rows[-1], flush=True)
-          write_memory(rows)                 # after every row: a long run keeps what it measured
+          write_memory(rows, args.name)      # after every row: a long run keeps what it measured
 
   if args.skip != "time":
     rows = []
@@ -138,7 +139,7 @@ def main():
       write_time(rows, args.time_batch, args.rounds)
 
 
-def write_memory(rows):
+def write_memory(rows, name: str = "train_memory"):
   notes = ("`python benchmarks/train_memory.py`: the train step (loss, gradient, Adam, EMA; state donated) compiled "
            "for one device at each per-device batch, never run; XLA's `memory_analysis()`: arguments (state + "
            "batch), outputs, temporaries, aliased (donated) bytes; peak = arguments + outputs + temporaries - "
@@ -146,7 +147,7 @@ def write_memory(rows):
            "only each residual and attention block's inputs) / dots (also keep conv and matmul outputs), "
            "`training.compute_dtype` bfloat16 (bf16, bf16+full; parameters, Adam, EMA stay float32). XLA:CPU "
            "buffer assignment, no GPU was run: an estimate of the GPU figure.")
-  write("train_memory", "Training-step memory from XLA's buffer assignment", rows,
+  write(name, "Training-step memory from XLA's buffer assignment", rows,
         ["config", "batch_per_device", "variant", "state_GiB", "temporaries_GiB", "peak_GiB", "peak_vs_none",
          "compile_s"], notes)
 

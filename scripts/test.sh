@@ -16,7 +16,7 @@ JAX_COMPILATION_CACHE_DIR="$(mktemp -d)"
 export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
 set +e
-.venv/bin/python -m pytest -q -n 2 tests "$@"
+.venv/bin/python -m pytest -q -n 2 --durations=25 tests "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
