@@ -262,7 +262,8 @@ def test_unknown_fields_and_aliases():
 
 
 def test_switching_the_method_uses_that_methods_own_steps():
-  """digits sets 500 PC steps; --config.sampling.method=dpm_solver_pp must not run 500 DPM steps."""
+  """digits sets 500 PC steps (and 18 EDM levels); --config.sampling.method=dpm_solver_pp must not run 500
+  DPM steps."""
   config = importlib.import_module("configs.vp.digits").get_config()
   config.sampling.method = "dpm_solver_pp"
   method, options = config_lib.sampler_options(parse_config(config))
