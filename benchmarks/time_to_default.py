@@ -27,14 +27,14 @@ from _util import final_metrics, run_main as run, write
 CONFIG = "configs/vp/digits.py"
 
 
-def get_config():
-  return importlib.import_module(CONFIG[:-3].replace("/", ".")).get_config()
+def get_config(path: str = CONFIG):
+  return importlib.import_module(path[:-3].replace("/", ".")).get_config()
 
 
 # Evaluation variants on the final checkpoint: label -> overrides.
 VARIANTS = {
     "edm_heun stochastic (S_churn 40), 35 NFE (default)": [],
-    "pc EM 500 steps (the former default)": ["--config.sampling.method=pc"],
+    "pc, the config's 500 steps (the former default)": ["--config.sampling.method=pc"],
     "dpm_solver_pp 21 NFE": ["--config.sampling.method=dpm_solver_pp"],
 }
 
@@ -42,32 +42,35 @@ VARIANTS = {
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--root", default=os.path.join(_util.ROOT, "runs", "bench_time_to_default"))
+  parser.add_argument("--config", default=CONFIG, help="another digits config (e.g. configs/ve/digits.py)")
+  parser.add_argument("--name", default="time_to_default", help="results file (results/NAME.md)")
   parser.add_argument("--variants", action="store_true", help="also evaluate the sampler variants")
   parser.add_argument("--variants_only", action="store_true", help="only the variants, on the last run's checkpoint")
   parser.add_argument("--seeds", type=int, default=3, help="sampling seeds per variant (config.seed 0..N-1)")
   args = parser.parse_args()
-  workdir, cache = os.path.join(args.root, "vp"), os.path.join(args.root, "xla_cache")
+  workdir = os.path.join(args.root, os.path.basename(os.path.dirname(args.config)))
+  cache = os.path.join(args.root, "xla_cache")
   cache_flag = f"--compilation_cache_dir={cache}"
   rows = []
   if not args.variants_only:
     for path in (workdir, cache):        # a fresh machine: nothing trained, nothing compiled
       shutil.rmtree(path, ignore_errors=True)
-    train_s = run([f"--config={CONFIG}", f"--workdir={workdir}", "--mode=train", cache_flag])
-    eval_s = run([f"--config={CONFIG}", f"--workdir={workdir}", "--mode=eval", cache_flag])
+    train_s = run([f"--config={args.config}", f"--workdir={workdir}", "--mode=train", cache_flag])
+    eval_s = run([f"--config={args.config}", f"--workdir={workdir}", "--mode=eval", cache_flag])
     m = final_metrics(os.path.join(workdir, "eval", "progress.json"))
     rows.append(dict(run="README command (train + eval)", train_s=train_s, eval_s=eval_s,
                      total_min=(train_s + eval_s) / 60, nfe=m["nfe"],
                      fid_over_floor=m["digits_fid"] / m["digits_fid_floor_train_vs_test"]))
     print(rows[-1], flush=True)
   if args.variants or args.variants_only:
-    training = get_config().training
+    training = get_config(args.config).training
     last = -(-training.n_iters // training.snapshot_freq)                # the final checkpoint's number
     for i, (label, flags) in enumerate(VARIANTS.items()):
       seconds, ratios = [], []
       for seed in range(args.seeds):
         folder = f"eval_variant_{i}_seed{seed}"
         shutil.rmtree(os.path.join(workdir, folder), ignore_errors=True)
-        seconds.append(run([f"--config={CONFIG}", f"--workdir={workdir}", "--mode=eval", f"--eval_folder={folder}",
+        seconds.append(run([f"--config={args.config}", f"--workdir={workdir}", "--mode=eval", f"--eval_folder={folder}",
                             f"--config.eval.begin_ckpt={last}", f"--config.seed={seed}", cache_flag, *flags]))
         v = final_metrics(os.path.join(workdir, folder, "progress.json"))
         ratios.append(v["digits_fid"] / v["digits_fid_floor_train_vs_test"])
@@ -76,10 +79,10 @@ def main():
                        fid_over_floor_sd=statistics.stdev(ratios) if len(ratios) > 1 else float("nan"),
                        seeds=len(ratios)))
       print(rows[-1], [round(r, 3) for r in ratios], flush=True)
-  print(write("time_to_default", "Time to the embedded default (README command 1, install excluded)", rows,
+  print(write(args.name, f"Time to the embedded default (README command 1, install excluded): {args.config}", rows,
               ["run", "train_s", "eval_s", "total_min", "nfe", "fid_over_floor", "fid_over_floor_sd", "seeds"],
               "`python benchmarks/time_to_default.py --variants`: wall seconds of `main.py --mode train` and "
-              "`--mode eval` of configs/vp/digits.py in a fresh workdir with an empty compilation cache (process "
+              "`--mode eval` of the config in a fresh workdir with an empty compilation cache (process "
               "start and compilation included), on an otherwise idle machine; FID over floor of the final snapshot (500 samples, "
               "digits FID as in digits.md). Variants: `--mode eval` of the final snapshot alone with other samplers, "
               "fid_over_floor the mean over sampling seeds (`--config.seed` 0..seeds-1), sd their standard deviation; "

@@ -14,9 +14,10 @@ def get_digits_config(sde: str):
   training = config.training
   training.sde = sde
   training.batch_size = 128
-  # 1,500 steps: the digits FID of the step-1500 EMA model is as low as step 2000's (mean over 3 sampling
-  # seeds 1.28x vs 1.40x the floor with the sampler below; benchmarks/results/time_to_default.md).
-  training.n_iters = 1500
+  # 1,200 steps: on matched sampling seeds the step-1200 EMA model's eval loss equals step 1500's (0.0773 vs
+  # 0.0766; step 1000: 0.0857) and its digits FID too (mean over 5 seeds 1.34x vs 1.30x the floor; the
+  # former 2,000 steps: 1.40x over 3); benchmarks/results/time_to_default_steps.md.
+  training.n_iters = 1200
   training.snapshot_freq = 1000
   training.snapshot_freq_for_preemption = 500
   training.log_freq = 100
@@ -52,13 +53,14 @@ def get_digits_config(sde: str):
 
   set_small_pc_sampler(config.sampling, sde, num_steps=500)   # --config.sampling.method=pc: 500 PC steps
   # Default sampler: EDM's stochastic Heun (Karras et al. 2022, Alg. 2, S_churn = 40), 18 levels = 35 NFE.
-  # On the VP digits model its FID matches PC's 500 steps within the seed-to-seed noise (mean over 3 seeds
-  # 1.40x vs 1.45x the floor at step 2000) in a seventh of the evaluation time (time_to_default.md).
+  # Its digits FID equals PC's 500 steps within the seed-to-seed noise at a seventh of the evaluation time
+  # (means over 3 seeds, x the floor: VP step 2000 1.40 vs 1.45, time_to_default_step2000_samplers.md;
+  # sub-VP and VE step 1500 1.25 vs 1.34 and 1.46 vs 2.02 (VE's PC: 1001 NFE), time_to_default_other_sdes.md).
   config.sampling.method = "edm_heun"
   config.sampling.edm_heun.s_churn = 40.0
 
   evaluate = config.eval
-  evaluate.begin_ckpt = 1                    # every snapshot (steps 1000 and 1500)
+  evaluate.begin_ckpt = 1                    # every snapshot (steps 1000 and 1200)
   evaluate.end_ckpt = 2
   evaluate.batch_size = 500
   evaluate.num_samples = 500
