@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 
 
-# Fewest pixels (H W) for the hand-written backward. Measured GN + swish forward + backward, ours / flax,
-# XLA:CPU, 2 threads (/tmp scratch, issue 12 note): 8x8: 1.7-2.2x at batch 128, 0.95x at [8, 8, 8, 256];
-# 16x16: 0.69-1.11x; 32x32: 0.91-1.07x.
+# Fewest pixels (H W) for the hand-written backward. GN + swish forward + backward, ours / flax, XLA:CPU,
+# 2 threads (benchmarks/group_norm.py): 8x8 and 4x4 at batch 128 1.4-2.2x, [8, 8, 8, 256] 0.92x;
+# 16x16 0.71-1.16x; 32x32 0.88-1.07x.
 CUSTOM_BACKWARD_MIN_PIXELS = 256
 
 
