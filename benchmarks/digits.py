@@ -29,10 +29,12 @@ from _util import final_metrics, merge_rows, run_main as run, run_per_sde, write
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 # Every sampler method on the final checkpoint: label -> config.sampling overrides.
 SAMPLERS = {
-    "pc (config default)": {},
-    "pc probability_flow": {"pc.predictor": "euler_maruyama", "pc.corrector": "none", "pc.probability_flow": True},
+    "edm_heun stochastic S_churn=40 (config default)": {},
+    "pc (the config's predictor / corrector, 500 steps)": dict(method="pc"),
+    "pc probability_flow": {"method": "pc", "pc.predictor": "euler_maruyama", "pc.corrector": "none",
+                            "pc.probability_flow": True},
     "ode tsit5 1e-5": dict(method="ode"),
-    "edm_heun N=18": dict(method="edm_heun"),
+    "edm_heun N=18": {"method": "edm_heun", "edm_heun.s_churn": 0.0},
     "dpm_solver_pp N=10": {"method": "dpm_solver_pp", "dpm_solver_pp.num_steps": 10},
     "dpm_solver_pp N=20": {"method": "dpm_solver_pp", "dpm_solver_pp.num_steps": 20},
     "unipc nfe=10": {"method": "unipc", "nfe": 10},

@@ -85,6 +85,7 @@ def test_every_field_a_config_file_sets_is_read(tmp_path):
       for algorithm in ("smc", "repaint"):
         variant = copy.deepcopy(raw)
         variant.sampling.condition, variant.sampling.inpaint.algorithm = "inpaint", algorithm
+        variant.sampling.method = "pc"               # the inpainter's steps: pc or dpm_solver_pp
         with track_reads() as reads:
           sample(parse_config(variant), workdir)
         consumed |= reads

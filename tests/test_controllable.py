@@ -201,7 +201,8 @@ def test_main_inpaints_test_digits_and_reports_agreement(tmp_path):
 
   flags = tiny_flags(tmp_path, 2)
   assert run_main(flags + ["--mode=train"]).returncode == 0
-  sample = flags + ["--mode=sample", "--config.sampling.condition=inpaint", "--config.sampling.pc.num_steps=3",
+  sample = flags + ["--mode=sample", "--config.sampling.condition=inpaint", "--config.sampling.method=pc",
+                    "--config.sampling.pc.num_steps=3",
                     "--config.eval.num_samples=20", "--config.eval.batch_size=8", "--config.sampling.inpaint.n_particles=2"]
   done = run_main(sample)
   assert done.returncode == 0, done.stderr[-2000:]
@@ -216,5 +217,5 @@ def test_main_inpaints_test_digits_and_reports_agreement(tmp_path):
   assert not np.allclose(samples[:, 4:], truth[:, 4:])
   picture = Image.open(metrics["picture"])
   assert picture.size == (4 * (16 * 9 + 1), 4 * (3 * 9 + 1))           # 16 columns, 3 rows of 8x8 with 1 px gaps
-  colour = run_main(flags + ["--mode=sample", "--config.sampling.condition=colorize"])
+  colour = run_main(flags + ["--mode=sample", "--config.sampling.condition=colorize", "--config.sampling.method=pc"])
   assert colour.returncode == 2 and "data.num_channels=3" in colour.stderr.strip().splitlines()[-1]
