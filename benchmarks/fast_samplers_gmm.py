@@ -63,7 +63,7 @@ def rows_for(n: int, dim: int, nfes, key, sdes=tuple(SDES), done=frozenset(), em
       emit(row)
   for sde_name in sdes:
     todo = [(name, grid, nfe) for name in SAMPLERS for grid in GRIDS for nfe in nfes
-            if (sde_name, name, grid, dim, nfe) not in done]
+            if row_key(dict(sde=sde_name, sampler=name, grid=grid, D=dim, nfe=nfe)) not in done]
     if not todo:
       continue
     sde = SDES[sde_name]

@@ -11,7 +11,6 @@ ratio = median over rounds of ours / flax. XLA:CPU with YNNPACK fusions off, as 
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 

@@ -6,7 +6,7 @@ fresh machine), and reports the wall seconds of each (process start and compilat
 included) with the final checkpoint's digits FID over its floor (target of issue 12: <= 4 minutes at
 <= 1.2x the floor). Then, on the same checkpoint, the evaluation alone under sampler variants (other
 step counts, other samplers), each with ``--seeds`` sampling seeds: a 500-sample digits FID against the
-297 test digits moves by about 0.1-0.2x the floor from seed to seed, so a faster default is chosen from
+297 test digits moves by 0.1-0.6x the floor from seed to seed (sd over 3 seeds), so a faster default is chosen from
 the mean over seeds, not from one draw.
 
     python benchmarks/time_to_default.py [--root runs/bench_time_to_default] [--variants [--seeds 3]]
