@@ -13,7 +13,9 @@ import os
 # XLA:CPU options (DebugOptions fields). YNNPACK fusions off: XLA:CPU (jaxlib 0.10) hands convolutions,
 # dots and reductions to YNNPACK by default; its convolution-filter gradients ran at about half the rate
 # of its forward convolutions (jax.profiler on DDPM++), and with it off (Eigen's convolutions) both
-# networks ran faster, forward (0.82x / 0.84x the time) and forward + backward (0.91x / 0.86x).
+# networks ran faster, forward (0.82x / 0.84x the time) and forward + backward (0.91x / 0.86x). Machine-
+# dependent: on a faster day the CIFAR-10 train step was 1.14x slower with it off, the digits step 0.92x
+# (benchmarks/cpu_options.py); kept for the digits default, the workload CPUs run here.
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
