@@ -91,21 +91,22 @@ def report(rows: list[dict], sampler_rows: list[dict]) -> None:
   rows = merge_rows("digits", rows, "sde", fresh)
   sampler_rows = merge_rows("digits_samplers", sampler_rows, "sde", fresh)
   notes = ("`python benchmarks/digits.py`: per SDE, the README's two commands, `main.py --mode train` "
-           "(configs/<sde>/digits.py: 2,000 steps, batch 128; train_s) and `--mode eval` (both snapshots, 500 samples "
-           "each; eval_s), then bits/dim of the 297 dequantised test digits at the final checkpoint through the "
-           "probability-flow ODE, rtol = atol = 1e-5, Hutchinson (bpd_s: `--mode eval --config.eval.enable_bpd=True "
-           "--config.eval.enable_sampling=False --config.eval.begin_ckpt=2`). Wall-clock seconds include process "
-           "start and compilation. Metrics of the final checkpoint (step 2000). "
-           "digits FID: Frechet distance of the 128-d hidden features of an MLP classifier trained on the digits "
-           "labels, samples vs the test split; the floor is 297 train digits vs the test split. Class histogram: "
-           "the classifier's predictions for the samples, classes 0-9 (the data are ~uniform).")
+           "(configs/<sde>/digits.py: its n_iters steps (column steps), batch 128; train_s) and `--mode eval` (both "
+           "snapshots, 500 samples each; eval_s), then bits/dim of the 297 dequantised test digits at the final "
+           "checkpoint through the probability-flow ODE, rtol = atol = 1e-5, Hutchinson (bpd_s: `--mode eval "
+           "--config.eval.enable_bpd=True --config.eval.enable_sampling=False --config.eval.begin_ckpt=2`). "
+           "Wall-clock seconds include process start and compilation. Metrics of the final checkpoint (its step: "
+           "column steps), sampled with the config's own sampler (column nfe). digits FID: Frechet distance of the "
+           "128-d hidden features of an MLP classifier trained on the digits labels, samples vs the test split; the "
+           "floor is 297 train digits vs the test split. Class histogram: the classifier's predictions for the "
+           "samples, classes 0-9 (the data are ~uniform).")
   print(write("digits", "The embedded default: digits under VE, VP and sub-VP", rows,
               ["sde", "steps", "train_s", "eval_s", "bpd_s", "nfe", "digits_fid", "fid_floor", "fid_over_floor", "digits_kid",
                "bpd_test", "class_histogram", "grid", "commit"], notes))
   print(write("digits_samplers", "Every sampler on the final digits checkpoint", sampler_rows,
               ["sde", "sampler", "nfe", "digits_fid", "fid_over_floor", "max_abs_sample", "eval_s", "commit"],
               "`python benchmarks/digits.py`: after training (EMA with warm-up), each sampler draws 500 samples "
-              "from the step-2000 EMA parameters through `main.py --mode eval --config.sampling.*` (eval_s: wall "
+              "from the final EMA parameters through `main.py --mode eval --config.sampling.*` (eval_s: wall "
               "seconds with process start and compilation). digits FID and its train-vs-test floor as in "
               "digits.md; target: every method within 3x the floor. max_abs_sample: the largest |x| of the "
               "samples (data lie in [-1, 1])."))
