@@ -47,19 +47,10 @@ UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 def worker(module: str, remat: str, batch: int) -> None:
   """In the worker process: lower, compile (stderr gets MARK first), count kernels, run once."""
   import jax
-  import jax.numpy as jnp
 
-  import models
-  from networks import inputs, load_config, programs
+  from networks_vs_reference import our_programs
 
-  config = load_config(module)
-  config.training.remat = remat
-  model = models.get_model(config, training=True)
-  shape = (batch, int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
-  params = models.init_params(model, jax.random.key(0), shape)
-  x, t = inputs(config, batch, jnp.float32)
-  _, backward = programs(models.make_apply_fn(model))
-  args = (params, x, t, jax.random.key(1))
+  backward, args = our_programs(module, batch, "fwd_bwd", remat)
   t0 = time.perf_counter()
   lowered = backward.lower(*args)
   lower_s = time.perf_counter() - t0

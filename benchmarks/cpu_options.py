@@ -12,19 +12,15 @@ per-round ratios main.py / defaults (below 1: main.py's options are faster).
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import time
 
 import jax
-import numpy as np
 
 import _util  # noqa: F401  (puts the repository on sys.path)
 from _util import machine, write
+from train_step import build
 from training import runtime
-from training import step as step_lib
-from training.state import create_train_state
-from training.train import make_step_fn, setup
 
 # name -> (config module, batch: None = the config's own)
 CONFIGS = {
@@ -36,15 +32,7 @@ VARIANTS = {"XLA defaults": {}, "main.py": dict(runtime.CPU_OPTIONS)}
 
 
 def bench(name: str, module: str, batch: int | None, rounds: int) -> dict:
-  config = importlib.import_module(module).get_config()
-  if batch:
-    config.training.batch_size = batch
-  run = setup(config)
-  state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.data_shape)
-  step_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
-  size = config.training.batch_size
-  batches = np.random.default_rng(0).uniform(-1, 1, (1, size) + run.data_shape).astype(np.float32)
-  batches = step_lib.put_batches(batches, run.mesh)
+  step_fn, state, batches, run = build(module, batch)
   lowered = step_fn.lower(state, batches, run.step_key)
   compiled, states, times = {}, {}, {v: [] for v in VARIANTS}
   for variant, options in VARIANTS.items():
@@ -59,7 +47,7 @@ def bench(name: str, module: str, batch: int | None, rounds: int) -> dict:
       jax.block_until_ready(metrics)
       times[variant].append(time.perf_counter() - t0)
   ratio = statistics.median(m / d for m, d in zip(times["main.py"], times["XLA defaults"]))
-  return dict(config=name, batch=size, defaults_step_s=statistics.median(times["XLA defaults"]),
+  return dict(config=name, batch=batches.shape[1], defaults_step_s=statistics.median(times["XLA defaults"]),
               main_py_step_s=statistics.median(times["main.py"]), ratio_main_py_over_defaults=ratio)
 
 

@@ -84,10 +84,12 @@ def start_reference(args):
   return Reference(args.torch_python, args.ref)
 
 
-def our_programs(module: str, batch: int, mode: str):
-  """(jitted fn, args) of our network's forward (eval) or value-and-gradient of the mean squared output."""
+def our_programs(module: str, batch: int, mode: str, remat: str = "none"):
+  """(jitted fn, args) of our network's forward (eval) or value-and-gradient of the mean squared output,
+  the network built as training builds it with ``training.remat = remat``."""
   config = load_config(module)
-  model = models.get_model(config)
+  config.training.remat = remat
+  model = models.get_model(config, training=True)
   apply_fn = models.make_apply_fn(model)
   shape = (batch, int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
   params = models.init_params(model, jax.random.key(0), shape)

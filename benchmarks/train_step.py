@@ -30,14 +30,22 @@ CONFIGS = {
 }
 
 
-def bench(name: str, module: str, batch: int, repeats: int) -> dict:
+def build(module: str, batch: int | None):
+  """(sharded step, initial state, one random [-1, 1] batch on the mesh, run) of a config module's train
+  step at ``batch`` (None: the config's own batch size)."""
   config = importlib.import_module(module).get_config()
-  config.training.batch_size = batch
+  if batch:
+    config.training.batch_size = batch
   run = setup(config)
   state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.data_shape)
   step_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
-  batches = np.random.default_rng(0).uniform(-1, 1, (1, batch) + run.data_shape).astype(np.float32)
-  batches = step_lib.put_batches(batches, run.mesh)
+  shape = (1, config.training.batch_size) + run.data_shape
+  batches = step_lib.put_batches(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32), run.mesh)
+  return step_fn, state, batches, run
+
+
+def bench(name: str, module: str, batch: int, repeats: int) -> dict:
+  step_fn, state, batches, run = build(module, batch)
 
   # The step donates its state, so each call feeds the previous call's output (as training does).
   holder = {"state": state}
