@@ -5,6 +5,7 @@ Samplers and losses never see a network: ``get_score_fn`` turns one into a ``sco
 
 from models import classifier
 from models.classifier import NoiseConditionalClassifier
+from models.errors import CheckpointError
 from models.ema import ema_update, ema_warmup_rate
 from models.mlp import MLP
 from models.ncsnpp import DDPM, NCSNpp
@@ -16,4 +17,4 @@ from models.score import PARAMETERIZATIONS, VP_CONTINUOUS_LABEL_SCALE, get_score
 __all__ = ["NCSNpp", "DDPM", "MLP", "NoiseConditionalClassifier", "classifier", "MODELS", "get_model", "init_params", "count_params", "make_apply_fn",
            "model_kwargs", "get_score_fn", "noise_labels", "PARAMETERIZATIONS", "VP_CONTINUOUS_LABEL_SCALE",
            "ema_update", "ema_warmup_rate", "score_fn_from_config", "load_score_sde_checkpoint",
-           "read_checkpoint", "FORMATS"]
+           "read_checkpoint", "FORMATS", "CheckpointError"]

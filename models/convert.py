@@ -27,12 +27,20 @@ def load_config(path: str):
   return module.get_config()
 
 
-def convert_to_workdir(path: str, config, workdir: str, *, ema: bool = True) -> int:
+def existing_checkpoints(workdir: str) -> list[str]:
+  """The checkpoint folders of ``workdir`` that hold anything (snapshots, preemption checkpoint)."""
+  from training.checkpoint import PREEMPTION, SNAPSHOTS
+
+  folders = [os.path.join(workdir, name) for name in (SNAPSHOTS, PREEMPTION)]
+  return [f for f in folders if os.path.isdir(f) and os.listdir(f)]
+
+
+def convert_to_workdir(path: str, config, workdir: str, *, ema: bool = True, add: bool = False) -> int:
   """Writes the converted snapshot into ``workdir``; returns its step.
 
   Raises:
-    ValueError: a bad checkpoint, format or config mismatch (named); FileExistsError: the workdir
-      already holds that step.
+    ValueError: a bad checkpoint (``models.CheckpointError``), format or config mismatch (named).
+    FileExistsError: the workdir already holds checkpoints and ``add`` is False, or holds that step.
   """
   import jax
   import jax.numpy as jnp
@@ -41,6 +49,9 @@ def convert_to_workdir(path: str, config, workdir: str, *, ema: bool = True) -> 
   from training.checkpoint import Checkpointer
   from training.state import TrainState, get_optimizer
 
+  if not add and existing_checkpoints(workdir):
+    raise FileExistsError(f"--workdir {workdir} already holds checkpoints ({', '.join(existing_checkpoints(workdir))}): "
+                          "pass --add to add the converted snapshot to that run, or choose an empty workdir")
   checkpoint = models.read_checkpoint(path)
   chosen = models.published.convert(checkpoint, config, ema=ema)
   raw = models.published.convert(checkpoint, config, ema=False) if ema else chosen
@@ -63,10 +74,12 @@ def main(argv=None) -> int:
   parser.add_argument("--config", required=True, help="this project's config describing the checkpoint's network")
   parser.add_argument("--workdir", required=True, help="workdir to write the snapshot into")
   parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA")
+  parser.add_argument("--add", action="store_true", help="add the snapshot to a workdir that already holds "
+                      "checkpoints (refused otherwise)")
   args = parser.parse_args(argv)
   try:
     config = load_config(args.config)
-    step = convert_to_workdir(args.checkpoint, config, args.workdir, ema=not args.no_ema)
+    step = convert_to_workdir(args.checkpoint, config, args.workdir, ema=not args.no_ema, add=args.add)
   except (ValueError, OSError) as e:
     print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     return 2

@@ -6,25 +6,29 @@ Two formats (detected from the bytes, not the file name):
     ``utils.save_checkpoint``). Model keys start with ``module.`` (DataParallel); ``shadow_params``
     is an unnamed list of the *trainable* parameters in ``model.parameters()`` order, so the fixed
     Fourier ``W`` and the ``sigmas`` buffer come from ``'model'``. Read by ``models.torch_pickle``,
-    which never runs code from the file.
+    which never runs code from the file and checks every size, offset and stride it states.
   * ``score_sde`` (JAX): flax msgpack of ``State(step, optimizer, lr, model_state, ema_rate,
-    params_ema, rng)`` (score_sde ``run_lib.py``, ``flax.training.checkpoints``); read with
-    ``flax.serialization.msgpack_restore``, so no legacy ``flax.optim`` is needed: raw parameters
-    are ``optimizer['target']``.
+    params_ema, rng)`` (score_sde ``run_lib.py``, ``flax.training.checkpoints``); read as a plain
+    msgpack tree by ``models.flax_msgpack`` (numeric dtypes only, sizes checked), so no legacy
+    ``flax.optim`` is needed: raw parameters are ``optimizer['target']``.
+Both files are untrusted: every failure is a ``CheckpointError`` whose message starts with the path,
+and the structure is validated (parameters are dicts of names to floating arrays, ``0 <= step < 2**31``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
-import flax.serialization
+import ml_dtypes
 import numpy as np
 
-from models import port, torch_pickle
+from models import flax_msgpack, port, torch_pickle
+from models.errors import CheckpointError
 from models.registry import get_model
 
 FORMATS = ("score_sde_pytorch", "score_sde")
+MAX_STEP = 2**31 - 1                   # steps are int32 in the training state
+_MAX_DEPTH = 16                        # parameter trees: score_sde's deepest is 4 levels
 
 
 def detect_format(path: str) -> str:
@@ -32,21 +36,19 @@ def detect_format(path: str) -> str:
 
   Raises:
     FileNotFoundError: no such file.
-    ValueError: neither format (with what the file looks like).
+    CheckpointError: not a regular file, or neither format (with what the file looks like).
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"no checkpoint file at {path}")
-  if torch_pickle.is_torch_zip(path):
+  if torch_pickle.is_torch_zip(path):           # also refuses FIFOs and devices before opening them
     return "score_sde_pytorch"
   with open(path, "rb") as f:
     head = f.read(16)
   if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:        # pickle PROTO opcode (not an empty map)
-    raise ValueError(f"{path} is a raw pickle (torch's pre-1.6 format?), not a zip: re-save it with a current "
-                     "torch.save; it will not be unpickled")
+    raise CheckpointError(f"{path} is a raw pickle (torch's pre-1.6 format?), not a zip: re-save it with a "
+                          "current torch.save; it will not be unpickled")
   if head[:1] and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):     # a msgpack map (State's fields)
     return "score_sde"
-  raise ValueError(f"{path} is neither a score_sde_pytorch .pth (zip) nor a score_sde flax msgpack checkpoint "
-                   f"(first bytes {head[:8]!r})")
+  raise CheckpointError(f"{path} is neither a score_sde_pytorch .pth (zip) nor a score_sde flax msgpack checkpoint "
+                        f"(first bytes {head[:8]!r})")
 
 
 @dataclasses.dataclass
@@ -67,38 +69,84 @@ def _trainable_names(state_dict: dict[str, np.ndarray]) -> list[str]:
           if k.rsplit(".", 1)[-1] != "sigmas" and not (k.rsplit(".", 1)[-1] == "W" and np.ndim(v) == 1)]
 
 
+def _is_float(value) -> bool:
+  return isinstance(value, np.ndarray) and (value.dtype.kind == "f" or value.dtype == ml_dtypes.bfloat16)
+
+
+def _tensors(tree, what: str, path: str) -> dict:
+  """``tree`` if it is a dict of str names to floating arrays (nested when the format nests them)."""
+  todo = [(tree, what, 0)]
+  while todo:
+    node, where, depth = todo.pop()
+    if not isinstance(node, dict) or depth > _MAX_DEPTH:
+      raise CheckpointError(f"{path}: {where} is a {type(node).__name__}, not a dict of parameter names to arrays")
+    for key, value in node.items():
+      if type(key) is not str:
+        raise CheckpointError(f"{path}: {where} has a key of type {type(key).__name__} (names are strings)")
+      if isinstance(value, dict):
+        todo.append((value, f"{where}[{key[:80]!r}]", depth + 1))
+      elif not _is_float(value):
+        kind = f"array of {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise CheckpointError(f"{path}: {where}[{key[:80]!r}] is a {kind}, not a floating-point array")
+  return tree
+
+
+def _step(value, path: str) -> int:
+  """The training step: an int (or 0-d integer array) in [0, MAX_STEP]."""
+  if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iu":
+    value = int(value)
+  if type(value) is not int or not 0 <= value <= MAX_STEP:
+    shown = value if type(value) is int else type(value).__name__
+    raise CheckpointError(f"{path}: step is {shown}; a step is an integer in [0, {MAX_STEP}]")
+  return value
+
+
+def _read_torch(path: str) -> Checkpoint:
+  obj = torch_pickle.load_pth(path)
+  if not isinstance(obj, dict) or "model" not in obj:
+    keys = sorted(k for k in obj if type(k) is str)[:8] if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError(f"{path} holds no 'model' state dict: not a score_sde_pytorch checkpoint (keys {keys})")
+  model = _tensors(obj["model"], "'model'", path)
+  model = {k[len("module."):] if k.startswith("module.") else k: v for k, v in model.items()}
+  ema, record = None, obj.get("ema")
+  if record is not None and not isinstance(record, dict):
+    raise CheckpointError(f"{path}: 'ema' is a {type(record).__name__}, not score_sde_pytorch's EMA state dict")
+  shadow = (record or {}).get("shadow_params")
+  if shadow is not None:
+    if not isinstance(shadow, list) or not all(_is_float(v) for v in shadow):
+      raise CheckpointError(f"{path}: the EMA's shadow_params is not a list of floating-point arrays")
+    names = _trainable_names(model)
+    if len(names) != len(shadow):
+      raise CheckpointError(f"{path}: the EMA holds {len(shadow)} tensors, the model {len(names)} trainable ones")
+    ema = dict(model)
+    for name, value in zip(names, shadow):
+      if value.shape != model[name].shape:
+        raise CheckpointError(f"{path}: EMA tensor for {name} has shape {value.shape}, the model {model[name].shape}")
+      ema[name] = value
+  return Checkpoint("score_sde_pytorch", _step(obj.get("step", 0), path), model, ema)
+
+
+def _read_flax(path: str) -> Checkpoint:
+  state = flax_msgpack.load_msgpack(path)
+  optimizer = state.get("optimizer") if isinstance(state, dict) else None
+  if not isinstance(optimizer, dict) or "target" not in optimizer or "params_ema" not in state:
+    keys = sorted(k for k in state if type(k) is str)[:8] if isinstance(state, dict) else type(state).__name__
+    raise CheckpointError(f"{path} is a msgpack file but not a score_sde State (keys {keys})")
+  params = _tensors(optimizer["target"], "optimizer.target", path)
+  return Checkpoint("score_sde", _step(state.get("step", 0), path), params,
+                    _tensors(state["params_ema"], "params_ema", path))
+
+
 def read_checkpoint(path: str) -> Checkpoint:
   """Reads either published format (see the module docstring) without torch and without code execution.
 
   Raises:
-    ValueError / torch_pickle.UnsafePickleError: an unknown format, a pickle that asks for anything
-      but tensors and containers, or contents that are not a score_sde checkpoint.
+    FileNotFoundError: no file at ``path``.
+    CheckpointError (a ValueError; ``torch_pickle.UnsafePickleError`` is one): an unknown format, a
+      pickle that asks for anything but tensors and containers, sizes or offsets that do not fit, or
+      contents that are not a score_sde checkpoint; the message starts with ``path``.
   """
-  fmt = detect_format(path)
-  if fmt == "score_sde_pytorch":
-    obj = torch_pickle.load_pth(path)
-    if not isinstance(obj, dict) or "model" not in obj:
-      raise ValueError(f"{path} holds no 'model' state dict: not a score_sde_pytorch checkpoint "
-                       f"(keys {sorted(obj) if isinstance(obj, dict) else type(obj).__name__})")
-    model = {k[len("module."):] if k.startswith("module.") else k: np.asarray(v) for k, v in obj["model"].items()}
-    ema = None
-    shadow = (obj.get("ema") or {}).get("shadow_params")
-    if shadow is not None:
-      names = _trainable_names(model)
-      if len(names) != len(shadow):
-        raise ValueError(f"{path}: the EMA holds {len(shadow)} tensors, the model {len(names)} trainable ones")
-      ema = dict(model)
-      for name, value in zip(names, shadow):
-        if np.shape(value) != model[name].shape:
-          raise ValueError(f"{path}: EMA tensor for {name} has shape {np.shape(value)}, the model {model[name].shape}")
-        ema[name] = np.asarray(value)
-    step = obj.get("step", 0)
-    return Checkpoint(fmt, int(np.asarray(step)), model, ema)
-  with open(path, "rb") as f:
-    state = flax.serialization.msgpack_restore(f.read())
-  if not isinstance(state, dict) or "optimizer" not in state or "params_ema" not in state:
-    raise ValueError(f"{path} is a msgpack file but not a score_sde State (keys {sorted(state) if isinstance(state, dict) else '?'})")
-  return Checkpoint(fmt, int(np.asarray(state.get("step", 0))), state["optimizer"]["target"], state["params_ema"])
+  return _read_torch(path) if detect_format(path) == "score_sde_pytorch" else _read_flax(path)
 
 
 def convert(checkpoint: Checkpoint, config, *, ema: bool = True) -> dict:

@@ -53,7 +53,7 @@ def test_a_malicious_pickle_is_refused_without_running(tmp_path):
   out = subprocess.run([sys.executable, "-m", "models.convert", str(path), "--config", "configs/ve/cifar10.py",
                         "--workdir", str(tmp_path / "w")], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
-  assert out.returncode == 2 and out.stderr.startswith("error: refusing the global"), out.stderr
+  assert out.returncode == 2 and out.stderr.startswith(f"error: {path}: refusing the global"), out.stderr
   assert len(out.stderr.strip().splitlines()) == 1
   assert not marker.exists()
 
