@@ -6,8 +6,8 @@ torchvision Inception3 layout with 1008 classes, average pools that ignore paddi
 in the last block). Our module names follow that state dict, so its weights load by name.
 
 Weights cannot be downloaded at run time. Get ``pt_inception-2015-12-05-6726825d.pth`` (URL below)
-and either point ``eval.inception_path`` at it (needs ``torch`` to read) or convert it once, on any
-machine with torch, to a numpy archive that needs nothing::
+and point ``eval.inception_path`` at it: it is read by ``models.torch_pickle`` (no torch needed, nothing
+in the file is executed, every size checked), or convert it once to a numpy archive::
 
     python -m evaluation.inception convert pt_inception-2015-12-05-6726825d.pth inception_fid.npz
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+import zipfile
+import zlib
 from typing import Sequence
 
 import flax.linen as nn
@@ -32,8 +34,9 @@ POOL_FEATURES = 2048      # "pool_3": the 2048-d global average pool used by FID
 BN_EPSILON = 1e-3         # TensorFlow's batch-norm epsilon in this graph
 
 HOW_TO_GET = (f"Inception-v3 weights cannot be downloaded at run time: download {WEIGHTS_URL} and set "
-              "eval.inception_path to it (reading a .pth needs torch), or convert it once with "
-              "`python -m evaluation.inception convert IN.pth OUT.npz` and point eval.inception_path at OUT.npz")
+              "eval.inception_path to it (or to an .npz made by `python -m evaluation.inception convert IN.pth "
+              "OUT.npz`)")
+MAX_WEIGHTS_BYTES = 1 << 30   # the FID Inception's weights take 95 MB
 
 
 class BasicConv(nn.Module):
@@ -230,16 +233,33 @@ def state_dict_from_variables(variables: dict) -> dict:
 
 
 def read_state_dict(path: str) -> dict:
-  """{name: numpy array} from a ``.npz`` archive or (with torch installed) a pytorch ``.pth`` file."""
+  """{name: numpy array} from a ``.npz`` archive or a pytorch ``.pth`` file (either torch.save format),
+  read as untrusted data: no pickle, at most ``MAX_WEIGHTS_BYTES`` of arrays.
+
+  Raises:
+    CheckpointError (a ValueError): a malformed file or anything but a dict of names to arrays.
+  """
+  from models.errors import CheckpointError
+  from models.torch_pickle import load_pth
+
   if path.endswith(".npz"):
-    with np.load(path) as archive:
-      return {k: archive[k] for k in archive.files}
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(f"eval.inception_path={path!r} is a pytorch file and torch is not installed: convert it "
-                      "with `python -m evaluation.inception convert IN.pth OUT.npz` where torch is") from e
-  return {k: v.numpy() for k, v in torch.load(path, map_location="cpu").items()}
+    try:
+      with zipfile.ZipFile(path) as archive:
+        declared = sum(info.file_size for info in archive.infolist())
+      if declared > MAX_WEIGHTS_BYTES:
+        raise CheckpointError(f"{path}: arrays of {declared} bytes, more than the FID Inception's weights")
+      with np.load(path, allow_pickle=False) as archive:
+        state = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+      if isinstance(e, CheckpointError):
+        raise
+      raise CheckpointError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: "
+                            f"{(str(e).splitlines() or [''])[0][:160]})") from None
+  else:
+    state = load_pth(path)
+  if not isinstance(state, dict) or not all(type(k) is str and isinstance(v, np.ndarray) for k, v in state.items()):
+    raise CheckpointError(f"{path}: not a state dict of names to arrays (pytorch-fid's FID Inception weights)")
+  return state
 
 
 def load_variables(path: str) -> dict:
@@ -319,14 +339,21 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
   return float(np.mean(scores)), float(np.std(scores))
 
 
-def _convert(argv: list[str]) -> None:
+def _convert(argv: list[str]) -> int:
   if len(argv) != 3 or argv[0] != "convert":
-    sys.exit("usage: python -m evaluation.inception convert IN.pth OUT.npz")
-  state_dict = read_state_dict(argv[1])
-  np.savez(argv[2], **state_dict)
-  load_variables(argv[2])                                  # every entry present, every shape right
+    print("usage: python -m evaluation.inception convert IN.pth OUT.npz", file=sys.stderr)
+    return 2
+  try:
+    state_dict = read_state_dict(argv[1])
+    variables_from_state_dict(state_dict)                 # every name known before anything is written
+    np.savez(argv[2], **state_dict)
+    load_variables(argv[2])                               # every entry present, every shape right
+  except (ValueError, OSError) as e:
+    print(f"error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
+    return 2
   print(f"wrote {argv[2]} ({len(state_dict)} arrays); set eval.inception_path={argv[2]}")
+  return 0
 
 
 if __name__ == "__main__":
-  _convert(sys.argv[1:])
+  sys.exit(_convert(sys.argv[1:]))

@@ -38,13 +38,13 @@ def detect_format(path: str) -> str:
     FileNotFoundError: no such file.
     CheckpointError: not a regular file, or neither format (with what the file looks like).
   """
-  if torch_pickle.is_torch_zip(path):           # also refuses FIFOs and devices before opening them
+  if torch_pickle.torch_format(path):           # also refuses FIFOs and devices before opening them
     return "score_sde_pytorch"
   with open(path, "rb") as f:
     head = f.read(16)
   if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:        # pickle PROTO opcode (not an empty map)
-    raise CheckpointError(f"{path} is a raw pickle (torch's pre-1.6 format?), not a zip: re-save it with a "
-                          "current torch.save; it will not be unpickled")
+    raise CheckpointError(f"{path} is a raw pickle without torch's header, not a torch.save file: it will not "
+                          "be unpickled")
   if head[:1] and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):     # a msgpack map (State's fields)
     return "score_sde"
   raise CheckpointError(f"{path} is neither a score_sde_pytorch .pth (zip) nor a score_sde flax msgpack checkpoint "

@@ -311,8 +311,10 @@ def check_tree(obj, leaf_types: tuple) -> None:
 
 
 def load(data: bytes, *, allowed: Mapping[tuple[str, str], Any], persistent_load: Callable[[Any], Any],
-         reduce: Callable[[Any, tuple], Any], build: Callable[[Any, Any], None], leaf_types: tuple = ()):
-  """The object pickled in ``data``, built without importing or calling anything but the hooks.
+         reduce: Callable[[Any, tuple], Any], build: Callable[[Any, Any], None], leaf_types: tuple = (),
+         start: int = 0) -> tuple[Any, int]:
+  """The object pickled in ``data`` from offset ``start``, built without importing or calling anything
+  but the hooks, and the offset just after its STOP (files may hold several pickles in a row).
 
   Arguments:
     allowed: ``(module, name) -> stand-in`` for GLOBAL / STACK_GLOBAL; any other global is refused.
@@ -325,6 +327,8 @@ def load(data: bytes, *, allowed: Mapping[tuple[str, str], Any], persistent_load
     UnsafePickleError: a refused global or opcode (nothing was imported).
     PickleFormatError: malformed, truncated, cyclic or too deeply nested data.
   """
-  result = _Machine(data, allowed, persistent_load, reduce, build).run()
+  machine = _Machine(data, allowed, persistent_load, reduce, build)
+  machine.pos = start
+  result = machine.run()
   check_tree(result, leaf_types)
-  return result
+  return result, machine.pos

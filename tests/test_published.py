@@ -68,7 +68,7 @@ def test_formats_are_detected_from_contents(tmp_path):
   assert models.published.detect_format(str(msgpack)) == "score_sde"               # named .pth: still msgpack
   with pytest.raises(ValueError, match="neither"):
     models.published.detect_format(str(other))
-  with pytest.raises(ValueError, match="raw pickle"):
+  with pytest.raises(models.CheckpointError, match="raw pickle"):
     models.published.detect_format(str(raw))
   with pytest.raises(FileNotFoundError):
     models.published.detect_format(str(tmp_path / "absent"))
@@ -111,6 +111,24 @@ def test_storages_are_rebuilt_with_offsets_strides_and_byte_order(tmp_path):
   out = torch_pickle.load_pth(str(path))
   np.testing.assert_array_equal(out["t"], np.arange(1, 7, dtype=np.float32).reshape(2, 3).T)
   assert out["t"].dtype == np.float32 and float(out["s"]) == 6.0
+
+
+@pytest.mark.parametrize("kind", ["zip", "legacy"])
+def test_both_torch_save_formats_read_bit_exactly_with_shared_storages(kind):
+  """torch.save's zip and legacy formats of one state dict (tests/reference/make_torch_format_fixtures.py,
+  run with torch 2.13): every tensor equal to torch's own values, dtype and shape; views of one storage
+  share its memory (never copied per tensor) and are read-only."""
+  out = torch_pickle.load_pth(os.path.join(DATA, f"torch_formats_{kind}.pth"))
+  assert out["step"] == 12
+  with np.load(os.path.join(DATA, "torch_formats_expected.npz")) as f:
+    expected = {k.replace("__", "."): f[k] for k in f.files}
+  assert sorted(out["model"]) == sorted(expected)
+  for name, want in expected.items():
+    got = out["model"][name]
+    assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want), name
+    assert not got.flags.writeable
+  assert np.shares_memory(out["model"]["shared.a"], out["model"]["shared.t"])
+  assert np.shares_memory(out["model"]["shared.a"], out["model"]["shared.slice"])
 
 
 # ----------------------------------------------------------------- equivalence with the references
