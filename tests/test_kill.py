@@ -3,9 +3,10 @@ uninterrupted run reaches, bit for bit, and never takes a half-written checkpoin
 
 The kill points are injected from outside the project code: ``KILLER`` runs main.py in-process after
 wrapping one function, which sends SIGKILL to its own process at the chosen moment:
-  * ``finalize``: orbax has written every file of a checkpoint into its temporary directory and is
-    about to commit it (the atomic rename), i.e. the checkpoint is complete on disk but not committed:
-    the most tempting half-written state;
+  * ``finalize``: orbax has written every file of a checkpoint (its commit-success marker included)
+    into its temporary directory and is about to commit it: the rename of ``<kind>/<step>.orbax-
+    checkpoint-tmp-*`` to ``<kind>/<step>`` (``os.rename``, wrapped; no private orbax module), i.e. the
+    checkpoint is complete on disk but not committed: the most tempting half-written state;
   * ``in_flight``: right after ``Checkpointer.save`` returned, while orbax's background thread writes;
   * ``round`` (evaluation): when sampling round i has been computed, before its file is in place;
   * ``timer``: after a delay drawn from a seeded generator, wherever the run is (a step, a write, a log).
@@ -35,18 +36,28 @@ import os, random, signal, sys, threading
 mode, kind, step, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 args = sys.argv[5:]
 
-def die():
+def die(where=mode):
+  sys.stderr.write(f"\nSIGKILL at {where}\n")    # the test reads where the kill landed (own line: tqdm)
+  sys.stderr.flush()
   os.kill(os.getpid(), signal.SIGKILL)
 
 if mode == "finalize":                     # all files written, commit (rename) not done
-  from orbax.checkpoint._src.path import atomicity
-  original = atomicity.AtomicRenameTemporaryPath.finalize
-  async def finalize(self, *a, **k):
-    final = str(self._final_path)
-    if os.path.basename(final) == str(step) and os.path.basename(os.path.dirname(final)) == kind:
-      die()
-    return await original(self, *a, **k)
-  atomicity.AtomicRenameTemporaryPath.finalize = finalize
+  # orbax commits a checkpoint by renaming its temporary directory <kind>/<step>.orbax-checkpoint-tmp-*
+  # into <kind>/<step> (epath's local backend: os.rename); die instead of that rename.
+  real = {name: getattr(os, name) for name in ("rename", "replace")}
+  def committing(src, dst):
+    dst, src = os.path.normpath(os.fsdecode(dst)), os.path.basename(os.fsdecode(src))
+    return (os.path.basename(dst) == str(step) and os.path.basename(os.path.dirname(dst)) == kind
+            and src.startswith(f"{step}.") and "tmp" in src)
+  def wrap(name):
+    def call(src, dst, *a, **k):
+      if committing(src, dst):
+        done = sorted(os.listdir(src))
+        die(f"os.{name} {os.path.basename(os.fsdecode(src))} -> {kind}/{step}, holding {done}")
+      return real[name](src, dst, *a, **k)
+    return call
+  for name in real:
+    setattr(os, name, wrap(name))
 elif mode == "in_flight":                  # the asynchronous write has just started
   from training import checkpoint
   original = checkpoint.Checkpointer.save
@@ -83,9 +94,11 @@ def checkpoint_steps(workdir: str) -> dict:
     steps = {SNAPSHOTS: checkpointer.snapshot_steps(), PREEMPTION: sorted(checkpointer.preemption.all_steps())}
   finally:
     checkpointer.close()
-  leftovers = sorted(name for kind in (SNAPSHOTS, PREEMPTION) if os.path.isdir(os.path.join(workdir, kind))
+  leftovers = sorted(os.path.join(kind, name) for kind in (SNAPSHOTS, PREEMPTION)
+                     if os.path.isdir(os.path.join(workdir, kind))
                      for name in os.listdir(os.path.join(workdir, kind)) if "tmp" in name)
-  return {**steps, "uncommitted": leftovers}
+  return {**steps, "uncommitted": [os.path.basename(name) for name in leftovers],
+          "uncommitted_files": {name: sorted(os.listdir(os.path.join(workdir, name))) for name in leftovers}}
 
 
 def restore(workdir: str, step: int | None, snapshot: bool = True):
@@ -141,6 +154,7 @@ def kill_and_resume(workdir: str, killer, reference) -> dict:
   killed = run(tiny_flags(workdir, N_ITERS), killer)
   assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-3000:])
   seen = audit(workdir, reference)
+  seen["killed_at"] = [line for line in killed.stderr.splitlines() if line.startswith("SIGKILL at")]
   resumed = run(tiny_flags(workdir, N_ITERS))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert_identical(restore(workdir, N_ITERS), restore(reference, N_ITERS))
@@ -151,7 +165,14 @@ def test_killed_while_committing_a_snapshot(tmp_path, reference):
   """Step 4's snapshot is fully written but not committed when the process dies: it must not count."""
   seen = kill_and_resume(str(tmp_path), ("finalize", SNAPSHOTS, 4, 0), reference)
   assert 4 not in seen[SNAPSHOTS] and seen[SNAPSHOTS] == [2]
-  assert any(name.startswith("4.") for name in seen["uncommitted"]), seen      # the half-written one exists
+  # The kill landed on the commit: the rename of step 4's temporary directory, left behind uncommitted
+  # holding every entry of a committed step-4 snapshot (orbax writes commit_success.txt last, just
+  # before the rename).
+  [where] = seen["killed_at"]
+  assert where.startswith("SIGKILL at os.rename 4.") and f"-> {SNAPSHOTS}/4," in where, where
+  [(leftover, files)] = [(n, f) for n, f in seen["uncommitted_files"].items() if n.startswith(f"{SNAPSHOTS}/4.")]
+  committed = sorted(os.listdir(os.path.join(reference[0], SNAPSHOTS, "4")))
+  assert files == committed and "commit_success.txt" in files, (leftover, files, committed)
 
 
 def test_killed_during_a_preemption_save(tmp_path, reference):
