@@ -273,6 +273,14 @@ def test_a_pth_converts_and_samples_through_main(tmp_path):
   out = subprocess.run([sys.executable, "-m", "models.convert", pth, "--config", str(config_file), "--workdir",
                         str(workdir)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
+  # The run now holds a snapshot: converting into it again is refused in one line unless --add is given,
+  # and with --add the same step is still refused (a foreign snapshot never replaces or outranks silently).
+  again = [sys.executable, "-m", "models.convert", pth, "--config", str(config_file), "--workdir", str(workdir)]
+  out = subprocess.run(again, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+  assert out.returncode == 2 and out.stderr.startswith("error: --workdir") and "--add" in out.stderr, out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1
+  out = subprocess.run(again + ["--add"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+  assert out.returncode == 2 and "already holds a snapshot at step" in out.stderr, out.stderr
   out = subprocess.run([sys.executable, "main.py", f"--config={config_file}", f"--workdir={workdir}", "--mode=sample"],
                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
