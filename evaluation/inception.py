@@ -239,9 +239,11 @@ def read_state_dict(path: str) -> dict:
   Raises:
     CheckpointError (a ValueError): a malformed file or anything but a dict of names to arrays.
   """
-  from models.errors import CheckpointError
+  from models.untrusted import CheckpointError
   from models.torch_pickle import load_pth
+  from models.untrusted import check_regular_file
 
+  check_regular_file(path, "weights")
   if path.endswith(".npz"):
     try:
       with zipfile.ZipFile(path) as archive:

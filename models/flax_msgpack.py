@@ -18,7 +18,7 @@ import ml_dtypes
 import msgpack
 import numpy as np
 
-from models.errors import CheckpointError
+from models.untrusted import CheckpointError, check_regular_file
 
 MAX_FILE_BYTES = 8 << 30
 _DTYPES = {np.dtype(d).name: np.dtype(d) for d in (
@@ -94,8 +94,10 @@ def load_msgpack(path: str):
   """The tree a flax msgpack file holds (dicts, lists, scalars, numpy arrays).
 
   Raises:
+    FileNotFoundError: no file at ``path``.
     CheckpointError: anything wrong with the file, the message starting with ``path``.
   """
+  check_regular_file(path)
   try:
     with open(path, "rb") as f:
       data = f.read(MAX_FILE_BYTES + 1)

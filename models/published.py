@@ -23,7 +23,7 @@ import ml_dtypes
 import numpy as np
 
 from models import flax_msgpack, port, torch_pickle
-from models.errors import CheckpointError
+from models.untrusted import CheckpointError
 from models.registry import get_model
 
 FORMATS = ("score_sde_pytorch", "score_sde")

@@ -20,7 +20,7 @@ import pickletools
 import struct
 from typing import Any, Callable, Mapping
 
-from models.errors import UnsafePickleError
+from models.untrusted import UnsafePickleError
 
 MAX_NESTING = 64        # MARK depth while reading, and container depth of the result
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
-import stat
 import struct
 import zipfile
 import zlib
@@ -32,7 +30,7 @@ import ml_dtypes
 import numpy as np
 
 from models import safe_pickle
-from models.errors import CheckpointError, UnsafePickleError
+from models.untrusted import CheckpointError, UnsafePickleError, check_regular_file
 
 MAX_PICKLE_BYTES = 64 << 20        # data.pkl of a CIFAR-10 NCSN++ deep checkpoint: ~0.3 MiB
 MAX_STORAGE_BYTES = 8 << 30        # the largest published score_sde checkpoint holds ~1.7 GiB
@@ -288,20 +286,10 @@ def _no_call(*args):
   raise UnsafePickleError("a call or BUILD in a header pickle")
 
 
-def _regular_file(path: str) -> None:
-  """FileNotFoundError when absent, CheckpointError for a FIFO, device or directory (never opened)."""
-  try:
-    mode = os.stat(path).st_mode
-  except FileNotFoundError:
-    raise FileNotFoundError(f"no checkpoint file at {path}") from None
-  if not stat.S_ISREG(mode):
-    raise CheckpointError(f"{path}: not a regular file")
-
-
 def torch_format(path: str) -> str | None:
   """"zip" (torch >= 1.6: a zip archive holding a ``data.pkl``), "legacy" (a pickle stream opening with
   torch's magic number) or None, from the contents of the regular file ``path``."""
-  _regular_file(path)
+  check_regular_file(path)
   with open(path, "rb") as f:
     head = f.read(len(_LEGACY_HEAD))
   if head == _LEGACY_HEAD:

@@ -1,0 +1,31 @@
+"""Reading files we did not write: the one exception type for a bad checkpoint, and file checks.
+
+Checkpoints, weights, run directories and image folders come from other people; every reader of them
+treats their contents as hostile (README "Security").
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+
+
+class CheckpointError(ValueError):
+  """A checkpoint (or weights) file is malformed, inconsistent or hostile. The message starts with the
+  file's path and says what is wrong in one line; nothing from the file was executed."""
+
+
+class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
+  """The pickle asks for a global or an operation outside the allow-list (it could run code)."""
+
+
+def check_regular_file(path: str, what: str = "checkpoint") -> None:
+  """Raises FileNotFoundError when nothing is at ``path`` and CheckpointError when it is not a regular
+  file (a FIFO would block the reader forever, a device never ends); neither is opened."""
+  try:
+    mode = os.stat(path).st_mode
+  except FileNotFoundError:
+    raise FileNotFoundError(f"no {what} file at {path}") from None
+  if not stat.S_ISREG(mode):
+    raise CheckpointError(f"{path}: not a regular file")
