@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import zipfile
-import zlib
 from typing import Sequence
 
 import flax.linen as nn
@@ -239,24 +237,11 @@ def read_state_dict(path: str) -> dict:
   Raises:
     CheckpointError (a ValueError): a malformed file or anything but a dict of names to arrays.
   """
-  from models.untrusted import CheckpointError
   from models.torch_pickle import load_pth
-  from models.untrusted import check_regular_file
+  from models.untrusted import CheckpointError, read_npz
 
-  check_regular_file(path, "weights")
   if path.endswith(".npz"):
-    try:
-      with zipfile.ZipFile(path) as archive:
-        declared = sum(info.file_size for info in archive.infolist())
-      if declared > MAX_WEIGHTS_BYTES:
-        raise CheckpointError(f"{path}: arrays of {declared} bytes, more than the FID Inception's weights")
-      with np.load(path, allow_pickle=False) as archive:
-        state = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-      if isinstance(e, CheckpointError):
-        raise
-      raise CheckpointError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: "
-                            f"{(str(e).splitlines() or [''])[0][:160]})") from None
+    state = read_npz(path, MAX_WEIGHTS_BYTES)
   else:
     state = load_pth(path)
   if not isinstance(state, dict) or not all(type(k) is str and isinstance(v, np.ndarray) for k, v in state.items()):

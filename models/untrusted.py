@@ -29,3 +29,32 @@ def check_regular_file(path: str, what: str = "checkpoint") -> None:
     raise FileNotFoundError(f"no {what} file at {path}") from None
   if not stat.S_ISREG(mode):
     raise CheckpointError(f"{path}: not a regular file")
+
+
+def read_npz(path: str, max_bytes: int) -> dict:
+  """{name: array} of an ``.npz`` we did not write (a workdir's caches, weights): a regular file, no
+  pickled objects, at most ``max_bytes`` of arrays as the zip declares them (checked before reading;
+  numpy then reads no member beyond its declared size).
+
+  Raises:
+    FileNotFoundError: nothing at ``path``. CheckpointError: anything else wrong, naming ``path``.
+  """
+  import zipfile
+  import zlib
+
+  import numpy as np
+
+  check_regular_file(path, "array")
+  try:
+    with zipfile.ZipFile(path) as archive:
+      declared = sum(info.file_size for info in archive.infolist())
+      if declared > max_bytes:
+        raise CheckpointError(f"{path}: arrays of {declared} bytes (at most {max_bytes} expected)")
+      with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+  except CheckpointError:
+    raise
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+          RuntimeError) as e:
+    raise CheckpointError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: "
+                          f"{(str(e).splitlines() or [''])[0][:160]})") from None
