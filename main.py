@@ -25,6 +25,10 @@ flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coord
                     "with --num_processes and --process_id, implies --multihost.")
 flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.", lower_bound=1)
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.", lower_bound=0)
+flags.DEFINE_integer("distributed_timeout", 600, "Seconds a multi-process run waits for the other processes at "
+                     "start (jax.distributed.initialize, the CPU device topology exchange) and at shutdown. "
+                     "Generous by default: on a busy machine one process can start minutes after another.",
+                     lower_bound=1)
 flags.DEFINE_string("compilation_cache_dir", None, "Persistent XLA compilation cache: programs compiled once are "
                     "read back on later runs instead of compiled again. "
                     "Default $XDG_CACHE_HOME/score_sde_jax/xla (~/.cache/...); '' turns it off; "
@@ -51,12 +55,48 @@ def _distributed_args() -> dict | None:
   return {name: getattr(FLAGS, name) for name in _DISTRIBUTED}
 
 
-def _initialize_distributed(jax, kwargs: dict) -> None:
-  """jax.distributed.initialize(**kwargs); on CPU, cross-process collectives need an implementation
-  (gloo, the default of jax 0.10; set here when unset, as in older jax, and an explicit mpi is kept)."""
+def _initialize_distributed(jax, kwargs: dict, timeout: int) -> None:
+  """jax.distributed.initialize(**kwargs) with every start-up and shutdown wait set to ``timeout``
+  seconds, then (CPU) the cross-process collectives connected at once.
+
+  On CPU, cross-process collectives need an implementation (gloo, the default of jax 0.10; set here
+  when unset, as in older jax, and an explicit mpi is kept). Timeouts: ``initialization_timeout``
+  and ``shutdown_timeout_seconds`` of jax.distributed.initialize, and the CPU client's topology
+  exchange (``jax_cpu_get_local/global_topology_timeout_minutes``). Gloo's own rendezvous, when a
+  group of devices first runs a collective, waits 30 s and has no setting (XLA's GlooCollectives
+  never sets the gloo context's timeout; jax's ``make_gloo_tcp_collectives`` takes none): a
+  process still compiling its train step 30 s after another reached the step's all-reduce killed
+  the run (issue 22). So the collectives are connected here, while the processes are in step
+  (``jax.devices()`` returns once every process has joined the topology exchange): an all-reduce
+  over the training mesh and ``sync_global_devices`` (one device per process: process_allgather's
+  and orbax's barriers). XLA keeps a group's connection for the whole process (a 2-process training
+  run opens no other gloo connection after these), and a collective on a connected group waits for
+  its peers far longer than 30 s (measured: 130 s)."""
   if jax.config.jax_cpu_collectives_implementation is None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(**kwargs)
+  minutes = -(-timeout // 60)
+  jax.config.update("jax_cpu_get_local_topology_timeout_minutes", minutes)
+  jax.config.update("jax_cpu_get_global_topology_timeout_minutes", minutes + 1)   # must exceed the local one
+  jax.distributed.initialize(**kwargs, initialization_timeout=timeout, shutdown_timeout_seconds=timeout)
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    _connect_cpu_collectives(jax)
+
+
+def _connect_cpu_collectives(jax) -> None:
+  """Runs one tiny collective on each device group the run uses (see _initialize_distributed)."""
+  import numpy as np
+  from jax.experimental import multihost_utils
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  from training.step import make_mesh
+
+  mesh = make_mesh()
+  ones = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("data")),
+                                                np.ones(jax.local_device_count(), np.int32))
+  total = jax.jit(lambda x: x.sum(), out_shardings=NamedSharding(mesh, PartitionSpec()))(ones)
+  if int(total.addressable_data(0)) != jax.device_count():
+    raise RuntimeError(f"all-reduce over {jax.device_count()} devices gave {int(total.addressable_data(0))}")
+  multihost_utils.sync_global_devices("main.py: collectives connected")
 
 
 def _fail(message: str) -> None:
@@ -114,7 +154,7 @@ def main(argv):
   from training.train import NonFiniteLossError
 
   if distributed is not None:
-    _initialize_distributed(jax, distributed)
+    _initialize_distributed(jax, distributed, FLAGS.distributed_timeout)
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.WARNING)     # orbax's per-file INFO lines drown the run's own
   try:

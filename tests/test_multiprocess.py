@@ -174,12 +174,75 @@ def test_each_process_loads_its_rows_and_they_assemble_the_global_batch(tmp_path
     assert line.startswith(f"ROWS {i} {list(range(8 * i, 8 * i + 8))}"), line
 
 
+LATE = 35      # seconds process 1 arrives late at its first collective: more than gloo's 30 s rendezvous
+
+SKEW_CHECK = textwrap.dedent("""
+    import sys, time, jax, numpy as np
+    import main
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding, PartitionSpec
+    from training.step import make_mesh
+    address, pid, late = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    main._initialize_distributed(jax, dict(coordinator_address=address, num_processes=2, process_id=pid), 600)
+    if pid == 1:
+      time.sleep(late)                                 # as if still compiling its train step
+    mesh = make_mesh()
+    x = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("data")), np.full((2, 3), pid + 1.0))
+    start = time.perf_counter()
+    total = jax.jit(lambda x: x.sum(0), out_shardings=NamedSharding(mesh, PartitionSpec()))(x)
+    gathered = multihost_utils.process_allgather(np.array([pid]))
+    print("WAITED", pid, round(time.perf_counter() - start, 1), total.addressable_data(0).tolist(),
+          gathered.ravel().tolist(), sep="|", flush=True)
+""")
+
+
+def test_a_process_far_behind_at_its_first_collective_does_not_break_the_run(tmp_path):
+  """Issue 22: on a busy machine a process still compiling 30 s after the other reached the train
+  step's all-reduce ended the run ("Gloo context initialization failed: DEADLINE_EXCEEDED:
+  GetKeyValue() timed out ... 30 s"; gloo's rendezvous timeout has no setting). main.py connects the
+  collectives right after jax.distributed.initialize; here process 1 then arrives LATE s after
+  process 0 at a new all-reduce over the mesh (and at process_allgather), and both succeed. (The same
+  script calling jax.distributed.initialize alone fails with that error after 30 s.)"""
+  port = _free_port()
+  paths = [str(tmp_path / f"skew.{i}.log") for i in (0, 1)]
+  procs = [_start(["-c", SKEW_CHECK, f"127.0.0.1:{port}", str(i), str(LATE)], paths[i], devices=2) for i in (0, 1)]
+  codes, logs = _finish(procs, paths)
+  assert codes == [0, 0], "\n----\n".join(log[-3000:] for log in logs)
+  waited = {}
+  for i, log in enumerate(logs):
+    _, pid, seconds, total, gathered = next(l for l in log.splitlines() if l.startswith("WAITED")).split("|")
+    waited[int(pid)] = float(seconds)
+    assert total == "[6.0, 6.0, 6.0]" and gathered == "[0, 1]", log[-2000:]
+  assert waited[0] > 31, waited            # process 0 really waited past gloo's 30 s for process 1
+
+
+def test_distributed_timeout_reaches_jax_distributed_initialize(tmp_path):
+  """Process 0 of 2 alone, with --distributed_timeout=3: jax.distributed.initialize gives up after
+  3 s (the coordination service's DEADLINE_EXCEEDED; jax then aborts the process) instead of waiting
+  the default 600 s for process 1."""
+  path = str(tmp_path / "alone.log")
+  argv = [*_main(str(tmp_path / "alone"), 1), "--distributed_timeout=3",
+          f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2", "--process_id=0"]
+  proc, log = _start(argv, path, devices=2)
+  try:
+    code = proc.wait(timeout=120)
+  finally:
+    proc.kill()
+    proc.wait()
+    log.close()
+  text = open(path).read()
+  assert code != 0 and "DEADLINE_EXCEEDED" in text, (code, text[-2000:])
+
+
 @pytest.mark.parametrize("extra, match", [
     (["--coordinator_address=localhost:1234"], r"--num_processes, --process_id missing"),
     (["--num_processes=2", "--process_id=0"], r"--coordinator_address missing"),
     (["--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=2"], r"--process_id=2 must be < --num_processes=2"),
     (["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"], r"must be HOST:PORT"),
     (["--coordinator_address=localhost:1234", "--num_processes=0", "--process_id=0"], r"--num_processes=0"),
+    (["--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=0", "--distributed_timeout=0"],
+     r"--distributed_timeout=0: 0 is not a positive integer"),
+    (["--multihost", "--distributed_timeout=-5"], r"--distributed_timeout=-5"),
 ])
 def test_bad_distributed_flags_give_one_line_and_exit_2(tmp_path, extra, match):
   from tests.test_pipeline import run_main
