@@ -18,7 +18,7 @@ import ml_dtypes
 import msgpack
 import numpy as np
 
-from models.untrusted import CheckpointError, check_regular_file
+from models.untrusted import CheckpointError, read_bounded
 
 MAX_FILE_BYTES = 8 << 30
 _DTYPES = {np.dtype(d).name: np.dtype(d) for d in (
@@ -97,12 +97,8 @@ def load_msgpack(path: str):
     FileNotFoundError: no file at ``path``.
     CheckpointError: anything wrong with the file, the message starting with ``path``.
   """
-  check_regular_file(path)
+  data = read_bounded(path, MAX_FILE_BYTES)
   try:
-    with open(path, "rb") as f:
-      data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-      raise _Malformed(f"larger than {MAX_FILE_BYTES} bytes (models.flax_msgpack.MAX_FILE_BYTES)")
     return _unchunk(msgpack.unpackb(data, ext_hook=_ext, raw=False, strict_map_key=True))
   except (_Malformed, ValueError, TypeError, KeyError, IndexError, OverflowError, UnicodeDecodeError,
           msgpack.exceptions.UnpackException, RecursionError) as e:

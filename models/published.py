@@ -133,8 +133,24 @@ def _read_flax(path: str) -> Checkpoint:
     keys = sorted(k for k in state if type(k) is str)[:8] if isinstance(state, dict) else type(state).__name__
     raise CheckpointError(f"{path} is a msgpack file but not a score_sde State (keys {keys})")
   params = _tensors(optimizer["target"], "optimizer.target", path)
-  return Checkpoint("score_sde", _step(state.get("step", 0), path), params,
-                    _tensors(state["params_ema"], "params_ema", path))
+  ema = _tensors(state["params_ema"], "params_ema", path)
+  # msgpack has no checksum: the raw and EMA trees must agree leaf for leaf (names, shapes, dtypes), so a
+  # damaged name or shape in either is caught here rather than half-converted.
+  if _leaves(params) != _leaves(ema):
+    different = sorted(set(_leaves(params).items()) ^ set(_leaves(ema).items()))[:1]
+    raise CheckpointError(f"{path}: optimizer.target and params_ema differ (first: {different[0][0][:120]})")
+  return Checkpoint("score_sde", _step(state.get("step", 0), path), params, ema)
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+  """{'a/b/c': (shape, dtype name)} of a validated parameter tree (depth bounded by ``_tensors``)."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_leaves(value, f"{prefix}{key}/"))
+    else:
+      out[prefix + key] = (value.shape, value.dtype.name)
+  return out
 
 
 def read_checkpoint(path: str) -> Checkpoint:

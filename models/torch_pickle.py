@@ -30,7 +30,7 @@ import ml_dtypes
 import numpy as np
 
 from models import safe_pickle
-from models.untrusted import CheckpointError, UnsafePickleError, check_regular_file
+from models.untrusted import CheckpointError, UnsafePickleError, check_regular_file, read_bounded
 
 MAX_PICKLE_BYTES = 64 << 20        # data.pkl of a CIFAR-10 NCSN++ deep checkpoint: ~0.3 MiB
 MAX_STORAGE_BYTES = 8 << 30        # the largest published score_sde checkpoint holds ~1.7 GiB
@@ -325,11 +325,7 @@ def load_pth(path: str):
     raise CheckpointError(f"{path} is not a torch.save file (neither its zip format nor the legacy one)")
   try:
     if kind == "legacy":
-      with open(path, "rb") as f:
-        data = f.read(MAX_STORAGE_BYTES + MAX_PICKLE_BYTES + 1)
-      if len(data) > MAX_STORAGE_BYTES + MAX_PICKLE_BYTES:
-        raise safe_pickle.PickleFormatError("a legacy torch file larger than the storage and pickle caps")
-      return _TorchLegacy(data, "little").read()
+      return _TorchLegacy(read_bounded(path, MAX_STORAGE_BYTES + MAX_PICKLE_BYTES), "little").read()
     with zipfile.ZipFile(path) as archive:
       names = archive.namelist()
       if len(set(names)) != len(names):

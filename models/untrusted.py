@@ -58,3 +58,17 @@ def read_npz(path: str, max_bytes: int) -> dict:
           RuntimeError) as e:
     raise CheckpointError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: "
                           f"{(str(e).splitlines() or [''])[0][:160]})") from None
+
+
+def read_bounded(path: str, max_bytes: int) -> bytes:
+  """The bytes of the regular file ``path``, refused (CheckpointError) above ``max_bytes`` before any is
+  read: the size is taken from the open file, so memory follows the file, not the cap."""
+  check_regular_file(path)
+  with open(path, "rb") as f:
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes:
+      raise CheckpointError(f"{path}: {size} bytes, more than the {max_bytes} a checkpoint may have")
+    data = f.read(size + 1)
+  if len(data) != size:
+    raise CheckpointError(f"{path}: changed size while being read")
+  return data
