@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from datasets.images import load_digits_arrays
 CACHE_NAME = "digits_classifier.npz"
 # The arrays of the cache, with their shapes: 64 -> 128 ReLU -> 10, and the labels of the 10 outputs.
 SHAPES = {"coef_0": (64, 128), "intercept_0": (128,), "coef_1": (128, 10), "intercept_1": (10,), "classes": (10,)}
-MAX_CACHE_BYTES = 1 << 20                       # the real file is ~77 kB; nothing larger is read
+MAX_CACHE_BYTES = 1 << 20                       # of arrays; the real ones are ~77 kB
 
 
 class DigitsFeatures:
@@ -32,8 +31,9 @@ class DigitsFeatures:
   output logits, which is the argmax of sklearn's softmax, so it equals ``MLPClassifier.predict``).
 
   With ``cache_dir``, the arrays are saved in ``<cache_dir>/digits_classifier.npz`` and read back on
-  later calls with ``allow_pickle=False``. The file is treated as untrusted: it is used only if it is
-  an .npz of at most 1 MiB holding exactly the expected arrays (``coef_0`` [64, 128], ``intercept_0``
+  later calls by ``models.untrusted.read_npz`` (a regular file, ``allow_pickle=False``, at most 1 MiB of
+  arrays as the zip declares them, checked before reading). The file is treated as untrusted: it is
+  used only if it holds exactly the expected arrays (``coef_0`` [64, 128], ``intercept_0``
   [128], ``coef_1`` [128, 10], ``intercept_1`` [10] of float32/float64, finite; ``classes`` [10] of
   integers equal to 0..9). Any other file is not trusted: since it is only a cache, a warning names it
   and the classifier is retrained and the file overwritten (no error). A ``digits_classifier.pkl``
@@ -102,31 +102,15 @@ def read_cache(path: str) -> dict:
   Raises:
     ValueError: one line naming ``path`` and what is wrong, if the file is not a valid cache.
   """
-  def untrusted(detail: str) -> ValueError:
-    return ValueError(f"{path}: not a digits classifier cache ({detail})")
+  from models.untrusted import read_npz
 
-  if not os.path.isfile(path):
-    raise untrusted("not a regular file")
-  size = os.path.getsize(path)
-  if size > MAX_CACHE_BYTES:
-    raise untrusted(f"{size} bytes > {MAX_CACHE_BYTES}")
   try:
-    loaded = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise untrusted(f"not a readable .npz: {_first_line(e)}") from None
-  if not isinstance(loaded, np.lib.npyio.NpzFile):
-    raise untrusted("a single array, not an .npz")
-  with loaded:
-    if sorted(loaded.files) != sorted(SHAPES):
-      raise untrusted(f"arrays {sorted(loaded.files)}, expected {sorted(SHAPES)}")
-    unpacked = sum(info.file_size for info in loaded.zip.infolist())
-    if unpacked > MAX_CACHE_BYTES:
-      raise untrusted(f"{unpacked} bytes unpacked > {MAX_CACHE_BYTES}")
-    try:
-      arrays = {name: loaded[name] for name in SHAPES}
-      _check(arrays)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:   # object arrays, damaged members, bad values
-      raise untrusted(_first_line(e)) from None
+    arrays = read_npz(path, MAX_CACHE_BYTES)       # a regular file, no pickle, declared sizes capped
+    if sorted(arrays) != sorted(SHAPES):
+      raise ValueError(f"arrays {sorted(arrays)}, expected {sorted(SHAPES)}")
+    _check(arrays)
+  except (ValueError, FileNotFoundError) as e:
+    raise ValueError(f"{path}: not a digits classifier cache ({_first_line(e).replace(path + ': ', '')})") from None
   return {name: a.astype(np.int64 if name == "classes" else np.float64) for name, a in arrays.items()}
 
 

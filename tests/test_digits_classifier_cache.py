@@ -58,7 +58,8 @@ def test_numpy_forward_pass_equals_sklearn(trained):
   assert list(clf.classes_) == list(range(10))
   np.testing.assert_array_equal(feats.predict(x_test / 255.0), clf.predict(flat))
   assert feats.test_accuracy == clf.score(flat, y_test) > 0.95
-  np.testing.assert_array_equal(feats.features(x_test / 255.0), np.maximum(flat @ clf.coefs_[0] + clf.intercepts_[0], 0))
+  hidden = np.maximum(flat @ clf.coefs_[0] + clf.intercepts_[0], 0)
+  np.testing.assert_array_equal(feats.features(x_test / 255.0), hidden)
   with np.load(os.path.join(cache, CACHE_NAME), allow_pickle=False) as stored:
     assert sorted(stored.files) == sorted(SHAPES)
   again = DigitsFeatures(cache)
@@ -97,6 +98,12 @@ def _hostile_files(arrays, marker):
   def unpacks_huge(path):                               # a small file that decompresses to 8 MB
     np.savez_compressed(path, **{**arrays, "coef_0": np.zeros((1024, 1024))})
 
+  def corrupt_deflate(path):                            # compressed members with damaged bytes
+    np.savez_compressed(path, **arrays)
+    with open(path, "r+b") as f:
+      f.seek(2000)
+      f.write(bytes(64))
+
   def nan(path):
     coef = arrays["coef_1"].copy()
     coef[3, 4] = np.nan
@@ -107,10 +114,12 @@ def _hostile_files(arrays, marker):
       "object_array": object_array,
       "pickle_member": pickle_member,
       "truncated": truncated,
+      "corrupt_deflate": corrupt_deflate,
       "huge": huge,
       "unpacks_huge": unpacks_huge,
       "single_npy": lambda path: open(path, "wb").write(_npy_bytes(arrays["coef_0"])),
       "empty": lambda path: open(path, "wb").close(),
+      "fifo": os.mkfifo,                                # opening it would block forever
       "missing_key": lambda path: np.savez(path, **{k: v for k, v in arrays.items() if k != "classes"}),
       "extra_key": lambda path: _valid(path, arrays, other=np.zeros(3)),
       "wrong_shape": lambda path: _valid(path, arrays, coef_1=arrays["coef_1"][:, :9]),
@@ -128,8 +137,9 @@ def _npy_bytes(a):
   return buf.getvalue()
 
 
-CASES = ["pickle", "object_array", "pickle_member", "truncated", "huge", "unpacks_huge", "single_npy", "empty", "missing_key",
-         "extra_key", "wrong_shape", "wrong_dtype", "nan", "classes_permuted", "classes_float"]
+CASES = ["pickle", "object_array", "pickle_member", "truncated", "corrupt_deflate", "huge", "unpacks_huge",
+         "single_npy", "empty", "fifo", "missing_key", "extra_key", "wrong_shape", "wrong_dtype", "nan",
+         "classes_permuted", "classes_float"]
 
 
 @pytest.mark.parametrize("case", CASES)
