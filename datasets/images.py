@@ -18,13 +18,32 @@ chosen by a fixed permutation (seed 0) independent of the training seed, and N >
 Images are converted to ``data.num_channels`` channels (1: pillow's grey "L", the ITU-R 601-2 luma;
 3: "RGB"; an alpha channel is dropped), then go through the same ``ImageData`` preprocessing as the
 tensorflow-datasets sets: centre crop + resize to ``data.image_size``, ``data.centered``, flips, dequantisation.
+
+Files we did not write are read defensively; each refusal is a ValueError of one line naming the file:
+
+* only regular files (a named pipe, device or socket is refused from ``os.stat``, never opened, so it
+  cannot hang the run); data.path itself is a directory (FOLDER) or a regular file (ARRAY);
+* only the decoders of ``IMAGE_FORMATS`` (PNG, JPEG, BMP, WEBP) are tried: pillow picks a decoder from
+  the contents, not the name, so e.g. an EPS file named x.png (rendered by Ghostscript) is refused;
+* at most ``MAX_IMAGE_PIXELS`` pixels per image, read from the header before any pixel is decoded;
+* 16-bit grey PNGs are scaled to 8 bits, round(v * 255 / 65535) (16-bit colour PNGs: pillow keeps the
+  high byte of each channel, v >> 8); other pixel modes (e.g. 32-bit float) are refused;
+* every header is read when the source is opened (before training starts); a body that fails to
+  decode later (corrupt, truncated) stops the run with the same one-line error;
+* an .npz member is read into memory only when its zip entry's size matches the shape and dtype its
+  array header declares, and all members read hold at most ``NPZ_MAX_BYTES`` (a larger data set: an
+  .npy file, which is memory-mapped).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import math
 import os
+import stat
+import zipfile
 
 import numpy as np
 
@@ -40,10 +59,18 @@ DATASETS = sorted(list(TFDS) + ["DIGITS", "GMM", *OWN])
 DIGITS_TEST_SIZE = 297           # a fixed split of scikit-learn's 1,797 digits: 1,500 train, 297 test
 DIGITS_MAX = 16                  # digits pixels are integers 0..16
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")   # FOLDER: the files read (case-insensitive)
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")   # the only pillow decoders tried, whatever a file's name says
+MAX_IMAGE_PIXELS = 4096 * 4096   # per image (16.8 Mpx, 64 MiB as RGBA), checked from the header before decoding
+NPZ_MAX_BYTES = 8 * 2**30        # ARRAY: an .npz's arrays are decompressed into memory, at most this much in all
 OWN_TEST_DIVISOR = 20            # own data without a train/test layout: max(1, N // 20) examples are "test"
 OWN_SPLIT_SEED = 0               # ... chosen by this fixed permutation, independent of the training seed
 OWN_CACHE_BYTES = 256 * 2**20    # FOLDER: decoded images kept per split (least recently used dropped first)
 _PIL_MODE = {1: "L", 3: "RGB"}   # data.num_channels -> the pillow mode images are converted to
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")     # grey 0..65535, scaled by 255 / 65535
+_EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -177,17 +204,100 @@ def convert_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
   return out.reshape(out.shape[0], out.shape[1], num_channels)
 
 
+def _kind(mode: int) -> str:
+  return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+@contextlib.contextmanager
+def _regular_file(path: str, where: str):
+  """``path`` opened for binary reading if it is a regular file (symbolic links followed).
+
+  A named pipe, device or socket is refused from ``os.stat`` without opening it (opening a pipe blocks
+  until a writer appears); the descriptor is opened non-blocking and checked again, so a file swapped
+  in between cannot hang the run either.
+
+  Raises:
+    ValueError: "{where}: FILE is a named pipe (FIFO), not a regular file" (or a device, ...), or the
+      OSError of a file that cannot be opened, in one line naming it.
+  """
+  flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+  try:
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+      raise ValueError(f"{where}: {path!r} is {_kind(mode)}, not a regular file; only regular files are read")
+    f = os.fdopen(os.open(path, flags), "rb")
+  except OSError as e:
+    raise ValueError(f"{where}: cannot open {path!r} ({type(e).__name__}: {e.strerror or _first_line(e)})") from None
+  with f:
+    mode = os.fstat(f.fileno()).st_mode
+    if not stat.S_ISREG(mode):                       # replaced after the stat above
+      raise ValueError(f"{where}: {path!r} is {_kind(mode)}, not a regular file; only regular files are read")
+    yield f
+
+
+@contextlib.contextmanager
+def _open_image(path: str, where: str):
+  """The pillow image of file ``path`` with only its header read (no pixel decoded), after every check
+  that needs no decoding: a regular file, one of ``IMAGE_FORMATS`` (from the contents), at most
+  ``MAX_IMAGE_PIXELS`` pixels, a pixel mode that is read. Raises ValueError in one line naming the file."""
+  from PIL import Image
+
+  formats = ", ".join(IMAGE_FORMATS)
+  with _regular_file(path, where) as f:
+    try:
+      im = Image.open(f, formats=list(IMAGE_FORMATS))
+    except Image.UnidentifiedImageError:
+      raise ValueError(f"{where}: {path!r} is not a {formats} image (the formats read; the contents decide, "
+                       f"not the file name)") from None
+    except Image.DecompressionBombError as e:        # pillow's own limit, far above ours
+      raise ValueError(f"{where}: image {path!r} has more than MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} pixels "
+                       f"({_first_line(e)})") from None
+    except Exception as e:  # pillow raises several types for a corrupt header
+      raise ValueError(f"{where}: cannot read image {path!r} ({type(e).__name__}: {_first_line(e)})") from None
+    with im:
+      width, height = im.size
+      if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{where}: image {path!r} is {width}x{height} = {width * height} pixels, more than "
+                         f"MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS} (4096x4096); shrink it first")
+      if im.mode not in _EIGHT_BIT_MODES + _SIXTEEN_BIT_MODES:
+        raise ValueError(f"{where}: image {path!r} has pixel mode {im.mode!r}, which is not read (8-bit images "
+                         f"and 16-bit grey are)")
+      yield im
+
+
+def _to_uint8(im, num_channels: int, path: str, where: str) -> np.ndarray:
+  """A decoded pillow image as uint8 [H, W, num_channels]; 16-bit grey v -> round(v * 255 / 65535)."""
+  from PIL import Image
+
+  if im.mode in _SIXTEEN_BIT_MODES:
+    values = np.asarray(im)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+      raise ValueError(f"{where}: image {path!r} (mode {im.mode!r}) has values in {values.min()}..{values.max()}, "
+                       f"outside the 16-bit range 0..65535")
+    # round(v * 255 / 65535) = round(v / 257), never a tie for integer v: (v + 128) // 257
+    im = Image.fromarray(((values.astype(np.uint32) + 128) // 257).astype(np.uint8))
+  image = np.asarray(im.convert(_PIL_MODE[num_channels]))
+  return image.reshape(image.shape[0], image.shape[1], num_channels)
+
+
 def read_image(path: str, num_channels: int, where: str = "data.path") -> np.ndarray:
   """The image file at ``path`` as uint8 [H, W, num_channels] (EXIF orientation applied; 1 channel: "L",
-  3: "RGB"). Raises ValueError "{where}: cannot read image FILE (...)" for an unreadable or corrupt file."""
-  from PIL import Image, ImageOps
+  3: "RGB"; 16-bit grey scaled by 255 / 65535 and rounded).
 
-  try:
-    with Image.open(path) as im:
-      image = np.asarray(ImageOps.exif_transpose(im).convert(_PIL_MODE[num_channels]))
-  except Exception as e:  # pillow raises several types for corrupt or truncated files
-    raise ValueError(f"{where}: cannot read image {path!r} ({type(e).__name__}: {_first_line(e)})") from None
-  return image.reshape(image.shape[0], image.shape[1], num_channels)
+  Raises:
+    ValueError: one line naming the file: not a regular file, not one of ``IMAGE_FORMATS``, more than
+      ``MAX_IMAGE_PIXELS`` pixels, a pixel mode not read, or a corrupt or truncated file
+      ("{where}: cannot read image FILE (...)").
+  """
+  from PIL import ImageOps
+
+  with _open_image(path, where) as im:                # the checks above, from the header alone
+    try:
+      im.load()
+      im = ImageOps.exif_transpose(im)
+    except Exception as e:  # pillow raises several types for corrupt or truncated files
+      raise ValueError(f"{where}: cannot read image {path!r} ({type(e).__name__}: {_first_line(e)})") from None
+    return _to_uint8(im, num_channels, path, where)
 
 
 def _first_line(e: Exception) -> str:
@@ -219,15 +329,11 @@ def image_files(folder: str) -> list[str]:
 
 
 def _check_files(paths: list[str], where: str) -> None:
-  """Opens every file's header (no decoding): an unreadable or non-image file raises ValueError naming it."""
-  from PIL import Image
-
+  """Reads every file's header (no decoding): a file ``read_image`` would refuse from its header alone
+  (not a regular file, not an allowed format, too many pixels, ...) raises ValueError naming it."""
   for path in paths:
-    try:
-      with Image.open(path) as im:
-        im.size
-    except Exception as e:
-      raise ValueError(f"{where}: cannot read image {path!r} ({type(e).__name__}: {_first_line(e)})") from None
+    with _open_image(path, where):
+      pass
 
 
 def _folder_source(path: str, split: str, num_channels: int, where: str):
@@ -249,13 +355,50 @@ def _folder_source(path: str, split: str, num_channels: int, where: str):
   return _FileSource([found[i] for i in own_split_indices(len(found), split)], num_channels, where)
 
 
-def _checked_images(images: np.ndarray, key: str, where: str) -> np.ndarray:
+def _check_array(dtype: np.dtype, shape: tuple, key: str, where: str) -> None:
   """uint8 [N, H, W, C] (C = 1, 3, 4) or [N, H, W]; anything else raises ValueError naming the key and shape."""
-  ok = images.dtype == np.uint8 and (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3, 4)))
-  if not ok or min(images.shape[1:3], default=0) < 1:
-    raise ValueError(f"{where}: array {key!r} has dtype {images.dtype} and shape {tuple(images.shape)}; expected "
+  ok = dtype == np.uint8 and (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4)))
+  if not ok or min(shape[1:3], default=0) < 1:
+    raise ValueError(f"{where}: array {key!r} has dtype {dtype} and shape {tuple(shape)}; expected "
                      f"uint8 images [N, H, W, C] with C in (1, 3, 4), or grey [N, H, W]")
-  return images
+
+
+def _check_npz_members(path: str, keys: list[str], where: str) -> None:
+  """Before the .npz arrays ``keys`` are decompressed into memory: each zip entry's size (from the central
+  directory, which bounds what is decompressed) must equal its .npy header plus the bytes of the shape and
+  dtype it declares, that array must be images (``_check_array``), and all of them together at most
+  ``NPZ_MAX_BYTES``. Raises ValueError naming the key otherwise."""
+  from numpy.lib import format as npy
+
+  readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+  total = 0
+  try:
+    archive = zipfile.ZipFile(path)
+  except Exception as e:  # zipfile raises several types for a damaged archive
+    raise ValueError(f"{where}: cannot read the .npz ({type(e).__name__}: {_first_line(e)})") from None
+  with archive:
+    names = set(archive.namelist())
+    for key in keys:
+      info = archive.getinfo(f"{key}.npy" if f"{key}.npy" in names else key)
+      try:
+        with archive.open(info) as member:
+          version = npy.read_magic(member)
+          if version not in readers:
+            raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
+          shape, _, dtype = readers[version](member)
+          header = member.tell()
+      except Exception as e:  # numpy and zipfile raise several types for a damaged member
+        raise ValueError(f"{where}: array {key!r} has no readable .npy header ({type(e).__name__}: "
+                         f"{_first_line(e)})") from None
+      _check_array(dtype, shape, key, where)
+      declared = math.prod(shape) * dtype.itemsize
+      if info.file_size - header != declared:
+        raise ValueError(f"{where}: array {key!r} declares shape {tuple(shape)} ({declared} bytes) but its zip "
+                         f"entry holds {info.file_size - header} bytes")
+      total += info.file_size
+  if total > NPZ_MAX_BYTES:
+    raise ValueError(f"{where}: the .npz arrays {keys} hold {total} bytes, more than NPZ_MAX_BYTES={NPZ_MAX_BYTES} "
+                     f"that are read into memory; save them as one .npy file (read memory-mapped) instead")
 
 
 def _array_source(path: str, split: str, num_channels: int, where: str):
@@ -277,12 +420,13 @@ def _array_source(path: str, split: str, num_channels: int, where: str):
       elif len(keys) != 1:
         raise ValueError(f"{where}: the .npz holds arrays {keys}; expected one array, or the key 'images', or "
                          f"the keys 'train' and 'test'")
+      _check_npz_members(path, keys, where)            # before anything is decompressed
       try:
         arrays = {k: loaded[k] for k in keys}
       except Exception as e:
         raise ValueError(f"{where}: cannot read the .npz ({type(e).__name__}: {_first_line(e)})") from None
   for key, images in arrays.items():
-    _checked_images(images, key, where)
+    _check_array(images.dtype, images.shape, key, where)
   if keys == ["train", "test"]:
     for key, images in arrays.items():
       if len(images) < 1:
@@ -300,8 +444,10 @@ def own_source(data_config, split: str):
 
   Raises:
     DatasetNotFoundError: data.path does not exist.
-    ValueError: data.path is empty or of the wrong kind, no or too few images, an unreadable image
-      (named), an array of the wrong dtype or rank (key and shape named).
+    ValueError: data.path is empty or of the wrong kind (FOLDER: a directory; ARRAY: a regular file), no
+      or too few images, an image refused from its header (named: not a regular file, not one of
+      IMAGE_FORMATS, more than MAX_IMAGE_PIXELS, ...), an array of the wrong dtype or rank, or an .npz
+      member whose size does not match its header or above NPZ_MAX_BYTES (key named).
   """
   name = str(data_config.dataset).upper()
   path = os.path.expanduser(str(data_config.get("path", "") or ""))
@@ -321,6 +467,8 @@ def own_source(data_config, split: str):
     return _folder_source(path, split, num_channels, where)
   if os.path.isdir(path):
     raise ValueError(f"{where}: a directory; ARRAY reads an .npz file (FOLDER reads a folder of images)")
+  with _regular_file(path, where):                        # a named pipe would block np.load forever
+    pass
   return _array_source(path, split, num_channels, where)
 
 

@@ -286,9 +286,25 @@ def classifier_accuracy(config, run: Setup, params, key: jax.Array) -> dict:
   return out
 
 
+def evaluation_splits(config) -> list[str]:
+  """The data splits ``evaluate`` reads for its metrics (the test loss, bits/dim, a classifier's
+  accuracy; not the cached FID reference statistics)."""
+  scores = config.training.task == "score"
+  ev = config.eval
+  splits = ["test"] if ev.enable_loss or not scores else []
+  if ev.enable_bpd and scores:
+    splits.append(ev.bpd_dataset if is_image_data(config.data) else "test")
+  return sorted(set(splits))
+
+
 def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
-  """Evaluates every selected snapshot (eval.begin_ckpt..end_ckpt) not yet evaluated; returns {step: metrics}."""
+  """Evaluates every selected snapshot (eval.begin_ckpt..end_ckpt) not yet evaluated; returns {step: metrics}.
+
+  The data splits it reads are opened first (``evaluation_splits``): bad data fails before the network
+  is built and before anything is written."""
   config = as_config(config)
+  for split in evaluation_splits(config):
+    get_dataset(config.data, split, evaluation=True, seed=int(config.seed))
   run = setup(config)
   folder = os.path.join(workdir, eval_folder)
   os.makedirs(folder, exist_ok=True)

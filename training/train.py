@@ -138,72 +138,94 @@ def train(config, workdir: str) -> TrainState:
   (``tensorboard/``: loss, eval_loss, lr, grad_norm, steps_per_s) and, at each snapshot, a PNG grid
   of EMA samples (``samples/step_N.png``). Returns the final state.
 
+  The data sources are opened first (data.path, and every image header of a FOLDER, checked in seconds):
+  bad data fails before the network is built and before anything is written to workdir. Whatever stops
+  the run, the checkpoints already started are finished (``Checkpointer.close``) before the error
+  propagates.
+
   Raises:
     NonFiniteLossError: a NaN/inf loss; nothing after the last good checkpoint is written.
+    ValueError, DatasetNotFoundError: bad data (datasets.images.get_dataset), including an image whose
+      body fails to decode mid-run (the message names the file).
   """
   config = as_config(config)
+  train_data = get_dataset(config.data, "train", seed=int(config.seed))
+  eval_data = get_dataset(config.data, "test", seed=int(config.seed) + 1)
   run = setup(config)
   tc = config.training
   os.makedirs(workdir, exist_ok=True)
   checkpointer = Checkpointer(workdir)
-  state = restore_or_create(run, checkpointer)
-  start = int(state.step)
-  if start:
-    logging.info("resuming from step %d", start)
-  batch_size, per_call, n_iters = tc.batch_size, tc.steps_per_call, tc.n_iters
-  train_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
-  eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
-  train_data = get_dataset(config.data, "train", seed=int(config.seed))
-  eval_data = get_dataset(config.data, "test", seed=int(config.seed) + 1)
-  lr_at = learning_rate_schedule(config.optim.lr, int(config.optim.warmup))
-  writer = _writer(workdir)
-  sample_fn = make_sample_fn(config, run, tc.snapshot_samples) if tc.snapshot_sampling and tc.task == "score" else None
-  process, n_proc = jax.process_index(), jax.process_count()
+  writer = bar = None
+  try:
+    state = restore_or_create(run, checkpointer)
+    start = int(state.step)
+    if start:
+      logging.info("resuming from step %d", start)
+    batch_size, per_call, n_iters = tc.batch_size, tc.steps_per_call, tc.n_iters
+    train_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
+    eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
+    lr_at = learning_rate_schedule(config.optim.lr, int(config.optim.warmup))
+    writer = _writer(workdir)
+    sample_fn = make_sample_fn(config, run, tc.snapshot_samples) if tc.snapshot_sampling and tc.task == "score" else None
+    process, n_proc = jax.process_index(), jax.process_count()
 
-  rows = step_lib.process_rows(batch_size, run.mesh)      # this process's rows of every global batch
+    rows = step_lib.process_rows(batch_size, run.mesh)      # this process's rows of every global batch
 
-  def host_batches(first: int, count: int, data):
-    return stack_batches([host_batch(config, data, first + i, batch_size, rows) for i in range(count)])
+    def host_batches(first: int, count: int, data):
+      return stack_batches([host_batch(config, data, first + i, batch_size, rows) for i in range(count)])
 
-  bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
-  step, tick, tick_step = start, time.perf_counter(), start
-  while step < n_iters:
-    count = min(per_call, n_iters - step)
-    state, metrics = train_fn(state, step_lib.put_batches(host_batches(step, count, train_data), run.mesh), run.step_key)
-    losses = np.asarray(metrics["loss"])
-    if not np.all(np.isfinite(losses)):
-      bad = step + int(np.argmin(np.isfinite(losses)))
-      checkpointer.close()
-      raise NonFiniteLossError(f"training loss is {losses[bad - step]} at step {bad}; stopped, the last "
-                               f"good checkpoint in {workdir} is kept")
-    prev, step = step, step + count
-    bar.update(count)
-    bar.set_postfix(loss=f"{losses[-1]:.4g}")
-    if _crossed(prev, step, int(tc.log_freq)):
-      now = time.perf_counter()
-      rate = (step - tick_step) / max(now - tick, 1e-9)            # since the previous log line
-      tick, tick_step = now, step
-      _log(writer, step, loss=float(losses[-1]), lr=float(lr_at(step)),
-           grad_norm=float(np.asarray(metrics["grad_norm"])[-1]), steps_per_s=rate)
-    if _crossed(prev, step, int(tc.eval_freq)):
-      eval_loss = eval_fn(state, step_lib.put_batches(host_batches(step, 1, eval_data), run.mesh), run.step_key)
-      _log(writer, step, eval_loss=float(np.asarray(eval_loss["loss"])[0]))
-    if _crossed(prev, step, int(tc.snapshot_freq_for_preemption)):
-      checkpointer.save(step, state, snapshot=False)
-    if _crossed(prev, step, int(tc.snapshot_freq)) or step == n_iters:
-      checkpointer.save(step, state, snapshot=True)
-      if sample_fn is not None:
-        # Every process runs the sampler (a computation on the replicated global EMA parameters needs
-        # them all, and keeps them in step); process 0 writes the picture.
-        x, nfe = sample_fn(jax.random.fold_in(run.sample_key, step), state.ema_params)
-        if process == 0:
-          path = save_samples_picture(x, config.data, os.path.join(workdir, "samples", f"step_{step}.png"))
-          logging.info("step %d: %d EMA samples (NFE %d) in %s", step, x.shape[0], int(nfe), path)
-  bar.close()
-  checkpointer.close()
+    bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
+    step, tick, tick_step = start, time.perf_counter(), start
+    while step < n_iters:
+      count = min(per_call, n_iters - step)
+      state, metrics = train_fn(state, step_lib.put_batches(host_batches(step, count, train_data), run.mesh),
+                                run.step_key)
+      losses = np.asarray(metrics["loss"])
+      if not np.all(np.isfinite(losses)):
+        bad = step + int(np.argmin(np.isfinite(losses)))
+        raise NonFiniteLossError(f"training loss is {losses[bad - step]} at step {bad}; stopped, the last "
+                                 f"good checkpoint in {workdir} is kept")
+      prev, step = step, step + count
+      bar.update(count)
+      bar.set_postfix(loss=f"{losses[-1]:.4g}")
+      if _crossed(prev, step, int(tc.log_freq)):
+        now = time.perf_counter()
+        rate = (step - tick_step) / max(now - tick, 1e-9)            # since the previous log line
+        tick, tick_step = now, step
+        _log(writer, step, loss=float(losses[-1]), lr=float(lr_at(step)),
+             grad_norm=float(np.asarray(metrics["grad_norm"])[-1]), steps_per_s=rate)
+      if _crossed(prev, step, int(tc.eval_freq)):
+        eval_loss = eval_fn(state, step_lib.put_batches(host_batches(step, 1, eval_data), run.mesh), run.step_key)
+        _log(writer, step, eval_loss=float(np.asarray(eval_loss["loss"])[0]))
+      if _crossed(prev, step, int(tc.snapshot_freq_for_preemption)):
+        checkpointer.save(step, state, snapshot=False)
+      if _crossed(prev, step, int(tc.snapshot_freq)) or step == n_iters:
+        checkpointer.save(step, state, snapshot=True)
+        if sample_fn is not None:
+          # Every process runs the sampler (a computation on the replicated global EMA parameters needs
+          # them all, and keeps them in step); process 0 writes the picture.
+          x, nfe = sample_fn(jax.random.fold_in(run.sample_key, step), state.ema_params)
+          if process == 0:
+            path = save_samples_picture(x, config.data, os.path.join(workdir, "samples", f"step_{step}.png"))
+            logging.info("step %d: %d EMA samples (NFE %d) in %s", step, x.shape[0], int(nfe), path)
+  except BaseException:
+    # An error (a corrupt image, a NaN loss, Ctrl-C) still finishes the checkpoints being written; a
+    # failure while closing is logged, and the error that stopped the run is the one reported.
+    try:
+      _close(bar, checkpointer, writer)
+    except Exception as e:
+      logging.warning("closing the run after an error failed too: %s: %s", type(e).__name__, e)
+    raise
+  _close(bar, checkpointer, writer)
+  return state
+
+
+def _close(bar, checkpointer: Checkpointer, writer) -> None:
+  if bar is not None:
+    bar.close()
+  checkpointer.close()                                      # waits for the checkpoints being written
   if writer is not None:
     writer.close()
-  return state
 
 
 def _writer(workdir: str):
