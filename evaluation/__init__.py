@@ -2,7 +2,15 @@
 
 from evaluation.fid import feature_statistics, frechet_distance, kernel_distance
 from evaluation.digits_classifier import DigitsFeatures
-from evaluation.inception import InceptionFeatures, inception_score
 
 __all__ = ["frechet_distance", "kernel_distance", "feature_statistics", "DigitsFeatures", "InceptionFeatures",
            "inception_score"]
+
+
+def __getattr__(name):
+  # The Inception module is imported on first use, so `python -m evaluation.inception convert ...` runs it
+  # once as __main__ (imported here eagerly, runpy warned on every run, before the command's own output).
+  if name in ("InceptionFeatures", "inception_score"):
+    from evaluation import inception
+    return getattr(inception, name)
+  raise AttributeError(f"module 'evaluation' has no attribute {name!r}")

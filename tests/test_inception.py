@@ -52,6 +52,36 @@ def test_convert_command_writes_a_loadable_archive(tmp_path, random_variables):
   jax.tree.map(np.testing.assert_array_equal, inc.load_variables(out), random_variables)
 
 
+def test_a_pth_state_dict_loads_without_torch(tmp_path, random_variables):
+  """pytorch-fid's weights as torch.save writes a state dict (an OrderedDict of tensors, one storage each,
+  num_batches_tracked as int64), written by the tests' torch-free writer: read by our safe reader and
+  equal to the variables; the convert command turns it into an .npz without torch."""
+  import os, subprocess, sys
+  from tests import hostile
+  state_dict = inc.state_dict_from_variables(random_variables)
+  items, storages = [], {}
+  for i, (name, value) in enumerate(state_dict.items()):
+    kind = "LongStorage" if value.dtype == np.int64 else "FloatStorage"
+    storages[str(i)] = (kind, np.ascontiguousarray(value))
+    items.append((name, hostile.Tensor.dense(str(i), value.shape, storage=kind)))
+  items.append(("Conv2d_1a_3x3.bn.num_batches_tracked", hostile.Tensor.dense("n", (), storage="LongStorage")))
+  storages["n"] = ("LongStorage", np.array([7], np.int64))
+  path = hostile.write_pth(tmp_path / "pt_inception.pth", hostile.ODict(items), storages)
+  read = inc.read_state_dict(path)
+  assert int(read.pop("Conv2d_1a_3x3.bn.num_batches_tracked")) == 7
+  assert sorted(read) == sorted(state_dict)
+  jax.tree.map(np.testing.assert_array_equal, inc.variables_from_state_dict(read), random_variables)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-m", "evaluation.inception", "convert", path, str(tmp_path / "w.npz")],
+                          cwd=root, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0, result.stderr
+  bad = hostile.write(tmp_path / "bad.pth", b"PK\x03\x04 not really a zip")
+  result = subprocess.run([sys.executable, "-m", "evaluation.inception", "convert", bad, str(tmp_path / "x.npz")],
+                          cwd=root, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+  assert not os.path.exists(tmp_path / "x.npz")
+
+
 def test_bad_weight_files_are_named(tmp_path, random_variables):
   with pytest.raises(FileNotFoundError, match="eval.inception_path.*pt_inception-2015-12-05"):
     inc.load_variables(str(tmp_path / "absent.npz"))
