@@ -21,19 +21,23 @@ from tqdm import tqdm
 
 import models
 import samplers
+from models.untrusted import read_npz
 from datasets.images import DIGITS_TEST_SIZE, get_dataset, is_image_data, load_digits_arrays
 from training.checkpoint import Checkpointer
 from training.images import save_samples_picture, to_unit_range
 from training.config import as_config, likelihood_options
 from training.train import Setup, evaluation_state, make_sample_fn, setup
 
+# The eval folder's caches (sampling rounds, FID statistics) may come with a workdir from someone else:
+# read without pickle, their declared sizes capped before reading.
+MAX_CACHE_BYTES = 4 << 30
+
 
 def _resumable(path: str | None, compute) -> dict:
   """``compute()`` (a dict of arrays), or what an earlier call saved at ``path``: finished rounds of a
   killed evaluation are loaded, not redone. The file is written atomically (a kill leaves none)."""
   if path and os.path.exists(path):
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
+    return read_npz(path, MAX_CACHE_BYTES)
   out = compute()
   if path:
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -187,8 +191,7 @@ def reference_inception_statistics(config, extractor, cache_dir: str) -> dict:
     kid = feats[:ev.kid_reference_examples]
     np.savez(path + ".tmp.npz", mu=mu, sigma=sigma, kid_features=kid)
     os.replace(path + ".tmp.npz", path)
-  with np.load(path) as f:
-    return {k: f[k] for k in f.files}
+  return read_npz(path, MAX_CACHE_BYTES)
 
 
 def inception_scores(config, samples_unit: np.ndarray, extractor, cache_dir: str) -> dict:
