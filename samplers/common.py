@@ -47,8 +47,9 @@ def per_sample_normal(keys: jax.Array, step, shape) -> jax.Array:
 
 
 def full_time(t, batch: int) -> jax.Array:
-  """A scalar time broadcast to the [B] vector the score functions take."""
-  return jnp.full((batch,), t, dtype=jnp.float32)
+  """A scalar time broadcast to the [B] vector the score functions take: float32, or float64 when ``t`` is
+  (under ``jax.enable_x64``, e.g. a float64 ODE solve's time, which float32 would round)."""
+  return jnp.full((batch,), t, dtype=jnp.result_type(t, jnp.float32))
 
 
 def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: jax.Array, t: jax.Array) -> jax.Array:
