@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Sets up a fresh virtual environment in .venv and runs the test suite (README command 2).
+# Sets up a virtual environment in .venv with the locked versions (requirements-lock.txt, the exact
+# versions the suite last passed with) and runs the test suite (README command 2).
+# scripts/lock.sh reuses it with VENV (an environment it made) and REQUIREMENTS=requirements.txt (the
+# ranges); PYTHON picks the interpreter that makes the environment (python3; the lock is for 3.11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements.txt
+VENV="${VENV:-.venv}"
+REQUIREMENTS="${REQUIREMENTS:-requirements-lock.txt}"
+"${PYTHON:-python3}" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
 # Pin JAX to the CPU and keep its threads to the 2 cores CI has.
 export JAX_PLATFORMS=cpu
 # The suite is compile-bound (hundreds of small programs, each compiled once): XLA's backend optimisation
@@ -16,7 +21,7 @@ JAX_COMPILATION_CACHE_DIR="$(mktemp -d)"
 export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
 set +e
-.venv/bin/python -m pytest -q -n 2 --durations=25 tests "$@"
+"$VENV/bin/python" -m pytest -q -n 2 --durations=25 tests "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
