@@ -49,8 +49,9 @@ def convert_to_workdir(path: str, config, workdir: str, *, ema: bool = True, add
   from training.checkpoint import Checkpointer
   from training.state import TrainState, get_optimizer
 
-  if not add and existing_checkpoints(workdir):
-    raise FileExistsError(f"--workdir {workdir} already holds checkpoints ({', '.join(existing_checkpoints(workdir))}): "
+  existing = [] if add else existing_checkpoints(workdir)
+  if existing:
+    raise FileExistsError(f"--workdir {workdir} already holds checkpoints ({', '.join(existing)}): "
                           "pass --add to add the converted snapshot to that run, or choose an empty workdir")
   checkpoint = models.read_checkpoint(path)
   chosen = models.published.convert(checkpoint, config, ema=ema)
