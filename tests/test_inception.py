@@ -149,7 +149,7 @@ def test_pool_features_equal_pytorch_fids_own_network():
   import json
   import os
 
-  from tests.reference.seeded import seeded_state
+  from testkit.seeded import seeded_state
 
   with np.load(os.path.join(os.path.dirname(__file__), "reference", "data", "pytorch_fid_inception.npz")) as f:
     fx = {k: f[k] for k in f.files}

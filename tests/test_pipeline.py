@@ -15,30 +15,10 @@ import tensorflow_datasets as tfds
 import sde_lib
 from datasets.images import get_dataset
 from evaluation import feature_statistics, frechet_distance, kernel_distance
+from testkit.pipeline import ROOT, tiny_config, tiny_flags
 from training import step as step_lib
 from training.checkpoint import Checkpointer
 from training.train import setup, train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(nf=8, ch_mult=(1,), num_res_blocks=1, attn_resolutions=())
-
-
-def tiny_config(name="configs.vp.digits", **training):
-  config = importlib.import_module(name).get_config()
-  config.model.update(TINY)
-  config.training.update(dict(batch_size=16, n_iters=2, snapshot_freq=2, snapshot_freq_for_preemption=1,
-                              log_freq=1, eval_freq=1, snapshot_sampling=False), **training)
-  return config
-
-
-def tiny_flags(workdir, n_iters, config="configs/vp/digits.py"):
-  flags = [f"--config={config}", f"--workdir={workdir}", f"--config.training.n_iters={n_iters}",
-           "--config.training.batch_size=16", "--config.training.snapshot_freq=2",
-           "--config.training.snapshot_freq_for_preemption=1", "--config.training.snapshot_sampling=False",
-           "--config.model.nf=8", "--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1",
-           "--config.model.attn_resolutions=()"]
-  return flags
-
 
 def run_main(args, devices=1):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
@@ -148,7 +128,7 @@ def test_sharded_step_equals_single_device_step():
   script = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh
-from tests.test_pipeline import tiny_config
+from testkit.pipeline import tiny_config
 from training import step as step_lib
 from training.train import setup
 from training.state import create_train_state
@@ -298,7 +278,7 @@ def test_frechet_and_kernel_distances_have_their_closed_forms():
 def test_toy_mixture_pipeline(tmp_path):
   """configs/toy/vp.py (MLP on the 2-D mixture), a few steps: scatter plots at snapshots; evaluation
   reports the samples' mode metrics beside the noise floor of exact samples, and the model's and the
-  exact test NLL. (How well the full run learns is measured by benchmarks/toy.py.)"""
+  exact test NLL. (How well the full run learns is measured by benchmarks/pipeline/toy.py.)"""
   from datasets.toy import get_mixture
   from training.evaluate import evaluate
   config = importlib.import_module("configs.toy.vp").get_config()

@@ -20,7 +20,7 @@ import pytest
 import models
 from configs.default_cifar10_configs import get_default_configs
 from models import port, torch_pickle
-from tests.reference.seeded import seeded_state
+from testkit.seeded import seeded_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "reference", "data")

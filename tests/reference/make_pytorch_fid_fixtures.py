@@ -8,7 +8,7 @@ run it beside the project, never inside it:
 
 Nothing of pytorch-fid is patched. Its ``fid_inception_v3`` builds torchvision's Inception3 with the
 FID blocks and then loads the published weights through ``load_state_dict_from_url``; the script
-replaces that one download by the seeded state dict (tests/reference/seeded.py, seed 0: every
+replaces that one download by the seeded state dict (testkit/seeded.py, seed 0: every
 convolution N(0, 1/fan_in), batch-norm scales 1 + 0.1 N, biases 0.1 N, running means 0.1 N, running
 variances 1 + 0.1 |N|). The manifest (names, shapes) comes from a first build whose load is skipped.
 The network is pytorch-fid's ``InceptionV3([3], resize_input=True, normalize_input=True)`` (the pool3
@@ -26,8 +26,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "data", "pytorch_fid_inception.npz")
-sys.path.insert(0, HERE)
-from seeded import seeded_state  # noqa: E402  (numpy only)
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+from testkit.seeded import seeded_state  # noqa: E402  (numpy only)
+
+sys.path.remove(ROOT)
 
 SEED = 0
 

@@ -27,7 +27,7 @@ For each reduced configuration (tests/reference/make_score_sde_pytorch_fixtures.
 16x16 images; but progressive="residual" *with* FIR, the reference config's default, because its FIR
 up-sampling convolution cannot run on the PyTorch port): the model is built by the reference's
 ``models.utils.init_model`` (as run_lib.py does), the params tree of ``model.init`` is flattened to
-"/"-joined names and filled with tests/reference/seeded.py weights (layout "flax", seed 0; seed 1 for
+"/"-joined names and filled with testkit/seeded.py weights (layout "flax", seed 0; seed 1 for
 the EMA tree), and the score is the reference's ``models.utils.get_score_fn`` with its own SDE
 (sde_lib.VESDE / VPSDE / subVPSDE built as run_lib.py builds them) at batch 2, on inputs
 x = mean(x0, t) + std(t) z, x0 uniform on the data range, t uniform on (1e-3, 1). Fixture
@@ -63,8 +63,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from make_score_sde_pytorch_fixtures import (  # noqa: E402  (shared with the torch side; numpy only at import)
     REDUCED, SMALL, reference_sde, section)
-from seeded import seeded_tensor, skipped  # noqa: E402  (numpy only)
+sys.path.insert(0, ROOT)
+from testkit.seeded import seeded_tensor, skipped  # noqa: E402  (numpy only)
 
+sys.path.remove(ROOT)
 while HERE in sys.path:     # the reference's configs/ and models/ (namespace packages) must not meet ours
   sys.path.remove(HERE)
 

@@ -26,7 +26,7 @@ Patches applied to the exported reference (nothing else changes; the script chec
     ({'optimizer', 'model', 'ema', 'step'}, torch.save).
 
 For every configuration: the reference model is built by ``models.utils.create_model`` (so state-dict
-keys carry DataParallel's ``module.``), filled with ``tests/reference/seeded.py`` weights (seed 0;
+keys carry DataParallel's ``module.``), filled with ``testkit/seeded.py`` weights (seed 0;
 ``sigmas`` kept), and its score is taken through the reference's ``models.utils.get_score_fn`` with its
 own SDE (sde_lib.VESDE / VPSDE / subVPSDE built as run_lib.py builds them) at batch 2, on inputs
 x = mean(x0, t) + std(t) z, x0 uniform on the data range (what the network sees in training), t uniform
@@ -42,7 +42,6 @@ import argparse
 import importlib
 import json
 import os
-import re
 import sys
 
 import numpy as np
@@ -50,10 +49,11 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "data")
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-from seeded import seeded_state, seeded_tensor  # noqa: E402  (numpy only)
+sys.path.insert(0, ROOT)
+from testkit.score_sde_pytorch import patch_reference  # noqa: E402  (standard library only)
+from testkit.seeded import seeded_state, seeded_tensor  # noqa: E402  (numpy only)
 
-sys.path.remove(HERE)     # the reference's configs/ and models/ (namespace packages) must not meet ours
+sys.path.remove(ROOT)     # the reference's configs/ and models/ (namespace packages) must not meet ours
 
 SEED, EMA_SEED, BATCH, T_MIN = 0, 1, 2, 1e-3
 
@@ -97,30 +97,6 @@ COUNTS = {
     "configs.vp.cifar10_discrete": "configs.vp.cifar10_ddpmpp",
     "configs.vp.cifar10_ddpm": "configs.vp.ddpm.cifar10",
 }
-
-
-PATCHES = [  # (file, old, new): the module docstring's list
-    ("models/layerspp.py", "h = F.interpolate(x, (H * 2, W * 2), 'nearest')",
-     "h = F.interpolate(x, (H * 2, W * 2), mode='nearest')"),
-]
-
-
-def patch_reference(ref: str) -> None:
-  """Applies the module docstring's patches to the exported reference (idempotent)."""
-  for name, var in (("upfirdn2d.py", "upfirdn2d_op"), ("fused_act.py", "fused")):
-    path = os.path.join(ref, "op", name)
-    text = open(path).read()
-    patched = re.sub(var + r" = load\((.|\n)*?\n\)\n", var + " = None  # patched: no CUDA build on CPU\n", text,
-                     count=1)
-    if patched != text:
-      open(path, "w").write(patched)
-    assert f"{var} = None" in open(path).read(), path
-  for name, old, new in PATCHES:
-    path = os.path.join(ref, name)
-    text = open(path).read()
-    if old in text:
-      open(path, "w").write(text.replace(old, new))
-    assert new in open(path).read(), path
 
 
 def reference_config(module: str, overrides: dict | None = None, small: bool = False):

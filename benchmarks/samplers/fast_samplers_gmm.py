@@ -3,7 +3,7 @@
 For VE, VP and sub-VP and the 4-mode mixture in 2 and 16 dimensions (the README's and
 ``example_mixture(16)``), n samples each from the exact score: EDM Heun, DPM-Solver++(2M), (3M) and
 UniPC-bh2 (order 2), each on the EDM rho-grid, the uniform log-SNR grid and the fitted grid
-(``samplers/grids/<sde>_gmm<D>.json``, fitted on other prior draws by ``benchmarks/fit_grids.py``), at
+(``samplers/grids/<sde>_gmm<D>.json``, fitted on other prior draws by ``benchmarks/samplers/fit_grids.py``), at
 exact budgets ``nfe=`` (final denoising included). Metrics: ``mode_metrics`` (mode-weight TV, worst
 mode-mean error in mode stds, worst spread error |std ratio - 1| against the true mixture, which
 includes sampling noise) and ``spread_bias``: the worst |std / std_ref - 1| against a converged solve
@@ -14,7 +14,7 @@ most of the sampling noise cancels and the discretisation error remains. The flo
 Targets (issue 12): at 10 NFE TV <= 1.5x the floor and every spread within 10%; at 20 NFE within 5%.
 ``met_raw`` uses std_err (against the truth, sampling noise included), ``met_bias`` spread_bias.
 
-    python benchmarks/fast_samplers_gmm.py [--n 8192] [--nfes 5 10 ...] [--dims 2 16]
+    python -m benchmarks.samplers.fast_samplers_gmm [--n 8192] [--nfes 5 10 ...] [--dims 2 16]
     # or in parallel: --dims 2 --part d2 & --dims 16 --part d16; then --merge d2 d16
 
 Rows are saved to results/fast_samplers_gmm_<part>.json (part "run" by default) as they are measured, and
@@ -31,10 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import _util  # noqa: F401  (puts the project on sys.path)
 import samplers
 import sde_lib
-from _util import write
+from benchmarks.common import RESULTS, write
 from datasets import example_mixture
 
 SAMPLERS = {"edm_heun": ("edm_heun", {}), "dpm++2m": ("dpm_solver_pp", dict(order=2)),
@@ -95,7 +94,7 @@ def rows_for(n: int, dim: int, nfes, key, sdes=tuple(SDES), done=frozenset(), em
 
 
 def part_path(part: str) -> str:
-  return os.path.join(_util.RESULTS, f"fast_samplers_gmm_{part}.json")
+  return os.path.join(RESULTS, f"fast_samplers_gmm_{part}.json")
 
 
 def load_part(part: str) -> list[dict]:
@@ -153,7 +152,7 @@ NOTES = ("tv: mode-weight total variation (x floor: over the q99 floor row); mea
          "draws (discretisation error only). met_raw / met_bias: issue 12's target at 10 NFE (TV <= 1.5x "
          "floor, spread within 10%) and 20 NFE (5%), with std_err / spread_bias. The fitted grids were fitted "
          "on other draws (key 100) for UniPC-2 at 10 and 20 NFE; other budgets resample them log-linearly. "
-         "Command: `python benchmarks/fast_samplers_gmm.py`.")
+         "Command: `python -m benchmarks.samplers.fast_samplers_gmm`.")
 
 
 if __name__ == "__main__":

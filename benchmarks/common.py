@@ -1,4 +1,5 @@
-"""Timing and reporting helpers shared by the benchmark scripts."""
+"""Timing and reporting helpers shared by the benchmark scripts (run from the repository root as
+``python -m benchmarks.<family>.<name>``, which puts the repository on sys.path)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ import jax
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 

@@ -6,7 +6,7 @@ N-step grid for UniPC (bh2, order 2) at N = 9 and 19 (10 and 20 NFE with the fin
 draws), driven by the exact score, and saves ``samplers/grids/<sde>_gmm<D>.json``; the samplers load
 them as ``grid="fitted:<sde>_gmm<D>"`` (other step counts are log-linearly resampled).
 
-    python benchmarks/fit_grids.py [--sdes ve vp subvp] [--dims 2 16] [--iters 300]
+    python -m benchmarks.samplers.fit_grids [--sdes ve vp subvp] [--dims 2 16] [--iters 300]
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import time
 import jax
 import numpy as np
 
-import _util  # noqa: F401  (puts the project on sys.path)
 import sde_lib
-from _util import commit
+from benchmarks.common import commit
 from datasets import example_mixture
 from samplers import fit_grid, schedules
 
@@ -50,7 +49,7 @@ def main():
       fit_grid.save_grid(path, grids, sde=repr(sde), data=f"example_mixture({dim})", method=METHOD, order=ORDER,
                          lower_order_final=True, t_min=1e-3, sigma_floor=0.01, batch=BATCH, key=100,
                          iters=args.iters, delta=DELTA, objective=fit_grid.OBJECTIVE, losses=losses,
-                         command="python benchmarks/fit_grids.py", commit=commit())
+                         command="python -m benchmarks.samplers.fit_grids", commit=commit())
 
 
 if __name__ == "__main__":

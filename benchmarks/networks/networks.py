@@ -7,8 +7,8 @@ and random times. Default: batch 8 on CPU. On an accelerator pass ``--batch 128`
 bfloat16`` casts parameters and inputs to bfloat16 (GroupNorm statistics stay float32 in flax) and
 reports whether the output and the gradient stay finite.
 
-    python benchmarks/networks.py                                  # CPU, batch 8, float32
-    python benchmarks/networks.py --batch 128 --dtype bfloat16     # on a GPU
+    python -m benchmarks.networks.networks                                  # CPU, batch 8, float32
+    python -m benchmarks.networks.networks --batch 128 --dtype bfloat16     # on a GPU
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-import _util  # noqa: F401  (puts the repository on sys.path)
 import models
-from _util import machine, time_compiled, write
+from benchmarks.common import machine, time_compiled, write
 
 CONFIGS = {
     "ve/cifar10 (NCSN++ cont.)": "configs.ve.cifar10",
@@ -92,7 +91,7 @@ def main():
     rows.append(bench(name, CONFIGS[name], args.batch, args.dtype, args.repeats))
     print(rows[-1], flush=True)
   out = args.name or f"networks_{platform}_b{args.batch}_{args.dtype}"
-  notes = (f"`python benchmarks/networks.py --batch {args.batch} --dtype {args.dtype}` on {machine()}. "
+  notes = (f"`python -m benchmarks.networks.networks --batch {args.batch} --dtype {args.dtype}` on {machine()}. "
            f"Times are medians of {args.repeats} runs after compilation; compile = first call minus a run. "
            "fwd+bwd = value and gradient of the mean squared output w.r.t. the parameters, dropout on.")
   print(write(out, f"Score networks: forward and forward+backward, batch {args.batch}, {args.dtype}", rows,

@@ -9,7 +9,7 @@ TV, worst mode-mean error (mode stds), worst spread error |std ratio - 1|, each 
 of exact conditional samples of the same size (``metric_floor``), and NFE. Then the curve of
 error against particles (smc) and against RePaint's resampling count.
 
-    python benchmarks/controllable_gmm.py [--n 4096] [--quick]
+    python -m benchmarks.conditional.controllable_gmm [--n 4096] [--quick]
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import _util  # noqa: F401  (puts the project on sys.path)
 import samplers
 import sde_lib
-from _util import write
+from benchmarks.common import write
 from datasets import GaussianMixture, example_mixture
 from samplers import guidance, inpaint
 
@@ -117,13 +116,13 @@ def main():
   guided = guided_rows(args.n)
   write("controllable_gmm_guidance", "Classifier guidance with the exact classifier, scale 1", guided,
         ["sde", "sampler", "nfe"] + metric_cols + ["seconds"],
-        f"`python benchmarks/controllable_gmm.py --n {args.n}`: example_mixture(2), class A = components {{0, 2}}; "
-        "target: the class-conditional mixture; floors: 99% quantile over 200 exact samples of the same size "
-        f"(n = {args.n}). Target of issue 11: every metric within 1.5x its floor. seconds include compilation.")
+        f"`python -m benchmarks.conditional.controllable_gmm --n {args.n}`: example_mixture(2), class A = components "
+        f"{{0, 2}}; target: the class-conditional mixture; floors: 99% quantile over 200 exact samples of the same "
+        f"size (n = {args.n}). Target of issue 11: every metric within 1.5x its floor. seconds include compilation.")
   rows, curve = inpaint_rows(args.n, args.quick)
-  note = (f"`python benchmarks/controllable_gmm.py --n {args.n}`: inpainting the unobserved x1 of a 2-D mixture "
-          "given x0; target: the exact conditional (`GaussianMixture.condition`); metrics of the x1 samples, floors "
-          f"as for guidance (n = {args.n}). NFE counts score calls (smc's calls each evaluate n x n_particles "
+  note = (f"`python -m benchmarks.conditional.controllable_gmm --n {args.n}`: inpainting the unobserved x1 of a 2-D "
+          "mixture given x0; target: the exact conditional (`GaussianMixture.condition`); metrics of the x1 samples, "
+          f"floors as for guidance (n = {args.n}). NFE counts score calls (smc's calls each evaluate n x n_particles "
           "inputs). seconds include compilation.")
   write("controllable_gmm_inpainting", "Inpainting against the exact conditional", rows,
         ["case", "prior_weights", "exact_weights", "sde", "inpainter", "nfe"] + metric_cols + ["seconds"], note)

@@ -5,8 +5,8 @@ with warm-up and clipping, EMA; sharded over every device JAX sees), on random [
 (the data pipeline is not timed). Compile time is the first call minus a run; steps/s is 1 / the
 median of several timed calls. Default batch 8 on CPU; on a GPU pass ``--batch 128``.
 
-    python benchmarks/train_step.py                 # CPU, batch 8
-    python benchmarks/train_step.py --batch 128     # on a GPU
+    python -m benchmarks.networks.train_step                 # CPU, batch 8
+    python -m benchmarks.networks.train_step --batch 128     # on a GPU
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import importlib
 import jax
 import numpy as np
 
-import _util  # noqa: F401  (puts the repository on sys.path)
-from _util import machine, time_compiled, write
+from benchmarks.common import machine, time_compiled, write
 from training import step as step_lib
 from training.state import create_train_state
 from training.train import make_step_fn, setup
@@ -73,8 +72,8 @@ def main():
     rows.append(bench(name, CONFIGS[name], args.batch, args.repeats))
     print(rows[-1], flush=True)
   out = args.name or f"train_step_{jax.devices()[0].platform}_b{args.batch}"
-  notes = (f"`python benchmarks/train_step.py --batch {args.batch}` on {machine()}. One optimisation step per call "
-           f"(loss, gradient, Adam, EMA), median of {args.repeats} calls after compilation; random batches.")
+  notes = (f"`python -m benchmarks.networks.train_step --batch {args.batch}` on {machine()}. One optimisation step "
+           f"per call (loss, gradient, Adam, EMA), median of {args.repeats} calls after compilation; random batches.")
   print(write(out, f"Training throughput, batch {args.batch}", rows,
               ["config", "devices", "batch", "compile_s", "step_s", "steps_per_s", "images_per_s", "loss_finite"],
               notes))

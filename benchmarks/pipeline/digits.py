@@ -13,7 +13,7 @@ Then every sampler method draws 500 samples from the same final checkpoint (``--
 probability-flow ODE, EDM Heun, DPM-Solver++ at 10 and 20 NFE, PC with probability_flow=True),
 and their digits FID / floor goes to results/digits_samplers.md (target: every method within 3x).
 
-    python benchmarks/digits.py [--sdes ve vp subvp] [--root runs/bench_digits] [--skip_bpd]
+    python -m benchmarks.pipeline.digits [--sdes ve vp subvp] [--root runs/bench_digits] [--skip_bpd]
 
 Rerunning some SDEs keeps the other SDEs' rows of the results files, each row naming its commit.
 """
@@ -23,8 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 
-import _util
-from _util import final_metrics, merge_rows, run_main as run, run_per_sde, write
+from benchmarks.common import ROOT, final_metrics, merge_rows, run_main as run, run_per_sde, write
 
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 # Every sampler method on the final checkpoint: label -> config.sampling overrides.
@@ -68,7 +67,7 @@ def bench(sde: str, root: str, args) -> dict:
     last_bpd = final_metrics(os.path.join(workdir, "eval_bpd", "progress.json"))
   sampler_sweep(sde, config, workdir)
   last = final_metrics(os.path.join(workdir, "eval", "progress.json"))
-  grid = os.path.join(_util.ROOT, "docs", f"digits_{sde}_samples.png")
+  grid = os.path.join(ROOT, "docs", f"digits_{sde}_samples.png")
   shutil.copyfile(last["samples_png"], grid)
   hist = last["class_histogram"]
   return dict(sde=SDES[sde], steps=last["step"], train_s=train_s, eval_s=eval_s, bpd_s=bpd_s, nfe=last["nfe"],
@@ -76,7 +75,7 @@ def bench(sde: str, root: str, args) -> dict:
               fid_over_floor=last["digits_fid"] / last["digits_fid_floor_train_vs_test"],
               digits_kid=last["digits_kid"], bpd_test=last_bpd["bpd_test"],
               class_histogram=" ".join(f"{h:.2f}" for h in hist), max_class_freq=max(hist), min_class_freq=min(hist),
-              grid=os.path.relpath(grid, _util.ROOT))
+              grid=os.path.relpath(grid, ROOT))
 
 
 def main():
@@ -90,7 +89,7 @@ def report(rows: list[dict], sampler_rows: list[dict]) -> None:
   fresh = {r["sde"] for r in rows}               # SDEs not rerun keep their rows (and the commit they ran at)
   rows = merge_rows("digits", rows, "sde", fresh)
   sampler_rows = merge_rows("digits_samplers", sampler_rows, "sde", fresh)
-  notes = ("`python benchmarks/digits.py`: per SDE, the README's two commands, `main.py --mode train` "
+  notes = ("`python -m benchmarks.pipeline.digits`: per SDE, the README's two commands, `main.py --mode train` "
            "(configs/<sde>/digits.py: its n_iters steps (column steps), batch 128; train_s) and `--mode eval` (both "
            "snapshots, 500 samples each; eval_s), then bits/dim of the 297 dequantised test digits at the final "
            "checkpoint through the probability-flow ODE, rtol = atol = 1e-5, Hutchinson (bpd_s: `--mode eval "
@@ -105,11 +104,11 @@ def report(rows: list[dict], sampler_rows: list[dict]) -> None:
                "bpd_test", "class_histogram", "grid", "commit"], notes))
   print(write("digits_samplers", "Every sampler on the final digits checkpoint", sampler_rows,
               ["sde", "sampler", "nfe", "digits_fid", "fid_over_floor", "max_abs_sample", "eval_s", "commit"],
-              "`python benchmarks/digits.py`: after training (EMA with warm-up), each sampler draws 500 samples "
-              "from the final EMA parameters through `main.py --mode eval --config.sampling.*` (eval_s: wall "
-              "seconds with process start and compilation). digits FID and its train-vs-test floor as in "
-              "digits.md; target: every method within 3x the floor. max_abs_sample: the largest |x| of the "
-              "samples (data lie in [-1, 1])."))
+              "`python -m benchmarks.pipeline.digits`: after training (EMA with warm-up), each sampler draws 500 "
+              "samples from the final EMA parameters through `main.py --mode eval --config.sampling.*` (eval_s: wall "
+              "seconds with process start and compilation). digits FID and its train-vs-test floor as in digits.md; "
+              "target: every method within 3x the floor. max_abs_sample: the largest |x| of the samples (data lie in "
+              "[-1, 1])."))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ memory part only compiles. The time part runs the step at a small batch on this 
 XLA:CPU, not a GPU) to measure remat's recomputation cost as a ratio to no remat, variants alternated
 round by round so load from other processes hits them alike; medians.
 
-    python benchmarks/train_memory.py [--batches 32 128] [--time-batch 8 --rounds 7]
+    python -m benchmarks.networks.train_memory [--batches 32 128] [--time-batch 8 --rounds 7]
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-import _util  # noqa: F401  (puts the repository on sys.path)
-from _util import block, write
+from benchmarks.common import block, write
 from training import step as step_lib
 from training.state import create_train_state
 from training.train import make_step_fn, setup
@@ -140,20 +139,20 @@ def main():
 
 
 def write_memory(rows, name: str = "train_memory"):
-  notes = ("`python benchmarks/train_memory.py`: the train step (loss, gradient, Adam, EMA; state donated) compiled "
-           "for one device at each per-device batch, never run; XLA's `memory_analysis()`: arguments (state + "
-           "batch), outputs, temporaries, aliased (donated) bytes; peak = arguments + outputs + temporaries - "
-           "aliased. state: params + EMA + Adam moments (float32). Variants: `training.remat` none / full (keep "
-           "only each residual and attention block's inputs) / dots (also keep conv and matmul outputs), "
-           "`training.compute_dtype` bfloat16 (bf16, bf16+full; parameters, Adam, EMA stay float32). XLA:CPU "
-           "buffer assignment, no GPU was run: an estimate of the GPU figure.")
+  notes = ("`python -m benchmarks.networks.train_memory`: the train step (loss, gradient, Adam, EMA; state donated) "
+           "compiled for one device at each per-device batch, never run; XLA's `memory_analysis()`: arguments (state "
+           "+ batch), outputs, temporaries, aliased (donated) bytes; peak = arguments + outputs + temporaries - "
+           "aliased. state: params + EMA + Adam moments (float32). Variants: `training.remat` none / full (keep only "
+           "each residual and attention block's inputs) / dots (also keep conv and matmul outputs), "
+           "`training.compute_dtype` bfloat16 (bf16, bf16+full; parameters, Adam, EMA stay float32). XLA:CPU buffer "
+           "assignment, no GPU was run: an estimate of the GPU figure.")
   write(name, "Training-step memory from XLA's buffer assignment", rows,
         ["config", "batch_per_device", "variant", "state_GiB", "temporaries_GiB", "peak_GiB", "peak_vs_none",
          "compile_s"], notes)
 
 
 def write_time(rows, batch: int, rounds: int):
-  notes = (f"`python benchmarks/train_memory.py --skip memory --time-batch {batch} --rounds {rounds}`: "
+  notes = (f"`python -m benchmarks.networks.train_memory --skip memory --time-batch {batch} --rounds {rounds}`: "
            "the train step executed on this machine's CPU (XLA:CPU, 2 cores shared with other processes: noisy), "
            "variants alternated each round, state carried from step to step; median, min and max of the rounds; "
            "time_vs_none = median / median of no remat. CPU time, not GPU time: remat's recomputation ratio "

@@ -1,6 +1,6 @@
 """Our NCSN++ / DDPM++ against score_sde_pytorch's own, forward and forward + backward, in one process tree.
 
-The reference runs in a worker process (benchmarks/_reference_torch.py) under a Python that has torch,
+The reference runs in a worker process (benchmarks/networks/_reference_torch.py) under a Python that has torch,
 on an exported copy of yang-song/score_sde_pytorch; this process times ours. The two never run at the
 same time: each round times one call of every variant of ours, then one call of the reference, so slow
 and fast spells of a shared machine fall on both. Reported per configuration and mode: the median of
@@ -14,7 +14,7 @@ rate it reached.
 
     python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.13.0 numpy ml_collections scipy
     mkdir -p /tmp/ref_pt && git -C <mirror of yang-song/score_sde_pytorch> archive HEAD | tar -x -C /tmp/ref_pt
-    python benchmarks/networks_vs_reference.py --torch_python /tmp/torchvenv/bin/python --ref /tmp/ref_pt
+    python -m benchmarks.networks.networks_vs_reference --torch_python /tmp/torchvenv/bin/python --ref /tmp/ref_pt
 
 Without --torch_python / --ref (or when the worker cannot import torch or the reference) the reference
 columns are skipped with a message and ours are still timed.
@@ -32,10 +32,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-import _util  # noqa: F401  (puts the repository on sys.path)
 import models
-from _util import machine, write
-from networks import inputs, load_config, programs
+from benchmarks.common import machine, write
+from benchmarks.networks.networks import inputs, load_config, programs
 from training import runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -162,7 +161,7 @@ def main():
   finally:
     if reference is not None:
       reference.close()
-  notes = (f"`python benchmarks/networks_vs_reference.py --rounds {args.rounds}` on {machine()}, batch "
+  notes = (f"`python -m benchmarks.networks.networks_vs_reference --rounds {args.rounds}` on {machine()}, batch "
            f"{args.batch}, {args.threads} threads for torch (2.13.0+cpu, score_sde_pytorch at its mirror's HEAD, "
            "CUDA ops patched out: its native upfirdn2d runs the FIR). Each round times one call of each variant "
            "of ours, then one call of the reference; times are medians over rounds; ratio = median of the "

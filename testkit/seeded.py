@@ -1,6 +1,6 @@
 """Seeded weights for reference-equivalence fixtures: numpy only, so tests rebuild them without torch.
 
-The fixture scripts in this folder fill a reference network (score_sde_pytorch, score_sde's flax code,
+The fixture scripts in tests/reference/ fill a reference network (score_sde_pytorch, score_sde's flax code,
 pytorch-fid's Inception) with these values, run it, and commit only the seed, the tensor names and
 shapes, the inputs and the outputs. A test rebuilds the same tensors from the manifest, converts them
 to this project's layout and compares outputs.

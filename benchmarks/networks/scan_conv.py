@@ -9,7 +9,7 @@ convolutions + swish ([batch, size, size, channels], ``depth`` layers): unrolled
 body far slower than at the top level (known: jax-ml/jax#12868), and the gradient's convolutions are
 the ones it hits.
 
-    python benchmarks/scan_conv.py [--size 32] [--channels 128] [--depth 4]
+    python -m benchmarks.networks.scan_conv [--size 32] [--channels 128] [--depth 4]
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-import _util  # noqa: F401  (puts the repository on sys.path)
-from _util import machine, write
+from benchmarks.common import machine, write
 from training import runtime
 
 
@@ -68,9 +67,9 @@ def main():
       rows.append(dict(options=options_name, mode=mode, unrolled_s=times["unrolled"], scan_s=times["lax.scan"],
                        scan_over_unrolled=times["lax.scan"] / times["unrolled"]))
       print(rows[-1], flush=True)
-  notes = (f"`python benchmarks/scan_conv.py` on {machine()}: {args.depth} layers of 3x3 convolution ({args.channels} "
-           f"channels) + swish on [{args.batch}, {args.size}, {args.size}, {args.channels}], the mean square of the "
-           "output; forward, and its gradient w.r.t. the stacked kernels; median of "
+  notes = (f"`python -m benchmarks.networks.scan_conv` on {machine()}: {args.depth} layers of 3x3 convolution "
+           f"({args.channels} channels) + swish on [{args.batch}, {args.size}, {args.size}, {args.channels}], the "
+           "mean square of the output; forward, and its gradient w.r.t. the stacked kernels; median of "
            f"{args.repeats} runs after a warm-up. Same function, unrolled or one lax.scan.")
   print(write("scan_conv", "Convolutions inside lax.scan on XLA:CPU", rows,
               ["options", "mode", "unrolled_s", "scan_s", "scan_over_unrolled"], notes))

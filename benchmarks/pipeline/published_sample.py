@@ -3,12 +3,12 @@
 
 No published checkpoint can be downloaded here, so the weights are the seeded ones of the
 equivalence fixture (``tests/reference/data/pytorch_ve_cifar10_ncsnpp_continuous.npz``: the reference
-state dict's names and shapes, filled by ``tests/reference/seeded.py``), converted by the same code
+state dict's names and shapes, filled by ``testkit/seeded.py``), converted by the same code
 as a real ``.pth`` (``models.port.from_torch_state_dict``) and written as a snapshot; then the README's
 sample command runs as a subprocess and is timed (process start and compilation included), and the
 sampling itself is timed apart inside one process (compile, then one timed run).
 
-    python benchmarks/published_sample.py
+    python -m benchmarks.pipeline.published_sample
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import _util
-from _util import run_main, time_compiled, write
+from benchmarks.common import ROOT, run_main, time_compiled, write
 
-FIXTURE = os.path.join(_util.ROOT, "tests", "reference", "data", "pytorch_ve_cifar10_ncsnpp_continuous.npz")
+FIXTURE = os.path.join(ROOT, "tests", "reference", "data", "pytorch_ve_cifar10_ncsnpp_continuous.npz")
 CONFIG = "configs/ve/cifar10.py"
 BATCH, STEPS = 8, 50            # reverse diffusion + Langevin: 2 NFE per step, denoise off -> 100 NFE
 
@@ -33,7 +32,7 @@ def converted_workdir(workdir: str):
   """A workdir holding the converted seeded NCSN++ as its step-0 snapshot; returns the typed config."""
   import models
   from models.convert import load_config
-  from tests.reference.seeded import seeded_state
+  from testkit.seeded import seeded_state
   from training.checkpoint import Checkpointer
   from training.config import parse_config
   from training.state import TrainState, get_optimizer
@@ -41,7 +40,7 @@ def converted_workdir(workdir: str):
   with np.load(FIXTURE) as f:
     manifest = list(zip(f["names"].tolist(), json.loads(str(f["shapes"]))))
     seed = int(f["seed"])
-  config = parse_config(load_config(os.path.join(_util.ROOT, CONFIG)))
+  config = parse_config(load_config(os.path.join(ROOT, CONFIG)))
   params = models.port.from_torch_state_dict(models.get_model(config), (1, 32, 32, 3), seeded_state(manifest, seed))
   params = jax.tree.map(jnp.asarray, params)
   state = TrainState(step=jnp.asarray(0, jnp.int32), params=params, ema_params=params,
@@ -61,7 +60,7 @@ def main():
   import sde_lib
   from training.config import sampler_options
 
-  workdir = os.path.join(_util.ROOT, "runs", "bench_published_sample")
+  workdir = os.path.join(ROOT, "runs", "bench_published_sample")
   config, params = converted_workdir(workdir)
   overrides = [f"--config.eval.num_samples={BATCH}", f"--config.eval.batch_size={BATCH}",
                f"--config.sampling.pc.num_steps={STEPS}", "--config.sampling.denoise=False"]
@@ -79,7 +78,7 @@ def main():
              sample_command_s=wall, compile_s=compile_s, sampling_s=run_s, s_per_nfe=run_s / int(nfe),
              finite=bool(np.all(np.isfinite(np.asarray(x)))))
   print(row)
-  notes = ("`python benchmarks/published_sample.py`: seeded weights in score_sde_pytorch's state-dict layout "
+  notes = ("`python -m benchmarks.pipeline.published_sample`: seeded weights in score_sde_pytorch's state-dict layout "
            "(the equivalence fixture's manifest), converted by models.port and written as a snapshot; "
            "sample_command_s: wall time of `main.py --config configs/ve/cifar10.py --mode sample` with "
            f"{BATCH} samples, PC reverse diffusion + Langevin, {STEPS} steps, denoise off (process start, "

@@ -17,7 +17,7 @@ Rows:
   likelihood: ``get_likelihood_fn`` (Hutchinson, one Rademacher probe) with each adjoint.
   pc / ald / edm_heun / dpm_solver_pp: the fixed-step loops with and without ``checkpoint=True``.
 
-    python benchmarks/backward_memory.py
+    python -m benchmarks.samplers.backward_memory
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ import time
 import jax
 import jax.numpy as jnp
 
-import _util  # noqa: F401  (puts the repository on sys.path)
-from _util import time_compiled, write
 import models
 import samplers
 import sde_lib
+from benchmarks.common import time_compiled, write
 from models.mlp import MLP
 
 BATCH, DIM = 256, 2

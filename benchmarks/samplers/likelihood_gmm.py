@@ -7,7 +7,7 @@ in bits/dim (not solver error), NFE, compile and run time. Then, in the same run
 approach -- scipy solve_ivp RK45 on the host calling a jitted drift-and-divergence, one probe --
 against the on-device path at 1e-5.
 
-    python benchmarks/likelihood_gmm.py
+    python -m benchmarks.samplers.likelihood_gmm
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
 
-import _util  # noqa: F401
 import samplers
 import sde_lib
-from _util import time_compiled, write
+from benchmarks.common import time_compiled, write
 from datasets import example_mixture
 from samplers import drift_and_divergence
 
@@ -106,7 +105,7 @@ def main():
                      "bits (for Hutchinson this includes the estimator's noise); solver_bias_bpd: its signed mean; "
                      "prior_mismatch_bpd: mean (log p_T(z) - prior_logp(z)) per dimension, in bits, which is not "
                      "solver error. Times: median of 3 runs, compile separate. Command: "
-                     "`python benchmarks/likelihood_gmm.py`.")
+                     "`python -m benchmarks.samplers.likelihood_gmm`.")
   host = host_rows()
   text += "\n" + write("likelihood_host_vs_device", "Likelihood ODE: diffrax on device vs scipy RK45 on the host",
                        host, ["sde", "D", "batch", "tol", "device_nfe", "device_s", "host_nfe", "host_s", "speedup"],

@@ -9,8 +9,8 @@ step counts, other samplers), each with ``--seeds`` sampling seeds: a 500-sample
 297 test digits moves by 0.1-0.6x the floor from seed to seed (sd over 3 seeds), so a faster default is chosen from
 the mean over seeds, not from one draw.
 
-    python benchmarks/time_to_default.py [--root runs/bench_time_to_default] [--variants [--seeds 3]]
-    python benchmarks/time_to_default.py --variants_only      # variants on the last run's checkpoint
+    python -m benchmarks.pipeline.time_to_default [--root runs/bench_time_to_default] [--variants [--seeds 3]]
+    python -m benchmarks.pipeline.time_to_default --variants_only      # variants on the last run's checkpoint
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import os
 import shutil
 import statistics
 
-import _util
-from _util import final_metrics, run_main as run, write
+from benchmarks.common import ROOT, final_metrics, run_main as run, write
 
 CONFIG = "configs/vp/digits.py"
 
@@ -41,7 +40,7 @@ VARIANTS = {
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--root", default=os.path.join(_util.ROOT, "runs", "bench_time_to_default"))
+  parser.add_argument("--root", default=os.path.join(ROOT, "runs", "bench_time_to_default"))
   parser.add_argument("--config", default=CONFIG, help="another digits config (e.g. configs/ve/digits.py)")
   parser.add_argument("--name", default="time_to_default", help="results file (results/NAME.md)")
   parser.add_argument("--variants", action="store_true", help="also evaluate the sampler variants")
@@ -81,7 +80,7 @@ def main():
       print(rows[-1], [round(r, 3) for r in ratios], flush=True)
   print(write(args.name, f"Time to the embedded default (README command 1, install excluded): {args.config}", rows,
               ["run", "train_s", "eval_s", "total_min", "nfe", "fid_over_floor", "fid_over_floor_sd", "seeds"],
-              "`python benchmarks/time_to_default.py --variants`: wall seconds of `main.py --mode train` and "
+              "`python -m benchmarks.pipeline.time_to_default --variants`: wall seconds of `main.py --mode train` and "
               "`--mode eval` of the config in a fresh workdir with an empty compilation cache (process "
               "start and compilation included), on an otherwise idle machine; FID over floor of the final snapshot (500 samples, "
               "digits FID as in digits.md). Variants: `--mode eval` of the final snapshot alone with other samplers, "

@@ -10,7 +10,7 @@ prior mismatch, which no deterministic sampler can undo.
 Then the probability-flow ODE on device (diffrax Tsit5) against score_sde's approach (scipy
 solve_ivp RK45 on the host calling a jitted score each step) at rtol = atol = 1e-5, batch 64.
 
-    python benchmarks/samplers_gmm.py [--n 8192] [--quick]
+    python -m benchmarks.samplers.samplers_gmm [--n 8192] [--quick]
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate
 
-import _util  # noqa: F401  (puts the project on sys.path)
 import samplers
 import sde_lib
-from _util import sliced_wasserstein, time_compiled, write
+from benchmarks.common import sliced_wasserstein, time_compiled, write
 from datasets import example_mixture
 
 CONFIGS = {
@@ -138,7 +137,7 @@ def main():
                notes="tv: mode-weight total variation; mean_err: worst |mean - mu| in mode stds; std_err: worst "
                      "|std ratio - 1|; sw: sliced Wasserstein distance to an independent exact sample; *_x_floor: "
                      "that metric over the floor row's (a second exact sample). Times: median of 3 runs, compile "
-                     "separate. Command: `python benchmarks/samplers_gmm.py`.")
+                     "separate. Command: `python -m benchmarks.samplers.samplers_gmm`.")
   text += "\n" + write("samplers_prior_mismatch", "ODE sampler started from the prior or from exact p_T",
                        prior_mismatch_rows(args.n), ["sde", "start", "tv", "mean_err", "std_err", "sw"],
                        notes="Same ODE (Tsit5, rtol = atol = 1e-5, to eps = 1e-3, no denoising), same n; only the "

@@ -1,10 +1,10 @@
-"""Timing worker for benchmarks/networks_vs_reference.py: runs score_sde_pytorch's own networks.
+"""Timing worker for benchmarks/networks/networks_vs_reference.py: runs score_sde_pytorch's own networks.
 
 Runs under a Python that has torch (a side virtual environment, never this project's), on an exported
-copy of yang-song/score_sde_pytorch (patched for CPU by tests/reference/make_score_sde_pytorch_fixtures.py's
-``patch_reference``: its CUDA extension builds become ``None`` and the reference's pure-torch
-``upfirdn2d_native`` runs the FIR layers). It reads one JSON command per line on stdin and answers one
-JSON line on stdout, so the parent can alternate its own runs with these in one process tree:
+copy of yang-song/score_sde_pytorch (patched for CPU by testkit/score_sde_pytorch.py's ``patch_reference``,
+as the fixture generator patches it: its CUDA extension builds become ``None`` and the reference's
+pure-torch ``upfirdn2d_native`` runs the FIR layers). It reads one JSON command per line on stdin and
+answers one JSON line on stdout, so the parent can alternate its own runs with these in one process tree:
 
     {"op": "setup", "config": "configs.ve.cifar10_ncsnpp_continuous", "batch": 8, "threads": 2}
         -> {"params": int}
@@ -27,10 +27,10 @@ import time
 
 def main():
   ref = sys.argv[1]
-  here = os.path.dirname(os.path.abspath(__file__))
-  sys.path.insert(0, os.path.join(os.path.dirname(here), "tests", "reference"))
-  from make_score_sde_pytorch_fixtures import patch_reference   # numpy only at import
-  sys.path.pop(0)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  sys.path.insert(0, root)
+  from testkit.score_sde_pytorch import patch_reference   # standard library only
+  sys.path.remove(root)     # the reference's configs/ and models/ must not meet ours
   patch_reference(ref)
   sys.path.insert(0, ref)
 

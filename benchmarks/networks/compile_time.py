@@ -13,7 +13,7 @@ Variants: ``main.py`` = runtime.CPU_OPTIONS (what main.py applies on CPU); ``rem
 dots`` = training.remat, jax.checkpoint per block (the issue's suggestion); ``llvm O1`` / ``llvm O0``
 = XLA's backend optimisation level 1 / 0 (scripts/test.sh compiles the test suite at 0).
 
-    python benchmarks/compile_time.py [--configs ...] [--variants ...]
+    python -m benchmarks.networks.compile_time [--configs ...] [--variants ...]
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import subprocess
 import sys
 import time
 
-import _util  # noqa: F401  (puts the repository on sys.path)
-from _util import ROOT, machine, write
+from benchmarks.common import ROOT, machine, write
 from training import runtime
 
 CONFIGS = {"NCSN++ (ve/cifar10)": "configs.ve.cifar10", "DDPM++ (vp/cifar10)": "configs.vp.cifar10"}
@@ -48,7 +47,7 @@ def worker(module: str, remat: str, batch: int) -> None:
   """In the worker process: lower, compile (stderr gets MARK first), count kernels, run once."""
   import jax
 
-  from networks_vs_reference import our_programs
+  from benchmarks.networks.networks_vs_reference import our_programs
 
   backward, args = our_programs(module, batch, "fwd_bwd", remat)
   t0 = time.perf_counter()
@@ -73,8 +72,8 @@ def measure(name: str, module: str, variant: str, batch: int) -> dict:
   remat, flags = VARIANTS[variant]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="hlo_pass_pipeline=1")
   env["XLA_FLAGS"] = runtime.cpu_xla_flags(f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip())
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", module, remat, str(batch)],
-                        cwd=ROOT, env=env, capture_output=True, text=True)
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.networks.compile_time", "--worker", module, remat,
+                         str(batch)], cwd=ROOT, env=env, capture_output=True, text=True)
   if proc.returncode:
     raise RuntimeError(f"worker {name} / {variant} failed:\n{proc.stderr[-3000:]}")
   result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -100,11 +99,11 @@ def main():
   parser.add_argument("--name", default="compile_time")
   args = parser.parse_args()
   rows = [measure(name, CONFIGS[name], variant, args.batch) for name in args.configs for variant in args.variants]
-  notes = (f"`python benchmarks/compile_time.py` on {machine()}, batch {args.batch}, one fresh worker process per "
-           "row, no persistent cache. Program: value and gradient of the mean squared network output w.r.t. every "
-           "parameter, dropout on (networks.programs). lower_s: tracing to StableHLO; compile_s: XLA; hlo_passes_s: "
-           "the sum of the times XLA's HLO passes log; rest_s = compile_s - hlo_passes_s (HLO verifier, IR "
-           "emission, LLVM); kernels: fused kernels in the optimised program (each compiled by LLVM); run_s: one "
+  notes = (f"`python -m benchmarks.networks.compile_time` on {machine()}, batch {args.batch}, one fresh worker "
+           "process per row, no persistent cache. Program: value and gradient of the mean squared network output "
+           "w.r.t. every parameter, dropout on (networks.programs). lower_s: tracing to StableHLO; compile_s: XLA; "
+           "hlo_passes_s: the sum of the times XLA's HLO passes log; rest_s = compile_s - hlo_passes_s (HLO verifier, "
+           "IR emission, LLVM); kernels: fused kernels in the optimised program (each compiled by LLVM); run_s: one "
            "call after a warm-up. Variants: main.py = runtime.CPU_OPTIONS " + json.dumps(runtime.CPU_OPTIONS) +
            "; remat = training.remat; llvm O1 / O0 = --xla_backend_optimization_level.")
   print(write(args.name, f"Compile time of forward + backward on XLA:CPU, batch {args.batch}", rows,

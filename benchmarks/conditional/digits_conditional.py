@@ -5,7 +5,7 @@ Per SDE (default VE), in --root:
    dropout 0.1), trained as the default (2,000 steps);
 2. a noise-conditional classifier, ``configs/<sde>/digits_classifier.py`` (2,000 steps; its test accuracy
    at t/T = 0, 0.25, ..., 1 from ``--mode eval``);
-3. the unconditional default model: the one ``benchmarks/digits.py`` trained (``runs/bench_digits/<sde>``)
+3. the unconditional default model: the one ``benchmarks/pipeline/digits.py`` trained (``runs/bench_digits/<sde>``)
    when present, else trained here.
 
 Then ``--mode sample --config.sampling.condition=class`` draws 500 digits, 50 per class, with
@@ -19,7 +19,7 @@ replacement (PC and DPM-Solver++), RePaint (PC, 10 resamplings), SMC (PC, 16 par
 steps. Each row: the share of completions the digits classifier assigns to the original digit's label
 (beside its accuracy on the complete test digits).
 
-    python benchmarks/digits_conditional.py [--sdes ve vp subvp] [--root runs/bench_digits_conditional]
+    python -m benchmarks.conditional.digits_conditional [--sdes ve vp subvp] [--root runs/bench_digits_conditional]
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import json
 import os
 import shutil
 
-import _util
-from _util import final_metrics, merge_rows, run_main as run, run_per_sde, write
+from benchmarks.common import ROOT, final_metrics, merge_rows, run_main as run, run_per_sde, write
 
 SDES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 CLASS_N = 500
@@ -66,7 +65,7 @@ def _newest(folder: str, prefix: str) -> dict:
 def bench(sde: str, root: str) -> dict:
   config, classifier_config = f"configs/{sde}/digits.py", f"configs/{sde}/digits_classifier.py"
   cond, clf = os.path.join(root, f"{sde}_class_conditional"), os.path.join(root, f"{sde}_classifier")
-  uncond = os.path.join(_util.ROOT, "runs", "bench_digits", sde)
+  uncond = os.path.join(ROOT, "runs", "bench_digits", sde)
   if not os.path.isdir(os.path.join(uncond, "checkpoints", "2000")):
     uncond = os.path.join(root, f"{sde}_unconditional")
   cond_flags = ["--config.model.num_classes=10"]
@@ -111,9 +110,9 @@ def bench(sde: str, root: str) -> dict:
 
 
 def _copy_picture(path: str, name: str) -> str:
-  target = os.path.join(_util.ROOT, "docs", name)
+  target = os.path.join(ROOT, "docs", name)
   shutil.copyfile(path, target)
-  return os.path.relpath(target, _util.ROOT)
+  return os.path.relpath(target, ROOT)
 
 
 def main():

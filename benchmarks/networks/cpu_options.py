@@ -6,7 +6,7 @@ its own state on the same random batch; the two are called alternately, round by
 of a shared machine fall on both. Reported: each variant's median step time and the median of the
 per-round ratios main.py / defaults (below 1: main.py's options are faster).
 
-    python benchmarks/cpu_options.py [--configs ...] [--rounds 20]
+    python -m benchmarks.networks.cpu_options [--configs ...] [--rounds 20]
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import time
 
 import jax
 
-import _util  # noqa: F401  (puts the repository on sys.path)
-from _util import machine, write
-from train_step import build
+from benchmarks.common import machine, write
+from benchmarks.networks.train_step import build
 from training import runtime
 
 # name -> (config module, batch: None = the config's own)
@@ -60,9 +59,10 @@ def main():
   for name in args.configs:
     rows.append(bench(name, *CONFIGS[name], args.rounds))
     print(rows[-1], flush=True)
-  notes = (f"`python benchmarks/cpu_options.py --rounds {args.rounds}` on {machine()}: the train step compiled with "
-           f"XLA's defaults and with main.py's options {runtime.CPU_OPTIONS}, called alternately for {args.rounds} "
-           "rounds after a warm-up; medians; ratio = median of the per-round ratios main.py / defaults.")
+  notes = (f"`python -m benchmarks.networks.cpu_options --rounds {args.rounds}` on {machine()}: the train step "
+           f"compiled with XLA's defaults and with main.py's options {runtime.CPU_OPTIONS}, called alternately for "
+           f"{args.rounds} rounds after a warm-up; medians; ratio = median of the per-round ratios main.py / "
+           "defaults.")
   print(write("cpu_options", "main.py's XLA:CPU options against XLA's defaults: train step", rows,
               ["config", "batch", "defaults_step_s", "main_py_step_s", "ratio_main_py_over_defaults"], notes))
 

@@ -2,13 +2,13 @@
 uninterrupted one, and was any half-written checkpoint taken as valid?
 
 The tiny digits run of tests/test_kill.py (6 steps, a snapshot every 2, a preemption save every step),
-killed by SIGKILL from outside the project code (see that file's KILLER): while orbax commits a
+killed by SIGKILL from outside the project code (testkit/kill.py's KILLER): while orbax commits a
 snapshot or a preemption checkpoint (files written, rename not done), right after a save started, and
 at seeded random moments. For each kill the table reports what the killed run left (committed steps,
 uncommitted temporary directories), whether every committed checkpoint restores to the uninterrupted
 run's state at its step, and whether the resumed run ends bit-identical.
 
-    python benchmarks/kill_resume.py
+    python -m benchmarks.pipeline.kill_resume
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import time
 import jax
 import numpy as np
 
-import _util
-from _util import write
+from benchmarks.common import ROOT, write
 
 KILLS = [("finalize", "checkpoints", 2), ("finalize", "checkpoints", 4), ("finalize", "checkpoints", 6),
          ("finalize", "checkpoints-meta", 1), ("finalize", "checkpoints-meta", 3), ("finalize", "checkpoints-meta", 5),
@@ -35,10 +34,10 @@ def identical(a, b) -> bool:
 
 
 def main():
-  from tests import test_kill as k
-  from tests.test_pipeline import tiny_flags
+  from testkit import kill as k
+  from testkit.pipeline import tiny_flags
 
-  root = os.path.join(_util.ROOT, "runs", "bench_kill_resume")
+  root = os.path.join(ROOT, "runs", "bench_kill_resume")
   shutil.rmtree(root, ignore_errors=True)
   reference = os.path.join(root, "whole")
   start = time.perf_counter()
@@ -63,15 +62,15 @@ def main():
                loadable_all_exact=valid, resumes_from=seen["resumes_from"], resumed_bit_identical=same)
     print(row, flush=True)
     rows.append(row)
-  notes = ("`python benchmarks/kill_resume.py`: tests/test_kill.py's tiny digits run (6 steps, snapshot every 2, "
-           f"preemption save every step; uninterrupted wall time {wall:.0f} s), killed with SIGKILL at each point, "
-           "then resumed with the same command. finalize: orbax has written the checkpoint's files and is about to "
-           "commit (rename) it; in_flight: right after the save began; timer: a seeded fraction 0.3-0.95 of the "
-           "uninterrupted wall time. committed_*: the steps the resuming run can see; uncommitted_left: temporary "
-           "directories of half-written checkpoints; unloadable_committed: committed steps that no longer load (an old "
-           "checkpoint whose deletion the kill interrupted; resuming skips them); loadable_all_exact: every loadable "
-           "committed step restores to the uninterrupted run's state at that step, bit for bit; resumes_from: the step "
-           "the resuming run picks.")
+  notes = ("`python -m benchmarks.pipeline.kill_resume`: tests/test_kill.py's tiny digits run (6 steps, snapshot "
+           f"every 2, preemption save every step; uninterrupted wall time {wall:.0f} s), killed with SIGKILL at each "
+           "point, then resumed with the same command. finalize: orbax has written the checkpoint's files and is "
+           "about to commit (rename) it; in_flight: right after the save began; timer: a seeded fraction 0.3-0.95 of "
+           "the uninterrupted wall time. committed_*: the steps the resuming run can see; uncommitted_left: temporary "
+           "directories of half-written checkpoints; unloadable_committed: committed steps that no longer load (an "
+           "old checkpoint whose deletion the kill interrupted; resuming skips them); loadable_all_exact: every "
+           "loadable committed step restores to the uninterrupted run's state at that step, bit for bit; "
+           "resumes_from: the step the resuming run picks.")
   print(write("kill_resume", "kill -9 and resume", rows,
               ["kill", "killed_by_sigkill", "committed_snapshots", "committed_preemption", "uncommitted_left",
                "unloadable_committed", "loadable_all_exact", "resumes_from", "resumed_bit_identical"], notes))

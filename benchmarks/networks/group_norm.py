@@ -5,7 +5,7 @@ to the parameters and x) is compiled twice: ``group_norm`` (the custom VJP model
 CUSTOM_BACKWARD_MIN_PIXELS up) and ``flax.linen.GroupNorm`` (autodiff). The two alternate round by round;
 ratio = median over rounds of ours / flax. XLA:CPU with YNNPACK fusions off, as main.py runs.
 
-    python benchmarks/group_norm.py [--rounds 7]
+    python -m benchmarks.networks.group_norm [--rounds 7]
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-import _util  # noqa: F401  (puts the repository on sys.path)
-from _util import write
+from benchmarks.common import write
 from models import norm
 from training.runtime import CPU_OPTIONS
 
@@ -66,7 +65,7 @@ def main():
     print(rows[-1], flush=True)
   print(write("group_norm", "GroupNorm + swish forward and backward on XLA:CPU: hand-written backward vs autodiff", rows,
               ["shape", "groups", "pixels", "ours_ms", "flax_ms", "ours_over_flax", "path_used"],
-              f"`python benchmarks/group_norm.py --rounds {args.rounds}`: median ms per call (gradient of "
+              f"`python -m benchmarks.networks.group_norm --rounds {args.rounds}`: median ms per call (gradient of "
               "sum(swish(GN(x))^2) w.r.t. scale, bias and x), ours = models.norm.group_norm's custom VJP, flax = "
               "autodiff of nn.GroupNorm; ratio = median over alternated rounds. path_used: what models.norm.GroupNorm "
               f"runs at that size (hand-written from {norm.CUSTOM_BACKWARD_MIN_PIXELS} pixels up)."))
