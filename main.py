@@ -131,8 +131,8 @@ def _parse(argv):
 
 
 def _typed_config(config):
-  """The typed boundary (training.config.parse_config): every bad field ends here, before any work."""
-  from training.config import parse_config
+  """The typed boundary (schema.parse_config): every bad field ends here, before any work."""
+  from schema import parse_config
 
   try:
     return parse_config(config)

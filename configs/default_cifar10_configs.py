@@ -5,6 +5,8 @@ Variants import ``get_default_configs()`` and override only what differs.
 
 import ml_collections
 
+from schema.defaults import sampling_config
+
 
 def get_default_configs():
   config = ml_collections.ConfigDict()
@@ -26,57 +28,11 @@ def get_default_configs():
   training.task = "score"                    # score | classifier (a noise-conditional classifier, model.name=classifier)
   training.label_dropout = 0.1               # class-conditional networks: share of labels dropped to the null label
 
-  config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = "pc"                     # pc | ode | ald | edm_heun | dpm_solver_pp | unipc: its section is used
-  sampling.t_min = 1e-3                      # the last time every sampler reaches
-  sampling.denoise = True                    # finish with Tweedie's denoising step (score_sde's noise_removal)
-  sampling.nfe = 0                           # edm_heun | dpm_solver_pp | unipc: exact score-evaluation budget (0: num_steps)
-  sampling.pc = ml_collections.ConfigDict(dict(
-      predictor="reverse_diffusion",         # euler_maruyama | reverse_diffusion | ancestral_sampling | none
-      corrector="langevin",                  # langevin | ald | none
-      snr=0.16,                              # the corrector's signal-to-noise ratio
-      corrector_steps=1,                     # corrector steps per noise level (score_sde's n_steps_each)
-      num_steps=0,                           # predictor steps (0: the SDE's N; discrete models use their ladder)
-      probability_flow=False,                # predict with the probability-flow ODE
-      langevin_step_rule="batch",            # batch (score_sde's batch-averaged step) | expected (batch-independent)
-      checkpoint=False))                     # jax.checkpoint every step: less memory when differentiating a sampler
-  sampling.ode = ml_collections.ConfigDict(dict(
-      solver="tsit5", rtol=1e-5, atol=1e-5,  # diffrax solver and its tolerances
-      num_steps=0,                           # fixed equal steps (0: adaptive)
-      max_steps=4096,
-      adjoint="recursive_checkpoint"))       # gradients through the solve: recursive_checkpoint | backsolve | direct
-  sampling.ald = ml_collections.ConfigDict(dict(
-      num_steps=10,                          # noise levels
-      corrector_steps=100,                   # Langevin steps per level
-      langevin_step_size=0.0,                # epsilon (0: NCSN's 0.2 sigma_L^2)
-      sigma_floor=0.01,                      # the lowest noise level
-      checkpoint=False))
-  sampling.edm_heun = ml_collections.ConfigDict(dict(
-      num_steps=18, grid="edm", rho=7.0,     # levels (NFE 2 num_steps - 1); grid: edm | logsnr | fitted
-      sigma_floor=0.01,                      # the lowest noise level (EDM's 0.002 widens sub-VP's modes)
-      s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,   # EDM's stochastic churn (0: deterministic)
-      checkpoint=False))
-  sampling.dpm_solver_pp = ml_collections.ConfigDict(dict(
-      num_steps=20, order=2,                 # steps (NFE num_steps + denoise); 2M or 3M (1: DDIM)
-      lower_order_final=True,                # lower orders at the last steps (DPM-Solver++ below 15 steps)
-      sigma_floor=0.01, grid="edm", rho=7.0,   # lowest noise level; edm (rho-spaced) | logsnr | fitted grid
-      checkpoint=False))
-  sampling.unipc = ml_collections.ConfigDict(dict(
-      num_steps=20, order=2,                 # steps; UniP's order p (UniC corrects to p + 1)
-      lower_order_final=True,
-      sigma_floor=0.01, grid="logsnr", rho=7.0,
-      checkpoint=False))
-
-  sampling.condition = "none"                # --mode sample: none | inpaint | colorize (test images) | class
-  sampling.class_label = -1                  # condition=class: the class (-1: sample i gets class i mod num_classes)
-  sampling.guidance_scale = 1.0              # condition=class: guidance scale (1: the conditional score)
-  sampling.classifier_config = ""            # condition=class, unconditional network: a classifier's config file
-  sampling.classifier_workdir = ""           # ... and its run's workdir (classifier guidance)
-  sampling.inpaint = ml_collections.ConfigDict(dict(
-      algorithm="smc",                       # replacement (score_sde's) | repaint | smc (particle filter, exact as particles grow)
-      mask="bottom_half",                    # inpaint: the unknown region, bottom_half | top_half | left_half | right_half | center
-      n_particles=16, ess_threshold=0.5,     # smc: particles per image; resample when the ESS falls below this share
-      n_resample=10))                        # repaint: times each step is taken
+  # Generated from the typed defaults (schema.defaults): sampling.method picks one of the per-method sections
+  # (pc | ode | ald | edm_heun | dpm_solver_pp | unipc; each the sampler's options dataclass, e.g.
+  # samplers.PCOptions); sampling.t_min / denoise / nfe apply to every method (None: its own default);
+  # sampling.condition = none | inpaint | colorize | class with sampling.inpaint and the class fields.
+  config.sampling = sampling_config()
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.begin_ckpt = 9                    # first and last checkpoint to evaluate, numbered ceil(step / snapshot_freq)

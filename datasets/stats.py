@@ -184,8 +184,8 @@ def report(config, stats: dict) -> list[str]:
     lines.append(f"noise ladder (technique 2; the discrete NCSN ladder, annealed Langevin): ratio "
                  f"{stats['ladder_ratio']:.4f}, {stats['ladder_levels']} levels from sigma_max to sigma_min")
   overrides = f"--config.model.sigma_max={stats['sigma_max']:g} --config.model.sigma_min={stats['sigma_min']:g}"
-  note = "" if config.training.sde == "vesde" else (
-      f" (VE SDE only; training.sde={config.training.sde} sets its noise by model.beta_min / beta_max)")
+  note = "" if config.sde.name == "vesde" else (
+      f" (VE SDE only; training.sde={config.sde.name} sets its noise by model.beta_min / beta_max)")
   lines.append(f"overrides: {overrides}{note}")
   return lines
 
@@ -241,7 +241,7 @@ def main(argv) -> None:
   from absl import flags
 
   from datasets.images import DatasetNotFoundError
-  from training.config import parse_config
+  from schema import parse_config
 
   flag_values = flags.FLAGS
   try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -109,23 +109,29 @@ def model_kwargs(cls: type[nn.Module], model_config, data_config=None) -> dict[s
   return kwargs
 
 
-def get_model(config, *, training: bool = False) -> nn.Module:
-  """The network named by ``config.model.name``, built from typed hyperparameters.
+def get_model(model, *, training: bool = False, **run_fields) -> nn.Module:
+  """The network of a typed model section (``schema.Model``: ``name`` and the typed ``network``).
 
-  ``training=True``: the network the training step differentiates, with the class's ``RUN_FIELDS``
-  from config.training (``training.remat``, ``training.compute_dtype``). Otherwise (sampling,
-  evaluation of samples, checkpoint loading) they keep their defaults: no remat, float32. Either way
-  the parameter tree is the same.
+  ``run_fields``: the class's ``RUN_FIELDS`` (remat, compute dtype) for the network the training step
+  differentiates; otherwise they keep their defaults (no remat, float32). Either way the parameter tree is
+  the same. Also accepted, for callers holding a whole config: a typed ``schema.Config`` (``training=True``
+  then reads the run fields from its training section) or a ConfigDict in score_sde's layout (its
+  ``model`` fields and ``data.centered`` are typed here by ``model_kwargs``).
 
   Raises:
     ValueError: an unknown name (the valid ones are listed) or a bad hyperparameter.
   """
-  from training.config import as_config            # the typed boundary (imported late: it imports models)
-
-  config = as_config(config)
-  cls = MODELS[config.model.name]
-  run = {name: getattr(config.training, name) for name in getattr(cls, "RUN_FIELDS", ())} if training else {}
-  return cls(**config.model.network, **run)
+  section = getattr(model, "model", model)
+  name = str(section.name).lower()
+  if name not in MODELS:
+    raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {section.name!r}")
+  cls = MODELS[name]
+  network = getattr(section, "network", None)
+  if not isinstance(network, Mapping):                      # a ConfigDict in score_sde's layout
+    network = model_kwargs(cls, section, getattr(model, "data", None))
+  if training and hasattr(model, "training"):
+    run_fields = {name: getattr(model.training, name) for name in getattr(cls, "RUN_FIELDS", ())} | run_fields
+  return cls(**network, **run_fields)
 
 
 def init_params(model: nn.Module, key: jax.Array, shape) -> dict:
@@ -163,20 +169,28 @@ def make_apply_fn(model: nn.Module, class_labels=None) -> Callable:
   return apply_fn
 
 
+def score_options(config) -> dict:
+  """``get_score_fn``'s keyword arguments (continuous, parameterisation) of a typed ``schema.Config`` or a
+  ConfigDict in score_sde's layout (``training.continuous``, ``model.parameterization``, ...)."""
+  if hasattr(config, "score"):
+    s = config.score
+    return dict(continuous=config.training.continuous, parameterization=s.parameterization,
+                scale_by_sigma=s.scale_by_sigma, sigma_data=s.sigma_data)
+  m = config.model
+  return dict(continuous=bool(config.training.get("continuous", True)),
+              parameterization=m.get("parameterization", "reference"), scale_by_sigma=bool(m.get("scale_by_sigma", False)),
+              sigma_data=float(m.get("sigma_data", 0.5)))
+
+
 def score_fn_from_config(config, params, *, train: bool = False, rngs=None, class_labels=None) -> Callable:
-  """The one path from (config, params) to ``score_fn(x [B, H, W, C], t [B]) -> [B, H, W, C]``.
+  """``score_fn(x [B, H, W, C], t [B]) -> [B, H, W, C]`` of a model from its config and parameters.
 
-  x is in the config's data range ([-1, 1] if ``data.centered`` else [0, 1]; the network maps the
-  latter itself), t in [0, T]. The SDE, network, labels and output scaling follow the config:
-  ``training.sde``, ``training.continuous``, ``model.parameterization``, ``model.scale_by_sigma``
-  (score_sde's ``mutils.get_score_fn`` for ``"reference"``). Samplers, main.py and tests use it.
-  ``class_labels`` [B]: the class of each example, for a network with ``model.num_classes > 0``
-  (None: its unconditional score, the null label).
+  ``config``: a typed ``schema.Config`` or a ConfigDict in score_sde's layout (read directly). x is in the
+  config's data range ([-1, 1] if ``data.centered`` else [0, 1]; the network maps the latter itself), t in
+  [0, T]. The SDE, network, labels and output scaling follow the config (score_sde's ``mutils.get_score_fn``
+  for ``"reference"``). ``class_labels`` [B]: the class of each example, for a network with
+  ``model.num_classes > 0`` (None: its unconditional score, the null label). A run builds its score function
+  once (``training.train.Setup.score_fn``); this is the convenience for a config and parameters in hand.
   """
-  from training.config import as_config
-
-  config = as_config(config)
   return get_score_fn(sde_lib.get_sde(config), make_apply_fn(get_model(config), class_labels), params,
-                      continuous=config.training.continuous, parameterization=config.model.parameterization,
-                      scale_by_sigma=config.model.scale_by_sigma, sigma_data=config.model.sigma_data, train=train,
-                      rngs=rngs)
+                      train=train, rngs=rngs, **score_options(config))

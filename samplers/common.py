@@ -70,3 +70,9 @@ def scaled_denoiser(sde: SDE, score_fn: ScoreFn, batch: int):
     return tweedie_denoise(sde, score_fn, batch_broadcast(sde.marginal_coefs(t)[0], x_hat) * x_hat, t)
 
   return denoise
+
+
+# Field checks of the options every sampler shares (``sde_lib.checks``): the time floor is checked against
+# the SDE's T again by the builder (``check_t_min``).
+TIME_FLOOR = checks.number(0.0, 1.0, open_lo=True, open_hi=True)
+POSITIVE_FLOAT = checks.number(0.0, open_lo=True)

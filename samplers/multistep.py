@@ -20,11 +20,13 @@ sec. 3.4 and its code: it stabilises sampling below ~15 NFE; dpm-solver's and Un
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
-from samplers import common, schedules
-from sde_lib import SDE, ScoreFn
+from samplers import common, schedules, steps
+from sde_lib import SDE, ScoreFn, checks
 
 MAX_ORDER = 3
 
@@ -116,6 +118,12 @@ def unipc_tables(lams, orders, variant: str = "bh2"):
   return jnp.stack(ratios), jnp.stack(preds), jnp.stack(corrs)
 
 
+def _combine(ratio, c, x, hist, new=None):
+  """ratio x + sum_j c_j m_{k-j} (+ c_3 m_new): one row of a table."""
+  out = ratio * x + sum(c[j] * hist[j] for j in range(MAX_ORDER))
+  return out if new is None else out + c[MAX_ORDER] * new
+
+
 def run_multistep(x_hat, denoise_k, ratios, preds, corrs=None, checkpoint: bool = False):
   """Runs the tables from x_hat at level 0 to level N: [B, ...] -> [B, ...]. NFE = N.
 
@@ -127,9 +135,7 @@ def run_multistep(x_hat, denoise_k, ratios, preds, corrs=None, checkpoint: bool 
   """
   n = ratios.shape[0]
 
-  def combine(ratio, c, x, hist, new=None):
-    out = ratio * x + sum(c[j] * hist[j] for j in range(MAX_ORDER))
-    return out if new is None else out + c[MAX_ORDER] * new
+  combine = _combine
 
   def body(k, carry):
     x, hist = carry
@@ -155,78 +161,118 @@ def scaled_denoiser_on_levels(sde: SDE, score_fn: ScoreFn, times, batch: int):
   return denoise_k
 
 
-def _builder(name: str, tables_fn):
-  """A sampler builder over ``tables_fn(lams, orders)`` with the shared options and NFE budget."""
+@dataclasses.dataclass(frozen=True)
+class MultistepOptions(checks.Options):
+  """Options of the multistep solvers, with their defaults (DPM-Solver++'s; ``UniPCOptions`` differs in grid).
 
-  def get_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int | None = None, order: int = 2,
-                  lower_order_final: bool = True, grid: str = "edm", rho: float = 7.0, t_min: float = 1e-3,
-                  sigma_floor: float = 0.01, denoise: bool = True, checkpoint: bool = False):
-    shape = common.check_shape(shape)
-    if order not in range(1, MAX_ORDER + 1) or isinstance(order, bool):
-      raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    t_min = common.check_t_min(sde, t_min)
-    schedules.check_grid(grid)
-    common.check_positive("rho", rho)
-    common.check_positive("sigma_floor", sigma_floor)
-    n = schedules.steps_for_budget(nfe, denoise) if nfe is not None else common.check_steps("num_steps", num_steps)
-    batch = shape[0]
-    sigmas = schedules.sigma_grid(sde, n, grid, t_min=t_min, sigma_floor=sigma_floor, rho=rho)
-    lams = -jnp.log(jnp.asarray(sigmas, jnp.float32))
-    tables = tables_fn(lams, step_orders(n, order, lower_order_final))
-
-    def sample_fn(key: jax.Array, score_fn: ScoreFn):
-      times = schedules.times_of(sde, sigmas)
-      a = sde.marginal_coefs(times)[0]
-      denoise_k = scaled_denoiser_on_levels(sde, score_fn, times, batch)
-      x_hat = sde.prior_std * common.per_sample_normal(common.per_sample_keys(key, batch), 0, shape) / a[0]
-      x_hat = run_multistep(x_hat, denoise_k, *tables, checkpoint=checkpoint)
-      if denoise:
-        return denoise_k(x_hat, n), jnp.asarray(n + 1, jnp.int32)
-      return a[n] * x_hat, jnp.asarray(n, jnp.int32)
-
-    return sample_fn
-
-  get_sampler.__name__ = f"get_{name}_sampler"
-  return get_sampler
-
-
-_dpm = _builder("dpm_solver_pp", dpm_solver_pp_tables)
-_unipc = _builder("unipc", lambda lams, orders: unipc_tables(lams, orders, "bh2"))
-
-
-def get_dpm_solver_pp_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int | None = None, order: int = 2,
-                              lower_order_final: bool = True, grid: str = "edm", rho: float = 7.0,
-                              t_min: float = 1e-3, sigma_floor: float = 0.01, denoise: bool = True,
-                              checkpoint: bool = False):
-  """DPM-Solver++(1M/2M/3M), the multistep data-prediction solver (Lu et al. 2022b, Alg. 2; 3M as in its code).
-
-  Arguments:
-    num_steps: solver steps N over the grid from sigma(T) to sigma_lo = max(sigma_floor, sigma(t_min)).
-    nfe: the exact budget of score evaluations, final denoising included; overrides num_steps with
-      N = nfe - denoise. None: use num_steps.
-    order: 1, 2 (2M, default) or 3 (3M).
-    lower_order_final: drop to lower orders on the last steps (see the module docstring).
-    grid: "edm" (rho-grid, as k-diffusion's "DPM++ 2M Karras"), "logsnr" (uniform lambda) or
-      "fitted:<name>" (``samplers.schedules``).
-    denoise: return Tweedie's D at sigma_lo (+1 NFE), else a(t_lo) x_hat.
-    checkpoint: rematerialise each step in the backward pass (``jax.checkpoint`` on the loop body; as
-      ``get_pc_sampler``).
-
-  Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)`` with nfe = N + denoise.
+  num_steps: solver steps N over the grid from sigma(T) to sigma_lo = max(sigma_floor, sigma(t_min)).
+  nfe: the exact budget of score evaluations, final denoising included; overrides num_steps with
+  N = nfe - denoise. None: use num_steps. order: 1, 2 or 3 (DPM-Solver++: 2M / 3M; UniPC: UniP's order p,
+  UniC corrects to p + 1). lower_order_final: drop to lower orders on the last steps (see the module
+  docstring). grid: "edm" (rho-grid, as k-diffusion's "DPM++ 2M Karras"), "logsnr" (uniform lambda) or
+  "fitted:<name>" (``samplers.schedules``). denoise: return Tweedie's D at sigma_lo (+1 NFE), else
+  a(t_lo) x_hat. checkpoint: rematerialise each step in the backward pass.
   """
-  return _dpm(sde, shape, num_steps=num_steps, nfe=nfe, order=order, lower_order_final=lower_order_final, grid=grid,
-              rho=rho, t_min=t_min, sigma_floor=sigma_floor, denoise=denoise, checkpoint=checkpoint)
+
+  num_steps: int = checks.spec(20, checks.integer(1))
+  nfe: int | None = checks.spec(None, checks.optional(checks.integer(1)))
+  order: int = checks.spec(2, checks.integer(1, MAX_ORDER))
+  lower_order_final: bool = checks.spec(True, checks.boolean)
+  grid: str = checks.spec("edm", schedules.GRID)
+  rho: float = checks.spec(7.0, common.POSITIVE_FLOAT)
+  t_min: float = checks.spec(1e-3, common.TIME_FLOOR)
+  sigma_floor: float = checks.spec(0.01, common.POSITIVE_FLOAT)
+  denoise: bool = checks.spec(True, checks.boolean)
+  checkpoint: bool = checks.spec(False, checks.boolean)
 
 
-def get_unipc_sampler(sde: SDE, shape, *, num_steps: int = 20, nfe: int | None = None, order: int = 3,
-                      lower_order_final: bool = True, grid: str = "logsnr", rho: float = 7.0, t_min: float = 1e-3,
-                      sigma_floor: float = 0.01, denoise: bool = True, checkpoint: bool = False):
-  """UniPC-bh2 with the data prediction (Zhao et al. 2023, Alg. 3): UniP-p predictor, UniC corrector
-  of order p + 1 reusing the next step's model evaluation (no extra NFE; none after the last step).
+@dataclasses.dataclass(frozen=True)
+class DPMSolverPPOptions(MultistepOptions):
+  """Options of ``get_dpm_solver_pp_sampler`` (``MultistepOptions``)."""
 
-  Arguments as ``get_dpm_solver_pp_sampler``; order = p in {1, 2, 3} (default 3, the UniPC paper's
-  choice for unconditional sampling). Returns ``sample_fn(key, score_fn) -> (x, nfe)``, nfe = N + denoise.
+
+@dataclasses.dataclass(frozen=True)
+class UniPCOptions(MultistepOptions):
+  """Options of ``get_unipc_sampler`` (``MultistepOptions``; its grid defaults to "logsnr")."""
+
+  grid: str = checks.spec("logsnr", schedules.GRID)
+
+
+class MultistepStepper:
+  """A multistep table (``tables_fn(lams, orders)``) run as steps (``steps.Stepper``) in x_hat.
+
+  The state is (x_hat, history of the last three data predictions); the loop runs steps 0 .. N-2, each
+  evaluating the prediction at its new level (UniPC's corrector reuses it), and ``finish`` takes the last,
+  predictor-only step (its level's prediction would be the final denoising's) and the final denoising.
   """
-  return _unipc(sde, shape, num_steps=num_steps, nfe=nfe, order=order, lower_order_final=lower_order_final,
-                grid=grid, rho=rho, t_min=t_min, sigma_floor=sigma_floor, denoise=denoise, checkpoint=checkpoint)
 
+  def __init__(self, sde: SDE, shape, options: MultistepOptions, tables_fn):
+    self.sde, self.shape, self.options = sde, common.check_shape(shape), options
+    o = options
+    t_min = common.check_t_min(sde, o.t_min)
+    self.n = schedules.steps_for_budget(o.nfe, o.denoise) if o.nfe is not None else o.num_steps
+    self.sigmas = schedules.sigma_grid(sde, self.n, o.grid, t_min=t_min, sigma_floor=o.sigma_floor, rho=o.rho)
+    lams = -jnp.log(jnp.asarray(self.sigmas, jnp.float32))
+    self.tables = tables_fn(lams, step_orders(self.n, o.order, o.lower_order_final))
+    self.start, self.stop, self.checkpoint = 0, self.n - 1, o.checkpoint
+    self.step_nfe = 1
+    self.nfe = self.n + int(o.denoise)
+
+  def times(self):
+    return schedules.times_of(self.sde, self.sigmas)
+
+  def _denoiser(self, score_fn):
+    return scaled_denoiser_on_levels(self.sde, score_fn, self.times(), self.shape[0])
+
+  def init(self, score_fn, x, keys):
+    x_hat = x / self.sde.marginal_coefs(self.times())[0][0]
+    return x_hat, jnp.stack([self._denoiser(score_fn)(x_hat, 0), jnp.zeros_like(x_hat), jnp.zeros_like(x_hat)])
+
+  def step(self, score_fn, k, state, keys):
+    ratios, preds, *corrs = self.tables
+    x, hist = state
+    x_pred = _combine(ratios[k], preds[k], x, hist)
+    m_new = self._denoiser(score_fn)(x_pred, k + 1)
+    x = x_pred if not corrs else _combine(ratios[k], corrs[0][k], x, hist, m_new)
+    return x, jnp.stack([m_new, hist[0], hist[1]])
+
+  def _a(self, k):
+    return self.sde.marginal_coefs(self.times())[0][k]
+
+  def x_of(self, state, k):
+    return self._a(k) * state[0]
+
+  def with_x(self, state, k, x):
+    return x / self._a(k), state[1]
+
+  def denoised_of(self, state):
+    return state[1][0]
+
+  def finish(self, score_fn, state, keys):
+    ratios, preds = self.tables[:2]
+    x_hat, hist = state
+    x_hat = _combine(ratios[self.n - 1], preds[self.n - 1], x_hat, hist)
+    if self.options.denoise:
+      return self._denoiser(score_fn)(x_hat, self.n)
+    return self._a(self.n) * x_hat
+
+
+def get_dpm_solver_pp_sampler(sde: SDE, shape, options: DPMSolverPPOptions | None = None, **overrides):
+  """DPM-Solver++(1M/2M/3M), the multistep data-prediction solver (Lu et al. 2022b, Alg. 2; 3M as in its code;
+  ``DPMSolverPPOptions``). Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)`` with nfe = N + denoise."""
+  return steps.sampler_from_stepper(dpm_solver_pp_stepper(sde, shape, DPMSolverPPOptions.build(options, **overrides)))
+
+
+def get_unipc_sampler(sde: SDE, shape, options: UniPCOptions | None = None, **overrides):
+  """UniPC-bh2 with the data prediction (Zhao et al. 2023, Alg. 3; ``UniPCOptions``): UniP-p predictor, UniC
+  corrector of order p + 1 reusing the next step's model evaluation (no extra NFE; none after the last step).
+  Returns ``sample_fn(key, score_fn) -> (x, nfe)``, nfe = N + denoise."""
+  return steps.sampler_from_stepper(unipc_stepper(sde, shape, UniPCOptions.build(options, **overrides)))
+
+
+def dpm_solver_pp_stepper(sde: SDE, shape, options: MultistepOptions) -> MultistepStepper:
+  return MultistepStepper(sde, shape, options, dpm_solver_pp_tables)
+
+
+def unipc_stepper(sde: SDE, shape, options: MultistepOptions) -> MultistepStepper:
+  return MultistepStepper(sde, shape, options, lambda lams, orders: unipc_tables(lams, orders, "bh2"))

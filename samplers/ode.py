@@ -7,6 +7,7 @@ parameters) through one of diffrax's adjoints, ``ADJOINTS``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import diffrax
@@ -14,8 +15,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from samplers import common
-from sde_lib import SDE, ScoreFn
+from samplers import common, steps
+from sde_lib import SDE, ScoreFn, checks
 
 # name -> (solver class, new vector-field evaluations per attempted step, evaluations at start).
 # FSAL solvers reuse their last stage; counts verified at run time in tests/test_samplers.py.
@@ -101,30 +102,52 @@ class _Field(eqx.Module):
     return self.fn(t, y)
 
 
-def get_ode_sampler(sde: SDE, shape, *, solver: str = "tsit5", rtol: float = 1e-5, atol: float = 1e-5,
-                    num_steps: int | None = None, t_min: float = 1e-3, denoise: bool = True, max_steps: int = 4096,
-                    adjoint: str = "recursive_checkpoint"):
-  """Samples by integrating the probability-flow ODE from a prior draw at T down to t_min.
+@dataclasses.dataclass(frozen=True)
+class ODEOptions(checks.Options):
+  """Options of ``get_ode_sampler``, with their defaults.
+
+  solver: a name in ``SOLVERS``. rtol, atol: the PID controller's tolerances (adaptive steps). num_steps:
+  fixed equal steps instead (None: adaptive). t_min: the last time. denoise: Tweedie's step at t_min (1 NFE).
+  max_steps: the most steps an adaptive solve may take. adjoint: how ``jax.grad`` goes through the solve, a
+  name in ``ADJOINTS`` (see ``solve``).
+  """
+
+  solver: str = checks.spec("tsit5", checks.choice(*SOLVERS))
+  rtol: float = checks.spec(1e-5, common.POSITIVE_FLOAT)
+  atol: float = checks.spec(1e-5, common.POSITIVE_FLOAT)
+  num_steps: int | None = checks.spec(None, checks.optional(checks.integer(1)))
+  t_min: float = checks.spec(1e-3, common.TIME_FLOOR)
+  denoise: bool = checks.spec(True, checks.boolean)
+  max_steps: int = checks.spec(4096, checks.integer(1))
+  adjoint: str = checks.spec("recursive_checkpoint", checks.choice(*ADJOINTS))
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.num_steps is None and self.solver not in ADAPTIVE:
+      raise ValueError(f"solver {self.solver!r} has no error estimate: give num_steps, or pick one of {list(ADAPTIVE)}")
+
+
+def get_ode_sampler(sde: SDE, shape, options: ODEOptions | None = None, **overrides):
+  """Samples by integrating the probability-flow ODE from a prior draw at T down to t_min (``ODEOptions``).
 
   dx/dt = f(x, t) - g(t)^2 score(x, t) / 2 (Song et al. 2021 eq. 13). An adaptive solver steps the
   whole batch jointly (one error norm over it), so a sample depends on its batch-mates through the
-  step sizes; with ``num_steps`` (fixed equal steps) it does not. ``denoise`` adds Tweedie's step at
-  t_min (1 NFE). ``adjoint`` (a name in ``ADJOINTS``, see ``solve``) picks how ``jax.grad`` with
-  respect to the score's parameters goes through the solve.
+  step sizes; with ``num_steps`` (fixed equal steps) it does not. The solve is diffrax's own loop (its
+  ``init/step`` protocol), not a ``steps.Stepper``.
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)``.
   """
+  o = ODEOptions.build(options, **overrides)
   shape = common.check_shape(shape)
-  check_solver_options(solver, rtol, atol, num_steps, max_steps, adjoint)
-  t_min = common.check_t_min(sde, t_min)
+  t_min = common.check_t_min(sde, o.t_min)
   batch = shape[0]
 
   def sample_fn(key: jax.Array, score_fn: ScoreFn):
-    x = sde.prior_std * common.per_sample_normal(common.per_sample_keys(key, batch), 0, shape)
+    x = steps.prior_draw(sde, shape, common.per_sample_keys(key, batch))
     rsde = sde.reverse(score_fn, probability_flow=True)
-    x, nfe = solve(lambda t, y: rsde.sde(y, common.full_time(t, batch))[0], x, sde.T, t_min, solver=solver,
-                   rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps, adjoint=adjoint)
-    if denoise:
+    x, nfe = solve(lambda t, y: rsde.sde(y, common.full_time(t, batch))[0], x, sde.T, t_min, solver=o.solver,
+                   rtol=o.rtol, atol=o.atol, num_steps=o.num_steps, max_steps=o.max_steps, adjoint=o.adjoint)
+    if o.denoise:
       x, nfe = common.tweedie_denoise(sde, score_fn, x, common.full_time(t_min, batch)), nfe + 1
     return x, nfe
 

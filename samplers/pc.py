@@ -16,8 +16,8 @@ from typing import Callable, Protocol, runtime_checkable
 import jax
 import jax.numpy as jnp
 
-from samplers import common
-from sde_lib import SDE, ScoreFn, batch_broadcast
+from samplers import common, steps
+from sde_lib import SDE, ScoreFn, batch_broadcast, checks
 
 
 @runtime_checkable
@@ -147,21 +147,135 @@ CORRECTORS: types.MappingProxyType = types.MappingProxyType({
 
 
 # ----------------------------------------------------------------------------- the sampler
-def _resolve(registry, protocol, kind: str, value):
-  """A registry member by name, or a user object satisfying ``protocol``."""
-  if isinstance(value, str):
-    return common.check_choice(kind, value, registry) and registry[value]
-  if isinstance(value, protocol):
-    return value
-  raise ValueError(f"{kind} must be one of {sorted(registry)} or a {protocol.__name__} object, got {value!r}")
+def _member(kind: str, registry, protocol):
+  """A check: a registry member's name, or a user object satisfying ``protocol``."""
+
+  def check(value, where):
+    if isinstance(value, str):
+      return checks.choice(*sorted(registry))(value, where)
+    if isinstance(value, protocol):
+      return value
+    raise ValueError(f"{where} must be one of {sorted(registry)} or a {protocol.__name__} object, got {value!r}")
+
+  return checks.labelled(check, "choice", options=tuple(sorted(registry)))
 
 
-def get_pc_sampler(sde: SDE, shape, *, predictor: str | Predictor = "reverse_diffusion",
-                   corrector: str | Corrector = "langevin", snr: float = 0.16, corrector_steps: int = 1,
-                   num_steps: int | None = None, t_min: float = 1e-3, denoise: bool = True,
-                   probability_flow: bool = False, langevin_step_rule: str = "batch", ladder: bool = False,
-                   checkpoint: bool = False):
-  """Predictor-corrector sampling from T down to t_min on the uniform grid of num_steps steps.
+@dataclasses.dataclass(frozen=True)
+class PCOptions(checks.Options):
+  """Options of ``get_pc_sampler`` (and of the PC steps of conditioning), with their defaults.
+
+  predictor: a name in ``PREDICTORS`` (euler_maruyama, reverse_diffusion, ancestral_sampling, none) or a
+    ``Predictor`` object. corrector: a name in ``CORRECTORS`` (langevin, ald, none) or a ``Corrector``.
+  snr: the corrector's signal-to-noise ratio r. corrector_steps: corrector steps per grid time (score_sde's
+  n_steps_each). num_steps: predictor steps (None: the SDE's N). t_min: the last time, in (0, T).
+  denoise: finish with x = E[x(0) | x(t_min)] (1 NFE). probability_flow: predict with the probability-flow
+  ODE. langevin_step_rule: "batch" (score_sde's batch-averaged step size) or "expected" (batch-independent).
+  ladder: step on the SDE's discrete ladder (discrete-time models). checkpoint: rematerialise each step in
+  the backward pass (``jax.checkpoint``: one state per step stored instead of the network's activations).
+  """
+
+  predictor: str | Predictor = checks.spec("reverse_diffusion", _member("predictor", PREDICTORS, Predictor))
+  corrector: str | Corrector = checks.spec("langevin", _member("corrector", CORRECTORS, Corrector))
+  snr: float = checks.spec(0.16, checks.number(0.0, open_lo=True))
+  corrector_steps: int = checks.spec(1, checks.integer(1))
+  num_steps: int | None = checks.spec(None, checks.optional(checks.integer(1)))
+  t_min: float = checks.spec(1e-3, common.TIME_FLOOR)
+  denoise: bool = checks.spec(True, checks.boolean)
+  probability_flow: bool = checks.spec(False, checks.boolean)
+  langevin_step_rule: str = checks.spec("batch", checks.choice(*LANGEVIN_STEP_RULES))
+  ladder: bool = checks.spec(False, checks.boolean)
+  checkpoint: bool = checks.spec(False, checks.boolean)
+
+
+class PCStepper:
+  """Predictor-corrector steps (``steps.Stepper``): at each grid time t_k, ``corrector_steps`` corrector
+  steps, then one predictor step t_k -> t_{k+1}, on t = linspace(T, t_min, N + 1) or the SDE's ladder."""
+
+  def __init__(self, sde: SDE, shape, options: PCOptions):
+    self.sde, self.shape, self.options = sde, common.check_shape(shape), options
+    o = options
+    self.pred = o.predictor if not isinstance(o.predictor, str) else PREDICTORS[o.predictor]
+    self.corr = o.corrector if not isinstance(o.corrector, str) else CORRECTORS[o.corrector]
+    self.N = sde.N if o.num_steps is None else o.num_steps
+    self.t_min = common.check_t_min(sde, o.t_min)
+    if o.probability_flow and not self.pred.supports_probability_flow:
+      raise ValueError(f"predictor {o.predictor!r} has no probability-flow form; use euler_maruyama or "
+                       f"reverse_diffusion")
+    if o.ladder and self.N != sde.N:
+      raise ValueError(f"num_steps must equal the SDE's ladder size {sde.N} when ladder=True, got {self.N}")
+    if o.ladder and not self.pred.supports_ladder:
+      raise ValueError(f"predictor {o.predictor!r} has no ladder step; use reverse_diffusion or ancestral_sampling")
+    self.start, self.stop, self.checkpoint = 0, self.N, o.checkpoint
+    self.step_nfe = self.pred.nfe + o.corrector_steps * self.corr.nfe
+    self.nfe = self.N * self.step_nfe + int(o.denoise and not o.ladder)
+
+  def times(self):
+    if self.options.ladder:
+      return self.sde.discrete_time(jnp.arange(self.N - 1, -2, -1))
+    return jnp.linspace(self.sde.T, self.t_min, self.N + 1)
+
+  def init(self, score_fn, x, keys):
+    return x, x
+
+  def step(self, score_fn, k, state, keys):
+    o, sde, shape = self.options, self.sde, self.shape
+    x, _ = state
+    times, batch = self.times(), shape[0]
+    t = common.full_time(times[k], batch)
+    t_next = None if o.ladder else common.full_time(times[k + 1], batch)     # None: the ladder's step i -> i-1
+    step_keys = jax.vmap(lambda kk: jax.random.fold_in(kk, k + 1))(keys)
+
+    def correct(j, x):
+      noise = common.per_sample_normal(step_keys, j + 1, shape)
+      return self.corr(sde, score_fn, x, t, noise, o.snr, o.langevin_step_rule)[0]
+
+    if self.corr.nfe:
+      x = jax.lax.fori_loop(0, o.corrector_steps, correct, x)
+    noise = common.per_sample_normal(step_keys, 0, shape)
+    return self.pred(sde, score_fn, x, t, t_next, noise, o.probability_flow)
+
+  def x_of(self, state, k):
+    return state[0]
+
+  def with_x(self, state, k, x):
+    return x, x
+
+  def denoised_of(self, state):
+    return None
+
+  def finish(self, score_fn, state, keys):
+    x, x_mean = state
+    if self.options.denoise and self.options.ladder:
+      return x_mean                                                          # score_sde's noise_removal
+    if self.options.denoise:
+      return common.tweedie_denoise(self.sde, score_fn, x, common.full_time(self.t_min, self.shape[0]))
+    return x
+
+  def transition(self, score_fn, k, x):
+    """The predictor's Gaussian reverse transition from grid time k: (mean [B, ...], std [B]), for the
+    particle methods; only for the named predictors in ``GAUSSIAN_PREDICTORS`` and no ladder."""
+    name = self.options.predictor
+    if name not in GAUSSIAN_PREDICTORS or self.options.ladder or self.options.probability_flow:
+      raise ValueError(f"the reverse transition density is known for predictors {list(GAUSSIAN_PREDICTORS)} off "
+                       f"the ladder and without probability_flow, got {name!r}")
+    times, batch = self.times(), x.shape[0]
+    t, t_next = common.full_time(times[k], batch), common.full_time(times[k + 1], batch)
+    _, mean = self.pred(self.sde, score_fn, x, t, t_next, jnp.zeros_like(x), False)
+    if name == "reverse_diffusion":
+      std = self.sde.discretize(x, t, t_next)[1]                     # rev_G = G (eq. 46)
+    elif name == "euler_maruyama":
+      std = self.sde.sde(x, t)[1] * jnp.sqrt(t - t_next)             # g(t) sqrt(|dt|) (seed 004 eq. 3)
+    else:
+      std = self.sde.ancestral_step_coefs(t, t_next)[2]              # the DDPM posterior std
+    return mean, std
+
+
+# The predictors whose reverse transition is Gaussian with a known std (``PCStepper.transition``).
+GAUSSIAN_PREDICTORS = ("reverse_diffusion", "ancestral_sampling", "euler_maruyama")
+
+
+def get_pc_sampler(sde: SDE, shape, options: PCOptions | None = None, **overrides):
+  """Predictor-corrector sampling from T down to t_min (Song et al. 2021, Alg. 1-5; ``PCOptions``).
 
   At each grid time t_k (k = 0..num_steps-1): ``corrector_steps`` corrector steps at t_k, then one
   predictor step t_k -> t_{k+1}, with t = linspace(T, t_min, num_steps + 1). ``denoise`` adds
@@ -171,72 +285,11 @@ def get_pc_sampler(sde: SDE, shape, *, predictor: str | Predictor = "reverse_dif
   the ladder's times t_i = i T / (N - 1), i = N-1..0 (N = sde.N), each predictor step goes from level
   i to level i - 1 with the ladder's kernel (``SDE.transition_coefs``; level -1 is clean data), so the
   network is queried only at the levels it was trained on, and ``denoise`` returns the last step's
-  mean (score_sde's noise_removal; no extra NFE) instead of a Tweedie step at t_min.
+  mean (score_sde's noise_removal; no extra NFE) instead of a Tweedie step at t_min. It needs a
+  predictor with a ladder step (reverse_diffusion, ancestral_sampling or none) and num_steps = sde.N.
 
-  Arguments:
-    predictor: a name in ``PREDICTORS`` (euler_maruyama, reverse_diffusion, ancestral_sampling, none)
-      or a ``Predictor`` object.
-    corrector: a name in ``CORRECTORS`` (langevin, ald, none) or a ``Corrector`` object.
-    snr: the corrector's signal-to-noise ratio r, > 0.
-    corrector_steps: corrector steps per grid time (score_sde's n_steps_each).
-    num_steps: number of predictor steps (default: sde.N).
-    t_min: the last time, in (0, T).
-    denoise: finish with x = E[x(0) | x(t_min)] (1 NFE).
-    probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
-    langevin_step_rule: ``"batch"`` (score_sde's batch-averaged step size) or ``"expected"``
-      (batch-independent: a sample does not depend on its batch-mates).
-    ladder: step on the SDE's discrete ladder (see above); needs a predictor with a ladder step
-      (reverse_diffusion, ancestral_sampling or none) and num_steps = sde.N.
-    checkpoint: rematerialise each grid step in the backward pass (``jax.checkpoint`` on the loop
-      body): ``jax.grad`` through the sampler then stores one state per step instead of the score
-      network's activations, at the price of a second forward pass (see benchmarks/results/backward_memory.md).
-
+  Arguments: ``options`` (a ``PCOptions``; None: the defaults) and/or its fields as keywords.
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)`` with
   nfe = num_steps (predictor nfe + corrector_steps corrector nfe) + denoise (not on the ladder).
   """
-  shape = common.check_shape(shape)
-  pred = _resolve(PREDICTORS, Predictor, "predictor", predictor)
-  corr = _resolve(CORRECTORS, Corrector, "corrector", corrector)
-  common.check_positive("snr", snr)
-  n_corr = common.check_steps("corrector_steps", corrector_steps)
-  N = common.check_steps("num_steps", sde.N if num_steps is None else num_steps)
-  t_min = common.check_t_min(sde, t_min)
-  common.check_choice("langevin_step_rule", langevin_step_rule, LANGEVIN_STEP_RULES)
-  if probability_flow and not pred.supports_probability_flow:
-    raise ValueError(f"predictor {predictor!r} has no probability-flow form; use euler_maruyama or reverse_diffusion")
-  if ladder and N != sde.N:
-    raise ValueError(f"num_steps must equal the SDE's ladder size {sde.N} when ladder=True, got {N}")
-  if ladder and not pred.supports_ladder:
-    raise ValueError(f"predictor {predictor!r} has no ladder step; use reverse_diffusion or ancestral_sampling")
-  batch = shape[0]
-  nfe = N * (pred.nfe + n_corr * corr.nfe) + int(denoise and not ladder)
-
-  def sample_fn(key: jax.Array, score_fn: ScoreFn):
-    keys = common.per_sample_keys(key, batch)
-    times = sde.discrete_time(jnp.arange(N - 1, -2, -1)) if ladder else jnp.linspace(sde.T, t_min, N + 1)
-    x = sde.prior_std * common.per_sample_normal(keys, 0, shape)
-
-    def grid_step(k, carry):
-      x, _ = carry
-      t = common.full_time(times[k], batch)
-      t_next = None if ladder else common.full_time(times[k + 1], batch)     # None: the ladder's step i -> i-1
-      step_keys = jax.vmap(lambda kk: jax.random.fold_in(kk, k + 1))(keys)
-
-      def correct(j, x):
-        noise = common.per_sample_normal(step_keys, j + 1, shape)
-        return corr(sde, score_fn, x, t, noise, snr, langevin_step_rule)[0]
-
-      if corr.nfe:
-        x = jax.lax.fori_loop(0, n_corr, correct, x)
-      noise = common.per_sample_normal(step_keys, 0, shape)
-      return pred(sde, score_fn, x, t, t_next, noise, probability_flow)
-
-    step = jax.checkpoint(grid_step) if checkpoint else grid_step            # remat: memory for compute
-    x, x_mean = jax.lax.fori_loop(0, N, step, (x, x))
-    if denoise and ladder:
-      x = x_mean
-    elif denoise:
-      x = common.tweedie_denoise(sde, score_fn, x, common.full_time(t_min, batch))
-    return x, jnp.asarray(nfe, jnp.int32)
-
-  return sample_fn
+  return steps.sampler_from_stepper(PCStepper(sde, shape, PCOptions.build(options, **overrides)))

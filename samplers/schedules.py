@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers import common
-from sde_lib import SDE
+from sde_lib import SDE, checks
 
 GRIDS = ("edm", "logsnr", "fitted:<name or path.json>")
 GRID_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grids")
@@ -111,3 +111,7 @@ def steps_for_budget(nfe, denoise: bool, name: str = "nfe") -> int:
   if steps < 1:
     raise ValueError(f"{name}={nfe} leaves no solver step after the final denoising evaluation (need >= 2)")
   return steps
+
+
+# The option field check of ``grid`` (``sde_lib.checks``).
+GRID = checks.labelled(lambda v, where: check_grid(v, where), "choice", options=GRIDS)

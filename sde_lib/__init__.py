@@ -12,22 +12,28 @@ from sde_lib.vp import VPSDE, subVPSDE
 SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
 
 
-def get_sde(config) -> SDE:
-  """Builds the SDE named by ``config.training.sde`` from the ``config.model`` fields of score_sde.
+# score_sde's layout: the SDE's name in config.training.sde and its parameters in config.model.
+_PARAMETERS = {"vesde": ("sigma_min", "sigma_max"), "vpsde": ("beta_min", "beta_max"), "subvpsde": ("beta_min", "beta_max")}
 
-  VE reads ``model.sigma_min``, ``model.sigma_max``; VP and sub-VP read ``model.beta_min``,
-  ``model.beta_max``; all read ``model.num_scales`` as N.
+
+def get_sde(config) -> SDE:
+  """Builds the SDE of a typed sde section (``schema.Sde``: name, sigma_min, sigma_max, beta_min, beta_max,
+  num_scales), of a typed config holding one (``config.sde``), or of a ConfigDict in score_sde's layout
+  (``training.sde`` and the ``model`` fields). VE reads sigma_min and sigma_max, VP and sub-VP beta_min and
+  beta_max; all read num_scales as N.
 
   Raises:
     ValueError: an unknown SDE name (the valid ones are listed) or invalid parameters.
   """
-  name = str(config.training.sde).lower()
-  if name not in SDES:
-    raise ValueError(f"training.sde must be one of {sorted(SDES)}, got {config.training.sde!r}")
-  m = config.model
-  if name == "vesde":
-    return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
-  return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+  section = getattr(config, "sde", config)
+  if hasattr(section, "name") and hasattr(section, "num_scales"):
+    where, name, params = "sde.name", section.name, section
+  else:
+    where, name, params = "training.sde", config.training.sde, config.model
+  if str(name).lower() not in SDES:
+    raise ValueError(f"{where} must be one of {sorted(SDES)}, got {name!r}")
+  name = str(name).lower()
+  return SDES[name](*(getattr(params, p) for p in _PARAMETERS[name]), N=params.num_scales)
 
 
 __all__ = ["SDE", "ReverseSDE", "ScoreFn", "VESDE", "VPSDE", "subVPSDE", "SDES", "get_sde", "get_loss_fn",

@@ -14,7 +14,7 @@ from configs.vp import digits as vp_digits
 from configs.toy import ve as toy_ve
 from models.mlp import MLP
 from training import step as step_lib
-from training.config import parse_config
+from schema import parse_config
 from training.state import create_train_state
 
 NUM_CLASSES = 3

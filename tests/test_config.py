@@ -17,8 +17,8 @@ import pytest
 
 import models
 import samplers
-from training import config as config_lib
-from training.config import parse_config, track_reads
+import schema as config_lib
+from schema import parse_config, track_reads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "configs", "*", "*.py")) if not f.endswith("__init__.py"))
@@ -119,15 +119,20 @@ def test_every_field_a_config_file_sets_is_read(tmp_path):
       typed = parse_config(variant)
       with track_reads() as reads:
         method, options = config_lib.sampler_options(typed)
-        samplers.get_sampler(*_sde_and_shape(typed), method, **options)
+        samplers.get_sampler(*_sde_and_shape(typed), method, options)
       consumed |= reads
   assert "model.network" in consumed
   for path in CONFIG_FILES:
     raw = importlib.import_module(_module(path)).get_config().to_dict()
     network = parse_config(raw).model.network
-    present = {p for p in _leaves(raw) if not (p.startswith("model.") and p.split(".", 1)[1] in network)}
+    present = {SECTION_OF.get(p, p) for p in _leaves(raw)
+               if not (p.startswith("model.") and p.split(".", 1)[1] in network)}
     unread = sorted(present - consumed - ALLOWED_UNREAD)
     assert not unread, f"{_module(path)} sets fields nothing reads: {unread}"
+
+
+# score_sde's flat fields -> the typed section's field that reads them.
+SECTION_OF = {f"{src}.{field}": f"{dst}.{name}" for (src, field), (dst, name) in config_lib.sections.SCORE_SDE_FIELDS.items()}
 
 
 def _sde_and_shape(config):
@@ -150,9 +155,10 @@ ALLOWED_UNREAD = {
 def _invalid_values(check):
   """Values the schema says are invalid for a field with this check."""
   kind, b = check.kind, getattr(check, "bounds", {})
+  zero_is_default = b.get("optional")        # num_steps = 0 in a config file: the method's default
   if kind == "int":
     out = ["x", 1.5, float("nan")]
-    if b["lo"] is not None:
+    if b["lo"] is not None and not (zero_is_default and b["lo"] - 1 == 0):
       out.append(b["lo"] - 1)
     if b["hi"] is not None:
       out.append(b["hi"] + 1)
@@ -161,7 +167,7 @@ def _invalid_values(check):
     out = ["x", float("nan"), True]
     if not b["allow_inf"]:
       out.append(float("inf"))
-    if b["lo"] is not None:
+    if b["lo"] is not None and not (zero_is_default and b["open_lo"] and b["lo"] == 0):
       out.append(b["lo"] if b["open_lo"] else b["lo"] - 1)
     if b["hi"] is not None:
       out.append(b["hi"] if b["open_hi"] else b["hi"] + 1)
@@ -178,11 +184,14 @@ def _schema_fields():
   out = []
   sections = {"training": config_lib.Training, "sampling": config_lib.Sampling, "eval": config_lib.Eval,
               "data": config_lib.Data, "model": config_lib.Model, "optim": config_lib.Optim,
-              **{f"sampling.{m}": cls for m, cls in config_lib.METHOD_SECTIONS.items()}}
+              "sde": config_lib.Sde, "score": config_lib.Score, "ema": config_lib.Ema,
+              "sampling.inpaint": config_lib.Inpaint}
   for where, cls in sections.items():
     for f in dataclasses.fields(cls):
       if "check" in f.metadata:
         out.append((where, f.name, f.metadata["check"]))
+  for m in samplers.METHODS:
+    out += [(f"sampling.{m}", f.name, f.metadata["check"]) for f in config_lib.config_fields(m)]
   return out
 
 
@@ -216,11 +225,18 @@ def _cases():
   return cases + _network_cases()
 
 
+SCORE_SDE_PLACE = {f"{dst}.{name}": src for src, (dst, name) in config_lib.sections.SCORE_SDE_FIELDS.items()}
+
+
 def _set(config: dict, where, name, value):
+  """Sets a field where a config file in score_sde's layout holds it; returns the name errors use."""
+  if f"{where}.{name}" in SCORE_SDE_PLACE:
+    (where, name) = SCORE_SDE_PLACE[f"{where}.{name}"]
   node = config
   for part in where.split("."):
     node = node.setdefault(part, {})
   node[name] = value
+  return where, name
 
 
 def test_every_invalid_value_the_schema_implies_is_caught_naming_the_field():
@@ -231,7 +247,7 @@ def test_every_invalid_value_the_schema_implies_is_caught_naming_the_field():
   failures = []
   for where, name, value in cases:
     config = copy.deepcopy(base)
-    _set(config, where, name, value)
+    where, name = _set(config, where, name, value)
     try:
       parse_config(config)
       failures.append(f"{where}.{name}={value!r} accepted")
@@ -247,19 +263,21 @@ def test_unknown_fields_and_aliases():
   config.sampling.pc.num_stpes = 3
   with pytest.raises(ValueError, match=r"^sampling\.pc\.num_stpes is not a config field \(valid fields"):
     parse_config(config)
-  # score_sde's flat sampling names and this project's former ones still read.
+  # score_sde's flat sampling names still read.
   flat = importlib.import_module("configs.vp.digits").get_config().to_dict()
-  del flat["sampling"]["pc"], flat["sampling"]["t_min"], flat["sampling"]["denoise"], flat["training"]["t_min"]
-  flat["sampling"].update(dict(predictor="ancestral_sampling", n_steps_each=2, noise_removal=False, snr=0.2, eps=1e-2))
-  flat["training"]["eps"] = 1e-4
+  del flat["sampling"]["pc"], flat["sampling"]["denoise"]
+  flat["sampling"].update(dict(predictor="ancestral_sampling", n_steps_each=2, noise_removal=False, snr=0.2))
   typed = parse_config(flat)
   assert (typed.sampling.pc.predictor, typed.sampling.pc.corrector_steps, typed.sampling.denoise,
-          typed.sampling.pc.snr, typed.sampling.t_min, typed.training.t_min) == ("ancestral_sampling", 2, False,
-                                                                                0.2, 1e-2, 1e-4)
-  twice = importlib.import_module("configs.vp.digits").get_config()
-  twice.training.eps = 1e-4
-  with pytest.raises(ValueError, match="training.t_min is given twice"):
+          typed.sampling.pc.snr) == ("ancestral_sampling", 2, False, 0.2)
+  twice = importlib.import_module("configs.vp.digits").get_config().to_dict()
+  twice["training"]["n_jitted_steps"] = 2
+  with pytest.raises(ValueError, match="training.steps_per_call is given twice"):
     parse_config(twice)
+  both = importlib.import_module("configs.vp.digits").get_config().to_dict()
+  both["sde"] = {"name": "vesde"}
+  with pytest.raises(ValueError, match=r"sde.name is given twice \(also as score_sde's training.sde\)"):
+    parse_config(both)
 
 
 def test_switching_the_method_uses_that_methods_own_steps():
@@ -268,13 +286,13 @@ def test_switching_the_method_uses_that_methods_own_steps():
   config = importlib.import_module("configs.vp.digits").get_config()
   config.sampling.method = "dpm_solver_pp"
   method, options = config_lib.sampler_options(parse_config(config))
-  assert method == "dpm_solver_pp" and options["num_steps"] == 20 and options["denoise"]
+  assert method == "dpm_solver_pp" and options.num_steps == 20 and options.denoise
 
 
 def test_discrete_models_sample_on_their_ladder():
   config = importlib.import_module("configs.ve.cifar10_discrete").get_config()
   method, options = config_lib.sampler_options(parse_config(config))
-  assert method == "pc" and options["ladder"] and options["num_steps"] is None
+  assert method == "pc" and options.ladder and options.num_steps is None
 
 
 # ---------------------------------------------------------------------- through main.py itself

@@ -133,7 +133,7 @@ def test_repaint_counts_its_resampling_in_the_nfe(key):
 
 
 def test_colorization_basis_is_orthogonal_with_the_grey_axis_first():
-  M = inpaint.colorization_basis()
+  M = samplers.colorization_basis()
   np.testing.assert_allclose(M.T @ M, np.eye(3), atol=1e-12)
   np.testing.assert_allclose(M[:, 0], np.ones(3) / np.sqrt(3), atol=1e-12)
 
@@ -142,7 +142,7 @@ def test_colorization_basis_is_orthogonal_with_the_grey_axis_first():
 def test_colorization_samples_the_exact_colour_posterior(sde, key):
   """One-pixel RGB images from a 2-colour mixture: given the grey level, the colours are drawn from
   the exact posterior (the mixture conditioned on its grey coordinate in the orthogonal basis)."""
-  M = inpaint.colorization_basis()
+  M = samplers.colorization_basis()
   colours = np.array([[0.8, -0.6, 0.1], [-0.5, 0.7, 0.4]])             # same grey level 0.1: told apart by chroma
   covs = np.stack([np.diag([0.05, 0.03, 0.04]), np.diag([0.02, 0.06, 0.03])])
   g = GaussianMixture([0.3, 0.7], colours, covs)

@@ -46,7 +46,7 @@ def test_a_budget_too_small_for_one_step_is_refused(method):
 
 
 def test_edm_heun_spends_an_odd_remainder_on_one_euler_step():
-  from samplers.fast import heun_budget
+  from samplers.heun import heun_budget
   assert heun_budget(10, True) == (4, 1) and heun_budget(11, True) == (5, 0)
   assert heun_budget(10, False) == (5, 0) and heun_budget(3, False) == (1, 1)
 

@@ -210,7 +210,7 @@ def known_array(path):
 @pytest.mark.parametrize("centered", [False, True])
 def test_stats_distance_is_exact(tmp_path, centered):
   from configs.vp.digits import get_config
-  from training.config import parse_config
+  from schema import parse_config
 
   dim = known_array(tmp_path / "x.npz")
   config = get_config()
@@ -225,7 +225,7 @@ def test_stats_distance_is_exact(tmp_path, centered):
 def test_stats_on_a_tfds_set():
   import tensorflow_datasets as tfds
   from configs.ve.cifar10 import get_config
-  from training.config import parse_config
+  from schema import parse_config
 
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
     result = stats.data_statistics(parse_config(get_config()))

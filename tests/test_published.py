@@ -152,7 +152,7 @@ def _fixture(name):
 
 def config_from_reference(ref: dict):
   """This project's typed config for a reference config's model / data / training sections."""
-  from training.config import parse_config
+  from schema import parse_config
 
   base = get_default_configs().to_dict()
   model, data, training = ref["model"], ref["data"], ref["training"]
@@ -310,7 +310,7 @@ def test_our_config_files_describe_the_published_networks(name):
   (continuous or ladder) and the data range equal those of the reference config the fixture records."""
   import importlib
 
-  from training.config import parse_config
+  from schema import parse_config
 
   ours = parse_config(importlib.import_module(OUR_CONFIGS[name]).get_config())
   ref = config_from_reference(json.loads(str(_fixture(f"pytorch_{name}")["config"])))

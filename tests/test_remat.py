@@ -19,7 +19,7 @@ import pytest
 import models
 import sde_lib
 from training import step as step_lib
-from training.config import parse_config
+from schema import parse_config
 from training.train import make_step_fn, setup
 
 NETWORKS = {"ncsnpp": "configs.ve.cifar10", "ddpmpp": "configs.vp.cifar10"}

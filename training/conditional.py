@@ -30,10 +30,9 @@ from tqdm import tqdm
 import models
 import samplers
 from datasets.images import get_dataset, load_digits_arrays
-from samplers import inpaint
-from training.config import as_config
+from samplers.observation import image_mask
+from schema import as_config, inpainter_arguments, load_config_file, parse_config, sampler_options
 from training.images import save_grid, save_rows, to_unit_range
-from training.sampling import get_sampler_from_config
 from training.train import evaluation_state, setup
 
 CONDITION_KEY_OFFSET = 10**6 + 1          # fold_in(sample_key, .): apart from --mode sample's unconditional draws
@@ -61,26 +60,6 @@ def requested_classes(n: int, class_label: int, num_classes: int) -> np.ndarray:
   return (np.arange(n) % num_classes).astype(np.int32)
 
 
-def load_config_file(path: str, where: str):
-  """The typed config of a config file (a module with ``get_config()``), e.g. a classifier's.
-
-  Raises:
-    ValueError: a missing file or one without get_config (the message names ``where``).
-  """
-  import importlib.util
-
-  from training.config import parse_config
-
-  spec = importlib.util.spec_from_file_location("_loaded_config", path) if os.path.isfile(path) else None
-  if spec is None:
-    raise ValueError(f"{where}={path!r}: no such config file")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"{where}={path!r} has no get_config()")
-  return parse_config(module.get_config())
-
-
 def classifier_guidance(config, run):
   """(num_classes, ``log_likelihood(params, labels) -> log_likelihood_fn``, classifier EMA parameters) of the
   noise-conditional classifier of sampling.classifier_config / classifier_workdir.
@@ -89,15 +68,15 @@ def classifier_guidance(config, run):
     ValueError: the classifier is not a classifier run, or its SDE or data shape differ from the score model's.
   """
   s = config.sampling
-  clf_config = load_config_file(s.classifier_config, "sampling.classifier_config")
+  clf_config = parse_config(load_config_file(s.classifier_config, "sampling.classifier_config"))
   if clf_config.training.task != "classifier":
     raise ValueError(f"sampling.classifier_config={s.classifier_config!r} is not a classifier's config "
                      f"(training.task={clf_config.training.task!r})")
-  for field in ("sde", "continuous"):
-    if getattr(clf_config.training, field) != getattr(config.training, field):
-      raise ValueError(f"sampling.classifier_config: the classifier's training.{field} "
-                       f"({getattr(clf_config.training, field)!r}) differs from the score model's "
-                       f"({getattr(config.training, field)!r}): it must see the same noise")
+  for section, field in (("sde", "name"), ("training", "continuous")):
+    mine, theirs = getattr(getattr(config, section), field), getattr(getattr(clf_config, section), field)
+    if theirs != mine:
+      raise ValueError(f"sampling.classifier_config: the classifier's {section}.{field} ({theirs!r}) differs from the "
+                       f"score model's ({mine!r}): it must see the same noise")
   clf_run = setup(clf_config)
   if clf_run.data_shape != run.data_shape:
     raise ValueError(f"sampling.classifier_config: the classifier's data shape {clf_run.data_shape} differs from the "
@@ -109,7 +88,7 @@ def classifier_guidance(config, run):
                                              continuous=clf_config.training.continuous)
     return models.classifier.get_log_likelihood_fn(logits, labels)
 
-  return int(clf_config.model.network["num_classes"]), log_likelihood, state.ema_params
+  return clf_config.num_classes, log_likelihood, state.ema_params
 
 
 def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
@@ -120,13 +99,13 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   s = config.sampling
   run = setup(config)
   state = evaluation_state(run, workdir)
-  num_classes = int(config.model.network.get("num_classes", 0))
+  num_classes = config.num_classes
   if num_classes:                                   # classifier-free guidance (Ho & Salimans 2022)
     guidance = "classifier_free"
 
     def guided_score(params, labels):
-      return samplers.classifier_free_score_fn(run.score_fn(config, params[0], class_labels=labels),
-                                               run.score_fn(config, params[0]), s.guidance_scale)
+      return samplers.classifier_free_score_fn(run.score_fn(params[0], class_labels=labels),
+                                               run.score_fn(params[0]), s.guidance_scale)
 
     params = (state.ema_params,)
   else:                                             # classifier guidance (Song et al. 2021 sec. 5, eq. 14)
@@ -137,14 +116,15 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
                        f"got {s.class_label}")
 
     def guided_score(params, labels):
-      return samplers.guided_score_fn(run.score_fn(config, params[0]), log_likelihood(params[1], labels),
+      return samplers.guided_score_fn(run.score_fn(params[0]), log_likelihood(params[1], labels),
                                       s.guidance_scale)
 
     params = (state.ema_params, clf_params)
   n = int(config.eval.num_samples)
   batch = min(int(config.eval.batch_size), n)
   classes = requested_classes(n, s.class_label, num_classes)
-  sampler = get_sampler_from_config(config, run.sde, (batch,) + run.data_shape)
+  method, options = sampler_options(config)
+  sampler = samplers.get_sampler(run.sde, (batch,) + run.data_shape, method, options)
   fn = jax.jit(lambda key, params, labels: sampler(key, guided_score(params, labels)))
   key = jax.random.fold_in(run.sample_key, CLASS_KEY_OFFSET)
   x, nfe = in_rounds(lambda k, labels: fn(k, params, labels), key, classes, batch, "class sampling")
@@ -200,44 +180,6 @@ def digits_class_scores(samples_unit: np.ndarray, classes: np.ndarray, cache_dir
           "class_fid_over_floor": float(np.mean(ratios)) if ratios else float("nan"), "per_class": per_class}
 
 
-def inpainter_arguments(config) -> tuple[str, str, dict]:
-  """(method, algorithm, options) of ``samplers.get_inpainter`` from config.sampling.
-
-  The step rule is sampling.method's section: "pc" (predictor, corrector, snr, corrector_steps,
-  num_steps, langevin_step_rule) or "dpm_solver_pp" (num_steps, sigma_floor, rho), plus
-  sampling.t_min and sampling.denoise. smc moves its particles by the predictor alone, so
-  sampling.pc.corrector is not used with it.
-
-  Raises:
-    ValueError: a method or method setting the inpainter does not have (the message names the field).
-  """
-  s = config.sampling
-  if s.method not in inpaint.INPAINT_METHODS:
-    raise ValueError(f"sampling.method must be one of {list(inpaint.INPAINT_METHODS)} with sampling.condition="
-                     f"{s.condition!r}, got {s.method!r}")
-  if s.nfe:
-    raise ValueError(f"sampling.nfe ({s.nfe}) is not used by sampling.condition={s.condition!r}: set the steps with "
-                     f"sampling.{s.method}.num_steps and sampling.nfe=0")
-  section = s.options
-  options = {name: getattr(section, name) for name in inpaint.METHOD_DEFAULTS[s.method] if hasattr(section, name)}
-  options.update(t_min=s.t_min, denoise=s.denoise)
-  if s.method == "pc":
-    if section.probability_flow:
-      raise ValueError("sampling.pc.probability_flow must be False with sampling.condition (the inpainter's steps "
-                       "are stochastic)")
-    options["num_steps"] = options["num_steps"] or None
-    if s.inpaint.algorithm == "smc":
-      options["corrector"] = "none"
-  else:
-    for field, needed in (("grid", "edm"), ("order", 2)):
-      if getattr(section, field, needed) != needed:
-        raise ValueError(f"sampling.dpm_solver_pp.{field} must be {needed!r} with sampling.condition (the "
-                         f"inpainter's DPM-Solver++ steps), got {getattr(section, field)!r}")
-  algorithm = s.inpaint.algorithm
-  options.update({name: getattr(s.inpaint, name) for name in inpaint.ALGORITHM_DEFAULTS[algorithm]})
-  return s.method, algorithm, options
-
-
 def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   """Inpaints or colorizes the test split's first eval.num_samples images with the newest checkpoint;
   returns the picture's path. Writes <workdir>/<eval_folder>/<condition>_step_<N>.{npz,png,json}."""
@@ -256,14 +198,14 @@ def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> st
   truth = data.examples(range(n))
   shape = (batch,) + run.data_shape
   if s.condition == "inpaint":
-    one = inpaint.image_mask(s.inpaint.mask, run.data_shape)          # [H, W, C]
+    one = image_mask(s.inpaint.mask, run.data_shape)                  # [H, W, C]
     mask = np.broadcast_to(one, shape)
-    build = inpaint.get_inpainter(run.sde, shape, method, algorithm, **options)
-    fn = jax.jit(lambda key, params, known: build(key, run.score_fn(config, params), known, mask))
+    build = samplers.get_inpainter(run.sde, shape, method, algorithm, **options)
+    fn = jax.jit(lambda key, params, known: build(key, run.score_fn(params), known, mask))
     observed_picture = lambda x: np.where(one > 0, x, -1.0 if config.data.centered else 0.0)   # unknown: black
   else:
-    build = inpaint.get_colorizer(run.sde, shape, method, algorithm, **options)
-    fn = jax.jit(lambda key, params, known: build(key, run.score_fn(config, params), known))
+    build = samplers.get_colorizer(run.sde, shape, method, algorithm, **options)
+    fn = jax.jit(lambda key, params, known: build(key, run.score_fn(params), known))
     observed_picture = lambda x: np.repeat(np.mean(x, axis=-1, keepdims=True), 3, axis=-1)
   key = jax.random.fold_in(run.sample_key, CONDITION_KEY_OFFSET)
   samples, nfe = in_rounds(lambda k, known: fn(k, state.ema_params, known), key, truth, batch, s.condition)

@@ -23,9 +23,9 @@ import models
 import samplers
 from models.untrusted import read_npz
 from datasets.images import DIGITS_TEST_SIZE, get_dataset, is_image_data, load_digits_arrays
+from schema import as_config, likelihood_options
 from training.checkpoint import Checkpointer
 from training.images import save_samples_picture, to_unit_range
-from training.config import as_config, likelihood_options
 from training.train import Setup, evaluation_state, make_sample_fn, setup
 
 # The eval folder's caches (sampling rounds, FID statistics) may come with a workdir from someone else:
@@ -86,7 +86,7 @@ def sample(config, workdir: str, eval_folder: str = "samples") -> str:
   state = evaluation_state(run, workdir)
   n = int(config.eval.num_samples)
   batch = min(int(config.eval.batch_size), n)
-  x, nfe = draw_samples(make_sample_fn(config, run, batch), state.ema_params, n, batch,
+  x, nfe = draw_samples(make_sample_fn(run, batch), state.ema_params, n, batch,
                         jax.random.fold_in(run.sample_key, SAMPLE_MODE_KEY_OFFSET))
   name = f"{config.sampling.method}_step_{int(state.step)}"
   path = _save_samples(config, x, os.path.join(workdir, eval_folder), name)
@@ -95,10 +95,10 @@ def sample(config, workdir: str, eval_folder: str = "samples") -> str:
   return path
 
 
-def make_logp_fn(config, run: Setup):
+def make_logp_fn(run: Setup):
   """jitted ``(key, x, params) -> log p [B]``: the probability-flow likelihood of a model."""
-  likelihood = samplers.get_likelihood_fn(run.sde, **likelihood_options(as_config(config)))
-  return jax.jit(lambda k, x, p: likelihood(k, run.score_fn(config, p), x)[0])
+  likelihood = samplers.get_likelihood_fn(run.sde, **likelihood_options(run.config))
+  return jax.jit(lambda k, x, p: likelihood(k, run.score_fn(p), x)[0])
 
 
 def _split_batches(data, batch_size: int, max_examples: int | None):
@@ -253,7 +253,7 @@ def evaluation_loss(config, run: Setup, state, key: jax.Array) -> float:
 
   data = get_dataset(config.data, "test", seed=config.seed + 1)
   batch = config.eval.batch_size - config.eval.batch_size % run.mesh.devices.size or run.mesh.devices.size
-  eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
+  eval_fn = step_lib.shard_step(make_step_fn(run, train=False), run.mesh, train=False)
   put = lambda i: step_lib.put_batches(stack_batches([host_batch(config, data, i, batch)]), run.mesh)
   losses = [np.asarray(eval_fn(state, put(i), jax.random.fold_in(key, i))["loss"])
             for i in range(math.ceil(len(data) / batch))]
@@ -324,8 +324,8 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
   n = ev.num_samples
   batch = min(ev.batch_size, n)
   scores = config.training.task == "score"              # a classifier's run has accuracies instead
-  sample_fn = make_sample_fn(config, run, batch) if ev.enable_sampling and scores else None
-  logp_fn = make_logp_fn(config, run) if ev.enable_bpd and scores else None
+  sample_fn = make_sample_fn(run, batch) if ev.enable_sampling and scores else None
+  logp_fn = make_logp_fn(run) if ev.enable_bpd and scores else None
   score = sample_scorer(config, folder) if ev.enable_sampling and scores else None
   bpd_examples = ev.bpd_max_examples or None
   for step in steps:

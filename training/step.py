@@ -34,19 +34,21 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     raise ValueError(f"training.batch_size must be divisible by the number of devices ({n}), got {batch_size}")
 
 
-def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.GradientTransformation, *,
-                    ema_rate: float, continuous: bool = True, reduce_mean: bool = False,
-                    likelihood_weighting: bool = False, eps: float = 1e-5, parameterization: str = "reference",
-                    scale_by_sigma: bool = False, train: bool = True, num_classes: int = 0,
-                    label_dropout: float = 0.0, task: str = "score") -> Callable:
+def make_train_step(sde: sde_lib.SDE, score_fn_of: Callable, apply_fn: Callable,
+                    optimizer: optax.GradientTransformation, *, ema_rate: float, continuous: bool = True,
+                    reduce_mean: bool = False, likelihood_weighting: bool = False, t_min: float = 1e-5,
+                    train: bool = True, num_classes: int = 0, label_dropout: float = 0.0,
+                    task: str = "score") -> Callable:
   """``step_fn(state, batches [S, B, ...], base_key) -> (state, {"loss": [S], "grad_norm": [S]})``.
 
   Step k of the run uses the key fold_in(base_key, k) (k = state.step), so a resumed run repeats
   exactly what an uninterrupted one would do. ``train=False`` gives the evaluation loss (no
   update, dropout off, EMA parameters): ``(state, batches, key) -> {"loss": [S]}``.
 
-  ``num_classes > 0`` (a class-conditional network, ``apply_fn`` of ``models.make_apply_fn`` taking
-  ``class_labels``): ``batches`` is a pair (images [S, B, ...], labels int [S, B]), and each label is
+  ``score_fn_of(params, train=, rngs=, class_labels=) -> score_fn`` is the run's one builder of its score
+  function (``training.train.Setup.score_fn``); ``apply_fn`` the network's (a classifier's logits).
+
+  ``num_classes > 0`` (a class-conditional network): ``batches`` is a pair (images [S, B, ...], labels int [S, B]), and each label is
   replaced by the null label ``num_classes`` with probability ``label_dropout`` (classifier-free
   guidance's joint training of the conditional and unconditional score, Ho & Salimans 2022, Alg. 1).
   The evaluation loss keeps every label.
@@ -58,25 +60,23 @@ def make_train_step(sde: sde_lib.SDE, apply_fn: Callable, optimizer: optax.Gradi
   if task not in TASKS:
     raise ValueError(f"training.task must be one of {list(TASKS)}, got {task!r}")
   loss_fn = sde_lib.get_loss_fn(sde, continuous=continuous, reduce_mean=reduce_mean,
-                                likelihood_weighting=likelihood_weighting, t_min=eps)
+                                likelihood_weighting=likelihood_weighting, t_min=t_min)
 
   def objective(params, batch, key, dropout: bool):
     loss_key, dropout_key = jax.random.split(key)
     if task == "classifier":
       images, labels = batch
-      p = sde_lib.perturb(loss_key, sde, images, t_min=eps, continuous=continuous)
+      p = sde_lib.perturb(loss_key, sde, images, t_min=t_min, continuous=continuous)
       logits = models.classifier.get_logits_fn(sde, apply_fn, params, continuous=continuous, train=dropout,
                                                rngs={"dropout": dropout_key})(p.x_t, p.t)
       return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    apply = apply_fn
+    labels = None
     if num_classes:                  # a class-conditional score network
       batch, labels = batch
       if dropout and label_dropout > 0:
         drop = jax.random.bernoulli(jax.random.fold_in(dropout_key, LABEL_DROPOUT_STREAM), label_dropout, labels.shape)
         labels = jnp.where(drop, num_classes, labels)
-      apply = lambda p, x, t, train, rngs: apply_fn(p, x, t, train, rngs, class_labels=labels)
-    score_fn = models.get_score_fn(sde, apply, params, continuous=continuous, parameterization=parameterization,
-                                   scale_by_sigma=scale_by_sigma, train=dropout, rngs={"dropout": dropout_key})
+    score_fn = score_fn_of(params, train=dropout, rngs={"dropout": dropout_key}, class_labels=labels)
     return loss_fn(loss_key, score_fn, batch)
 
   def one_step(state: TrainState, batch, base_key):

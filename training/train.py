@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 import models
+import samplers
 import sde_lib
 from datasets.images import data_shape, get_dataset
 from training import step as step_lib
 from training.checkpoint import Checkpointer
-from training.config import as_config
+from schema import Config, as_config, sampler_options
 from training.images import save_samples_picture
-from training.sampling import get_sampler_from_config
 from training.state import TrainState, create_train_state, get_optimizer, learning_rate_schedule
 
 
@@ -30,20 +33,26 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass
 class Setup:
-  """What every mode builds from a config: SDE, network, optimizer, mesh, shapes, keys."""
+  """What every mode builds from a typed config, once: the SDE, the network, the score function's
+  parameterisation, the optimizer, the mesh, the data shape and the key streams."""
 
+  config: Config
   sde: sde_lib.SDE
-  model: object
+  model: nn.Module
   apply_fn: Callable
-  optimizer: object
-  mesh: object
+  optimizer: optax.GradientTransformation
+  mesh: Mesh
   data_shape: tuple
   init_key: jax.Array
   step_key: jax.Array
   sample_key: jax.Array
 
-  def score_fn(self, config, params, *, train: bool = False, rngs=None, class_labels=None):
-    return models.score_fn_from_config(config, params, train=train, rngs=rngs, class_labels=class_labels)
+  def score_fn(self, params, *, train: bool = False, rngs=None, class_labels=None):
+    """``score_fn(x [B, ...], t [B]) -> [B, ...]`` of this run's network at ``params`` (the one builder of the
+    run's score function: the training step, the samplers and the likelihood all call it). ``class_labels``
+    [B]: the classes of a class-conditional network (None: its unconditional score)."""
+    apply = self.apply_fn if class_labels is None else functools.partial(self.apply_fn, class_labels=class_labels)
+    return models.get_score_fn(self.sde, apply, params, train=train, rngs=rngs, **models.score_options(self.config))
 
   def state_template(self) -> TrainState:
     """A state of the right structure (for restoring), built without running the network, replicated
@@ -63,13 +72,13 @@ def setup(config) -> Setup:
   """Builds the run's pieces from a typed ``Config`` (or a ConfigDict, parsed here); every bad field
   raises a ValueError naming it."""
   config = as_config(config)
-  sde = sde_lib.get_sde(config)
+  sde = sde_lib.get_sde(config.sde)
   model = models.get_model(config, training=True)      # training.remat / compute_dtype; same parameters
   mesh = step_lib.make_mesh()
   step_lib.check_batch_size(int(config.training.batch_size), mesh)
   base = jax.random.key(int(config.seed))
   shape = data_shape(config.data)
-  return Setup(sde, model, models.make_apply_fn(model), get_optimizer(config.optim), mesh, shape,
+  return Setup(config, sde, model, models.make_apply_fn(model), get_optimizer(config.optim), mesh, shape,
                jax.random.fold_in(base, INIT_STREAM), jax.random.fold_in(base, STEP_STREAM),
                jax.random.fold_in(base, SAMPLE_STREAM))
 
@@ -84,21 +93,20 @@ def restore_or_create(run: Setup, checkpointer: Checkpointer) -> TrainState:
   return jax.device_put(state, replicated)
 
 
-def make_sample_fn(config, run: Setup, n: int):
+def make_sample_fn(run: Setup, n: int):
   """jitted ``(key, params) -> (samples [n, H, W, C], nfe)`` with the configured sampler."""
-  sampler = get_sampler_from_config(config, run.sde, (n,) + run.data_shape)
-  return jax.jit(lambda key, params: sampler(key, run.score_fn(config, params)))
+  method, options = sampler_options(run.config)
+  sampler = samplers.get_sampler(run.sde, (n,) + run.data_shape, method, options)
+  return jax.jit(lambda key, params: sampler(key, run.score_fn(params)))
 
 
-def make_step_fn(config, run: Setup, *, train: bool = True) -> Callable:
-  """The (unjitted) training step of ``config.training`` (or its evaluation loss, ``train=False``)."""
-  config = as_config(config)
-  tc = config.training
+def make_step_fn(run: Setup, *, train: bool = True) -> Callable:
+  """The (unjitted) training step of the run's ``training`` section (or its evaluation loss, ``train=False``)."""
+  tc = run.config.training
   return step_lib.make_train_step(
-      run.sde, run.apply_fn, run.optimizer, ema_rate=float(config.model.ema_rate), continuous=tc.continuous,
-      reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, eps=tc.t_min,
-      parameterization=config.model.parameterization, scale_by_sigma=config.model.scale_by_sigma, train=train,
-      num_classes=int(config.model.network.get("num_classes", 0)), label_dropout=tc.label_dropout, task=tc.task)
+      run.sde, run.score_fn, run.apply_fn, run.optimizer, ema_rate=run.config.ema.rate, continuous=tc.continuous,
+      reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, t_min=tc.t_min, train=train,
+      num_classes=run.config.num_classes, label_dropout=tc.label_dropout, task=tc.task)
 
 
 def host_batch(config, data, step: int, batch_size: int, rows=None):
@@ -110,7 +118,7 @@ def host_batch(config, data, step: int, batch_size: int, rows=None):
   """
   rows = slice(None) if rows is None else rows
   images = data.batch(step, batch_size)[rows]
-  num_classes = int(config.model.network.get("num_classes", 0))
+  num_classes = config.num_classes
   if not num_classes:
     return images
   labels = data.labels(data.indices(step, batch_size)[rows])
@@ -162,11 +170,11 @@ def train(config, workdir: str) -> TrainState:
     if start:
       logging.info("resuming from step %d", start)
     batch_size, per_call, n_iters = tc.batch_size, tc.steps_per_call, tc.n_iters
-    train_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
-    eval_fn = step_lib.shard_step(make_step_fn(config, run, train=False), run.mesh, train=False)
+    train_fn = step_lib.shard_step(make_step_fn(run), run.mesh)
+    eval_fn = step_lib.shard_step(make_step_fn(run, train=False), run.mesh, train=False)
     lr_at = learning_rate_schedule(config.optim.lr, int(config.optim.warmup))
     writer = _writer(workdir)
-    sample_fn = make_sample_fn(config, run, tc.snapshot_samples) if tc.snapshot_sampling and tc.task == "score" else None
+    sample_fn = make_sample_fn(run, tc.snapshot_samples) if tc.snapshot_sampling and tc.task == "score" else None
     process, n_proc = jax.process_index(), jax.process_count()
 
     rows = step_lib.process_rows(batch_size, run.mesh)      # this process's rows of every global batch

@@ -31,10 +31,10 @@ BATCH, STEPS = 8, 50            # reverse diffusion + Langevin: 2 NFE per step, 
 def converted_workdir(workdir: str):
   """A workdir holding the converted seeded NCSN++ as its step-0 snapshot; returns the typed config."""
   import models
-  from models.convert import load_config
+  from schema import load_config_file as load_config
   from testkit.seeded import seeded_state
   from training.checkpoint import Checkpointer
-  from training.config import parse_config
+  from schema import parse_config
   from training.state import TrainState, get_optimizer
 
   with np.load(FIXTURE) as f:
@@ -58,7 +58,7 @@ def main():
   import models
   import samplers
   import sde_lib
-  from training.config import sampler_options
+  from schema import sampler_options
 
   workdir = os.path.join(ROOT, "runs", "bench_published_sample")
   config, params = converted_workdir(workdir)
@@ -71,7 +71,7 @@ def main():
                                  pc=dataclasses.replace(config.sampling.pc, num_steps=STEPS))
   typed = dataclasses.replace(config, sampling=sampling)
   method, options = sampler_options(typed)
-  sample_fn = samplers.get_sampler(sde_lib.get_sde(typed), (BATCH, 32, 32, 3), method, **options)
+  sample_fn = samplers.get_sampler(sde_lib.get_sde(typed), (BATCH, 32, 32, 3), method, options)
   run = jax.jit(lambda key, p: sample_fn(key, models.score_fn_from_config(typed, p)))
   compile_s, run_s, (x, nfe) = time_compiled(run, jax.random.key(0), params, repeats=1)
   row = dict(model="NCSN++ ve/cifar10 (62.8M, converted from the reference layout)", batch=BATCH, nfe=int(nfe),

@@ -1,0 +1,143 @@
+"""The ``sampling`` section: the method, the options shared by every method, one sub-section per method
+(the method's own options dataclass, ``samplers.METHODS[name].options``), conditioning.
+
+Each method's sub-section is that method's options dataclass itself, so its options and defaults are
+written once, in the sampler's module; a new sampler in ``samplers.METHODS`` gets its section here without an
+edit. ``t_min``, ``denoise`` and ``nfe`` are set once for every method (``SHARED``; None: the method's own
+default), and PC's ``ladder`` follows ``training.continuous`` (``DERIVED``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import samplers
+import samplers.inpaint
+from schema.fields import Section, boolean, build_section, choice, integer, number, optional, record_read, spec, text
+
+SHARED = ("t_min", "denoise", "nfe")
+DERIVED = ("ladder",)
+CONDITIONS = ("none", "inpaint", "colorize", "class")
+TIME_FLOOR = samplers.common.TIME_FLOOR
+# score_sde's flat sampling fields -> (method section, field).
+SCORE_SDE_FLAT = {"predictor": ("pc", "predictor"), "corrector": ("pc", "corrector"), "snr": ("pc", "snr"),
+                  "n_steps_each": ("pc", "corrector_steps"), "probability_flow": ("pc", "probability_flow")}
+
+
+def config_fields(method: str) -> list[dataclasses.Field]:
+  """The fields of ``sampling.<method>`` a config sets (the options dataclass's, minus SHARED and DERIVED)."""
+  return [f for f in dataclasses.fields(samplers.METHODS[method].options) if f.name not in SHARED + DERIVED]
+
+
+def _inpaint_fields() -> list:
+  """sampling.inpaint: the algorithm, the mask and every algorithm's own options (their dataclasses')."""
+  out = [("algorithm", str, spec("smc", choice(*samplers.INPAINT_ALGORITHMS))),
+         ("mask", str, spec("bottom_half", choice(*samplers.IMAGE_MASKS)))]
+  for cls in samplers.inpaint.ALGORITHM_OPTIONS.values():
+    out += [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata)) for f in dataclasses.fields(cls)]
+  return out
+
+
+# sampling.condition = "inpaint" / "colorize": samplers.get_inpainter's algorithm and its options.
+Inpaint = dataclasses.make_dataclass("Inpaint", _inpaint_fields(), bases=(Section,), frozen=True)
+
+
+def _nfe_only_for_fast_methods(self):
+  if self.nfe and self.method not in samplers.FAST_METHODS:
+    raise ValueError(f"sampling.nfe ({self.nfe}) is a budget for {list(samplers.FAST_METHODS)} only; "
+                     f"sampling.method={self.method!r} counts sampling.{self.method}.num_steps (set sampling.nfe=0)")
+
+
+def _options(self):
+  """The configured method's section."""
+  return getattr(self, self.method)
+
+
+_SAMPLING_FIELDS = [
+    ("method", str, spec("pc", choice(*sorted(samplers.METHODS)))),
+    # Shared by every method; None: each method's own default.
+    ("t_min", float, spec(None, optional(TIME_FLOOR))),
+    ("denoise", bool, spec(None, optional(boolean), aliases=("noise_removal",))),
+    # The exact number of score evaluations (final denoising included) of a fast method (samplers.FAST_METHODS),
+    # which picks its own steps and orders; None: the method's num_steps.
+    ("nfe", int, spec(None, optional(integer(1)))),
+    # --mode sample: "inpaint" / "colorize" complete test images with sampling.inpaint; "class" samples given
+    # classes (classifier-free or classifier guidance).
+    ("condition", str, spec("none", choice(*CONDITIONS))),
+    # condition = "class": the class of every sample (-1: sample i gets class i mod the number of classes), the
+    # guidance scale (1 the conditional score, 0 the unconditional one, > 1 sharper towards the class), and for an
+    # unconditional network a noise-conditional classifier (its config file and its run's workdir).
+    ("class_label", int, spec(-1, integer(-1))),
+    ("guidance_scale", float, spec(1.0, number(0.0))),
+    ("classifier_config", str, spec("", text)),
+    ("classifier_workdir", str, spec("", text)),
+] + [(name, m.options, dataclasses.field(default_factory=m.options)) for name, m in samplers.METHODS.items()] + [
+    ("inpaint", Inpaint, dataclasses.field(default_factory=Inpaint))]
+
+Sampling = dataclasses.make_dataclass(
+    "Sampling", _SAMPLING_FIELDS, bases=(Section,), frozen=True,
+    namespace={"__post_init__": _nfe_only_for_fast_methods, "options": property(_options),
+               "__doc__": "The sampling section (see the module docstring)."})
+
+
+def parse_sampling(values) -> Sampling:
+  values = dict(values)
+  method = choice(*sorted(samplers.METHODS))(values.get("method", "pc"), "sampling.method")
+  sections = {name: dict(values.pop(name, None) or {}) for name in samplers.METHODS}
+  for flat, (section, field) in SCORE_SDE_FLAT.items():
+    if flat in values:
+      if field in sections[section]:
+        raise ValueError(f"sampling.{section}.{field} is given twice (also as score_sde's sampling.{flat})")
+      sections[section][field] = values.pop(flat)
+  prepared = {}
+  for name, m in samplers.METHODS.items():
+    where = f"sampling.{name}"
+    for field in SHARED + DERIVED:
+      if field in sections[name]:
+        raise ValueError(f"{where}.{field} is not a config field (set sampling.{field} for every method)"
+                         if field in SHARED else f"{where}.{field} is not a config field (it follows training.continuous)")
+    prepared[name] = build_section(m.options, sections[name], where, exclude=SHARED + DERIVED)
+  prepared["inpaint"] = build_section(Inpaint, values.pop("inpaint", None) or {}, "sampling.inpaint")
+  del method
+  return build_section(Sampling, values, "sampling", **prepared)
+
+
+def sampler_options(config):
+  """(method, options object) for ``samplers.get_sampler``: the method's section with the shared fields and
+  the derived ones applied.
+
+  A discrete-ladder model (``training.continuous=False``) is sampled by PC on its own ladder, as score_sde
+  does (``ladder=True``, num_steps = the SDE's N).
+  """
+  s = config.sampling
+  section = s.options
+  for f in config_fields(s.method):
+    record_read(f"sampling.{s.method}", f.name)
+  names = set(samplers.sampler_option_names(s.method))
+  shared = {k: getattr(s, k) for k in SHARED if k in names and getattr(s, k) is not None}
+  if s.method == "pc":
+    shared["ladder"] = not config.training.continuous
+    if shared["ladder"]:
+      shared["num_steps"] = None                       # the ladder's N
+  return s.method, dataclasses.replace(section, **shared)
+
+
+def inpainter_arguments(config) -> tuple[str, str, dict]:
+  """(method, algorithm, options) of ``samplers.get_inpainter`` from config.sampling: the method's options
+  object (shared fields applied) and the algorithm's own fields of sampling.inpaint.
+
+  Raises:
+    ValueError: a method the inpainter does not run on, or a budget (the message names the field).
+  """
+  s = config.sampling
+  if s.method not in samplers.inpaint.INPAINT_METHODS:
+    raise ValueError(f"sampling.method must be one of {list(samplers.inpaint.INPAINT_METHODS)} with "
+                     f"sampling.condition={s.condition!r}, got {s.method!r}")
+  method, options = sampler_options(config)
+  algorithm = s.inpaint.algorithm
+  if algorithm == "smc" and method == "pc":
+    options = dataclasses.replace(options, corrector="none")     # smc moves its particles by the predictor alone
+  if method == "pc" and options.ladder:
+    options = dataclasses.replace(options, ladder=False, num_steps=s.pc.num_steps)
+  own = {f.name: getattr(s.inpaint, f.name) for f in dataclasses.fields(samplers.inpaint.ALGORITHM_OPTIONS[algorithm])}
+  return method, algorithm, dict(options=options, **own)
