@@ -13,7 +13,7 @@ from __future__ import annotations
 from samplers.annealed import ALDOptions, get_ald_sampler
 from samplers.guidance import classifier_free_score_fn, guided_score_fn
 from samplers.heun import EDMHeunOptions, get_edm_heun_sampler
-from samplers.inpaint import IMAGE_MASKS, INPAINT_ALGORITHMS, INPAINT_METHODS, get_colorizer, get_inpainter
+from samplers.inpaint import IMAGE_MASKS, INPAINT_ALGORITHMS, INPAINT_METHODS, get_colorizer, get_inpainter, get_inverse_solver
 from samplers.likelihood import DIVERGENCES, bits_per_dim, dequantize, drift_and_divergence, get_likelihood_fn
 from samplers.multistep import DPMSolverPPOptions, UniPCOptions, get_dpm_solver_pp_sampler, get_unipc_sampler
 from samplers.observation import Observation, colour_observation, colorization_basis, mask_observation, observation_from_matrix
@@ -26,7 +26,7 @@ from samplers.schedules import GRIDS, sigma_grid
 from samplers.steps import Stepper, run
 
 __all__ = ["guided_score_fn", "classifier_free_score_fn", "get_inpainter", "get_colorizer", "colorization_basis",
-           "Observation", "mask_observation", "colour_observation", "observation_from_matrix", "Method", "get_options",
+           "get_inverse_solver", "Observation", "mask_observation", "colour_observation", "observation_from_matrix", "Method", "get_options",
            "get_stepper", "STEPPER_METHODS", "Stepper", "run", "PCOptions", "ODEOptions", "ALDOptions",
            "EDMHeunOptions", "DPMSolverPPOptions", "UniPCOptions",
            "INPAINT_ALGORITHMS", "INPAINT_METHODS", "IMAGE_MASKS", "get_sampler", "METHODS", "ALIASES", "sampler_option_names", "PREDICTORS", "CORRECTORS", "Predictor",
