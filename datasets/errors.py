@@ -1,0 +1,6 @@
+"""The error of a data set that is not on disk, raised by the tensorflow-datasets sources
+(``datasets.standard``) and by your own data (``datasets.own_data``: a data.path that does not exist)."""
+
+
+class DatasetNotFoundError(RuntimeError):
+  """A data set that is not on disk; the message names it, the directory and the remedy."""
