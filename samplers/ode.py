@@ -112,14 +112,14 @@ class ODEOptions(checks.Options):
   name in ``ADJOINTS`` (see ``solve``).
   """
 
-  solver: str = checks.spec("tsit5", checks.choice(*SOLVERS))
+  solver: str = checks.spec("tsit5", checks.choice(*sorted(SOLVERS)))
   rtol: float = checks.spec(1e-5, common.POSITIVE_FLOAT)
   atol: float = checks.spec(1e-5, common.POSITIVE_FLOAT)
   num_steps: int | None = checks.spec(None, checks.optional(checks.integer(1)))
   t_min: float = checks.spec(1e-3, common.TIME_FLOOR)
   denoise: bool = checks.spec(True, checks.boolean)
   max_steps: int = checks.spec(4096, checks.integer(1))
-  adjoint: str = checks.spec("recursive_checkpoint", checks.choice(*ADJOINTS))
+  adjoint: str = checks.spec("recursive_checkpoint", checks.choice(*sorted(ADJOINTS)))
 
   def __post_init__(self):
     super().__post_init__()
