@@ -1,6 +1,7 @@
 """Class-conditional networks for classifier-free guidance: the null label, label dropout, the config checks."""
 
 import copy
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import sde_lib
 from configs.vp import digits as vp_digits
 from configs.toy import ve as toy_ve
 from models.mlp import MLP
-from training import step as step_lib
+from training import step as step_lib, tasks
 from schema import parse_config
 from training.state import create_train_state
 
@@ -62,8 +63,13 @@ def _one_step(label_dropout, labels, key):
   model = _mlp()
   optimizer = optax.adam(1e-2)
   state = _perturbed(create_train_state(model, optimizer, key, (8, 2)), key)
-  step = step_lib.make_train_step(sde, models.make_apply_fn(model), optimizer, ema_rate=0.9, num_classes=NUM_CLASSES,
-                                  label_dropout=label_dropout)
+  apply = models.make_apply_fn(model)
+
+  def score_fn_of(params, *, train=False, rngs=None, class_labels=None):
+    return models.get_score_fn(sde, functools.partial(apply, class_labels=class_labels), params, train=train, rngs=rngs)
+
+  task = tasks.ScoreTask(sde, score_fn_of, num_classes=NUM_CLASSES, label_dropout=label_dropout)
+  step = step_lib.make_train_step(task, optimizer, ema_rate=0.9)
   x = jax.random.normal(jax.random.fold_in(key, 1), (1, 8, 2))
   state, metrics = jax.jit(step)(state, (x, labels[None]), jax.random.fold_in(key, 2))
   return state, metrics

@@ -16,7 +16,7 @@ import sde_lib
 from datasets.images import get_dataset
 from evaluation import feature_statistics, frechet_distance, kernel_distance
 from testkit.pipeline import ROOT, tiny_config, tiny_flags
-from training import step as step_lib
+from training import step as step_lib, tasks
 from training.checkpoint import Checkpointer
 from training.train import setup, train
 
@@ -47,7 +47,8 @@ def test_mock_cifar10_pipeline_with_inception_scores(tmp_path):
   from evaluation import inception
   from training.evaluate import evaluate
   config = tiny_config("configs.vp.cifar10")
-  config.sampling.update(method="pc", predictor="euler_maruyama", corrector="none", n_steps=2)
+  config.sampling.method = "pc"
+  config.sampling.pc.update(predictor="euler_maruyama", corrector="none", num_steps=2)
   variables = inception.InceptionV3().init(jax.random.key(0), jnp.zeros((1, 75, 75, 3)))
   np.savez(tmp_path / "inception.npz", **inception.state_dict_from_variables(variables))
   config.eval.update(num_samples=4, batch_size=4, enable_bpd=False, inception_path=str(tmp_path / "inception.npz"),
@@ -81,15 +82,14 @@ def test_training_on_digits_lowers_the_loss(name):
   config.model.parameterization = "reference"
   run = setup(config)
   data = get_dataset(config.data, "train")
-  fn = step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, ema_rate=0.9, reduce_mean=True,
-                                scale_by_sigma=bool(config.model.scale_by_sigma),
-                                parameterization=config.model.parameterization)   # as the probe's score_fn
+  fn = step_lib.make_train_step(tasks.ScoreTask(run.sde, run.score_fn, reduce_mean=True), run.optimizer,
+                                ema_rate=0.9)                                      # the probe's score_fn
   step = jax.jit(fn)
   from training.state import create_train_state
   state = create_train_state(run.model, run.optimizer, run.init_key, (1, 8, 8, 1))
   fixed = jnp.asarray(data.batch(0, 256))
   loss_fn = sde_lib.get_loss_fn(run.sde, reduce_mean=True)
-  probe = lambda params: float(loss_fn(jax.random.key(5), run.score_fn(config, params), fixed))
+  probe = lambda params: float(loss_fn(jax.random.key(5), run.score_fn(params), fixed))
   before = probe(state.params)
   for k in range(40):
     state, metrics = step(state, jnp.asarray(data.batch(k, 64))[None], run.step_key)
@@ -109,7 +109,8 @@ def test_ema_score_has_the_raw_score_scale_after_short_training():
   config.optim.update(lr=3e-3, warmup=0)
   run = setup(config)
   data = get_dataset(config.data, "train")
-  fn = step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, ema_rate=0.999, reduce_mean=True)
+  fn = step_lib.make_train_step(tasks.ScoreTask(run.sde, run.score_fn, reduce_mean=True), run.optimizer,
+                                ema_rate=0.999)
   step = jax.jit(fn)
   from training.state import create_train_state
   state = create_train_state(run.model, run.optimizer, run.init_key, (1, 8, 8, 1))
@@ -117,7 +118,7 @@ def test_ema_score_has_the_raw_score_scale_after_short_training():
     state, _ = step(state, jnp.asarray(data.batch(k, 64))[None], run.step_key)
   x = jax.random.normal(jax.random.key(3), (256, 8, 8, 1))
   t = jnp.full((256,), run.sde.T)
-  rms = lambda params: float(jnp.sqrt(jnp.mean(jnp.square(run.score_fn(config, params)(x, t)))))
+  rms = lambda params: float(jnp.sqrt(jnp.mean(jnp.square(run.score_fn(params)(x, t)))))
   raw, ema = rms(state.params), rms(state.ema_params)
   assert 0.5 < raw < 2.0                      # the exact score of N(0, I) at t = T has rms 1
   assert abs(ema / raw - 1) < 0.1, (raw, ema)
@@ -129,14 +130,14 @@ def test_sharded_step_equals_single_device_step():
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh
 from testkit.pipeline import tiny_config
-from training import step as step_lib
+from training import step as step_lib, tasks
 from training.train import setup
 from training.state import create_train_state
 from datasets.images import get_dataset
 assert len(jax.devices()) == 4
 config = tiny_config()
 run = setup(config)
-fn = step_lib.make_train_step(run.sde, run.apply_fn, run.optimizer, ema_rate=0.999, reduce_mean=True)
+fn = step_lib.make_train_step(tasks.ScoreTask(run.sde, run.score_fn, reduce_mean=True), run.optimizer, ema_rate=0.999)
 batch = get_dataset(config.data, 'train').batch(0, 16)[None]
 out = []
 for devices in (jax.devices()[:1], jax.devices()):
@@ -220,7 +221,8 @@ def test_corrupted_newest_checkpoint_is_skipped(tmp_path, caplog):
 def test_evaluation_writes_metrics_and_resumes(tmp_path):
   from training.evaluate import evaluate
   config = tiny_config()
-  config.sampling.update(method="pc", n_steps=5)
+  config.sampling.method = "pc"
+  config.sampling.pc.num_steps = 5
   config.eval.update(num_samples=8, batch_size=8, enable_bpd=True, bpd_max_examples=4)
   train(config, str(tmp_path))
   progress = evaluate(config, str(tmp_path))
@@ -283,7 +285,7 @@ def test_toy_mixture_pipeline(tmp_path):
   from training.evaluate import evaluate
   config = importlib.import_module("configs.toy.vp").get_config()
   config.training.update(n_iters=4, snapshot_freq=4, snapshot_samples=64)
-  config.sampling.n_steps = 10
+  config.sampling.pc.num_steps = 10
   config.eval.update(num_samples=256, batch_size=256, bpd_max_examples=16)
   train(config, str(tmp_path))
   assert os.path.exists(tmp_path / "samples" / "step_4.png")

@@ -15,12 +15,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import models
-import sde_lib
 from training.state import TrainState
-
-
-TASKS = ("score", "classifier")   # what a run trains: a score network, or a noise-conditional classifier
-LABEL_DROPOUT_STREAM = 1       # fold_in(dropout key, .): the label-dropout draw, apart from the network's dropout
 
 
 def make_mesh() -> Mesh:
@@ -34,50 +29,19 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     raise ValueError(f"training.batch_size must be divisible by the number of devices ({n}), got {batch_size}")
 
 
-def make_train_step(sde: sde_lib.SDE, score_fn_of: Callable, apply_fn: Callable,
-                    optimizer: optax.GradientTransformation, *, ema_rate: float, continuous: bool = True,
-                    reduce_mean: bool = False, likelihood_weighting: bool = False, t_min: float = 1e-5,
-                    train: bool = True, num_classes: int = 0, label_dropout: float = 0.0,
-                    task: str = "score") -> Callable:
+def make_train_step(task, optimizer: optax.GradientTransformation, *, ema_rate: float, train: bool = True) -> Callable:
   """``step_fn(state, batches [S, B, ...], base_key) -> (state, {"loss": [S], "grad_norm": [S]})``.
+
+  ``task`` (``training.tasks``: a score network's or a classifier's) gives the loss,
+  ``task.objective(params, batch, key, train)``; this step differentiates it, applies the optimizer and
+  updates the EMA, the same for every task. ``batches`` holds S batches of the task's kind (images, or a
+  pair (images, labels [S, B])).
 
   Step k of the run uses the key fold_in(base_key, k) (k = state.step), so a resumed run repeats
   exactly what an uninterrupted one would do. ``train=False`` gives the evaluation loss (no
   update, dropout off, EMA parameters): ``(state, batches, key) -> {"loss": [S]}``.
-
-  ``score_fn_of(params, train=, rngs=, class_labels=) -> score_fn`` is the run's one builder of its score
-  function (``training.train.Setup.score_fn``); ``apply_fn`` the network's (a classifier's logits).
-
-  ``num_classes > 0`` (a class-conditional network): ``batches`` is a pair (images [S, B, ...], labels int [S, B]), and each label is
-  replaced by the null label ``num_classes`` with probability ``label_dropout`` (classifier-free
-  guidance's joint training of the conditional and unconditional score, Ho & Salimans 2022, Alg. 1).
-  The evaluation loss keeps every label.
-
-  ``task="classifier"``: ``apply_fn`` is a ``models.NoiseConditionalClassifier``'s and the loss is the
-  cross-entropy of its logits at x_t ~ p_t(x_t | x_0), t ~ U(t_min, T) (or a ladder level), against the
-  labels: the noise-conditional classifier of classifier guidance (Song et al. 2021, App. I.1).
   """
-  if task not in TASKS:
-    raise ValueError(f"training.task must be one of {list(TASKS)}, got {task!r}")
-  loss_fn = sde_lib.get_loss_fn(sde, continuous=continuous, reduce_mean=reduce_mean,
-                                likelihood_weighting=likelihood_weighting, t_min=t_min)
-
-  def objective(params, batch, key, dropout: bool):
-    loss_key, dropout_key = jax.random.split(key)
-    if task == "classifier":
-      images, labels = batch
-      p = sde_lib.perturb(loss_key, sde, images, t_min=t_min, continuous=continuous)
-      logits = models.classifier.get_logits_fn(sde, apply_fn, params, continuous=continuous, train=dropout,
-                                               rngs={"dropout": dropout_key})(p.x_t, p.t)
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    labels = None
-    if num_classes:                  # a class-conditional score network
-      batch, labels = batch
-      if dropout and label_dropout > 0:
-        drop = jax.random.bernoulli(jax.random.fold_in(dropout_key, LABEL_DROPOUT_STREAM), label_dropout, labels.shape)
-        labels = jnp.where(drop, num_classes, labels)
-    score_fn = score_fn_of(params, train=dropout, rngs={"dropout": dropout_key}, class_labels=labels)
-    return loss_fn(loss_key, score_fn, batch)
+  objective = task.objective
 
   def one_step(state: TrainState, batch, base_key):
     key = jax.random.fold_in(base_key, state.step)

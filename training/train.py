@@ -21,6 +21,7 @@ import samplers
 import sde_lib
 from datasets.images import data_shape, get_dataset
 from training import step as step_lib
+from training import tasks
 from training.checkpoint import Checkpointer
 from schema import Config, as_config, sampler_options
 from training.images import save_samples_picture
@@ -73,7 +74,8 @@ def setup(config) -> Setup:
   raises a ValueError naming it."""
   config = as_config(config)
   sde = sde_lib.get_sde(config.sde)
-  model = models.get_model(config, training=True)      # training.remat / compute_dtype; same parameters
+  run_fields = getattr(models.MODELS[config.model.name], "RUN_FIELDS", ())   # remat, compute dtype: same parameters
+  model = models.get_model(config.model, **{name: getattr(config.training, name) for name in run_fields})
   mesh = step_lib.make_mesh()
   step_lib.check_batch_size(int(config.training.batch_size), mesh)
   base = jax.random.key(int(config.seed))
@@ -101,12 +103,9 @@ def make_sample_fn(run: Setup, n: int):
 
 
 def make_step_fn(run: Setup, *, train: bool = True) -> Callable:
-  """The (unjitted) training step of the run's ``training`` section (or its evaluation loss, ``train=False``)."""
-  tc = run.config.training
-  return step_lib.make_train_step(
-      run.sde, run.score_fn, run.apply_fn, run.optimizer, ema_rate=run.config.ema.rate, continuous=tc.continuous,
-      reduce_mean=tc.reduce_mean, likelihood_weighting=tc.likelihood_weighting, t_min=tc.t_min, train=train,
-      num_classes=run.config.num_classes, label_dropout=tc.label_dropout, task=tc.task)
+  """The (unjitted) training step of the run's task (``training.tasks.for_run``: its ``training`` section), or
+  its evaluation loss (``train=False``)."""
+  return step_lib.make_train_step(tasks.for_run(run), run.optimizer, ema_rate=run.config.ema.rate, train=train)
 
 
 def host_batch(config, data, step: int, batch_size: int, rows=None):
