@@ -5,15 +5,15 @@
 (``samplers.classifier_free_score_fn``) of a class-conditional network (``model.num_classes > 0``,
 trained with label dropout), or classifier guidance (``samplers.guided_score_fn``) of an unconditional
 one by a noise-conditional classifier (``sampling.classifier_config`` / ``classifier_workdir``). The run writes the samples with their classes, a picture with one row per class
-and, on the embedded digits, the share the digits classifier assigns to the requested class and a
-per-class digits FID beside its floor.
+and the data set's class metrics (``evaluation.scorer_for(...).class_samples``; on the embedded digits, the
+share the digits classifier assigns to the requested class and a per-class digits FID beside its floor).
 
 ``inpaint`` / ``colorize``:
 an unconditional model completes the unobserved part of the first ``eval.num_samples`` test images
 (``samplers.get_inpainter`` / ``get_colorizer`` with ``sampling.inpaint.algorithm`` and the step
 rule of ``sampling.method``). The run writes the completions, a picture whose rows are
-observed | completions | truth, and, on the embedded digits, the share of completions the digits
-classifier assigns to the original digit's label.
+observed | completions | truth, and the data set's completion metrics (``...completions``; on the embedded
+digits, the share of completions the digits classifier assigns to the original digit's label).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 import models
 import samplers
-from datasets.images import get_dataset, load_digits_arrays
+from datasets.images import get_dataset
+from evaluation import scorer_for
 from samplers.observation import image_mask
 from schema import as_config, inpainter_arguments, load_config_file, parse_config, sampler_options
 from training.images import save_grid, save_rows, to_unit_range
@@ -141,43 +142,12 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
     pad = lambda r: np.concatenate([r, np.ones((width - len(r),) + r.shape[1:], r.dtype)]) if len(r) < width else r
     metrics["picture"] = save_grid(np.concatenate([pad(r) for r in shown]), os.path.join(folder, f"{name}.png"),
                                    scale=4, cols=width)
-  if str(config.data.dataset).upper() == "DIGITS":
-    metrics.update(digits_class_scores(unit, classes, os.path.join(workdir, "eval")))
+  metrics.update(scorer_for(config, os.path.join(workdir, "eval")).class_samples(x, classes))
   with open(os.path.join(folder, f"{name}.json"), "w") as f:
     json.dump(metrics, f, indent=1)
   logging.info("%s: %s", name, metrics)
   print(json.dumps(metrics))
   return metrics.get("picture", os.path.join(folder, f"{name}.npz"))
-
-
-def digits_class_scores(samples_unit: np.ndarray, classes: np.ndarray, cache_dir: str) -> dict:
-  """Class-conditional digits metrics of samples [n, 8, 8, 1] in [0, 1] requested as ``classes`` [n].
-
-  ``class_share``: the share the digits classifier assigns to the requested class. Per class c with
-  samples: ``class_fid`` compares m of its samples with the train digits of class c, m being the number of
-  test digits of class c (or of samples, if fewer), and ``class_fid_floor`` compares m test digits of class
-  c with the same train digits, so both carry the same sample-size bias; ``class_fid_over_floor`` is the
-  mean over classes of their ratio.
-  """
-  from evaluation import DigitsFeatures, feature_statistics, frechet_distance
-
-  feats = DigitsFeatures(cache_dir)
-  x_train, y_train, x_test, y_test = load_digits_arrays()
-  predicted = feats.predict(samples_unit)
-  fid = lambda a, b: frechet_distance(*feature_statistics(a), *feature_statistics(b))
-  per_class, ratios = {}, []
-  for c in np.unique(classes):
-    mine = feats.features(samples_unit[classes == c])
-    test = feats.features(x_test[y_test == c] / 255.0)
-    m = min(len(mine), len(test))
-    if m < 2:
-      continue
-    ref = feats.features(x_train[y_train == c] / 255.0)
-    value, floor = fid(mine[:m], ref), fid(test[:m], ref)
-    per_class[int(c)] = {"share": float(np.mean(predicted[classes == c] == c)), "fid": value, "floor": floor, "m": m}
-    ratios.append(value / floor)
-  return {"class_share": float(np.mean(predicted == classes)), "classifier_test_accuracy": feats.test_accuracy,
-          "class_fid_over_floor": float(np.mean(ratios)) if ratios else float("nan"), "per_class": per_class}
 
 
 def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> str:
@@ -221,21 +191,9 @@ def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> st
              "step": int(state.step), "picture": path}
   if s.condition == "inpaint":
     metrics.update(mask=s.inpaint.mask, observed_error=float(np.max(np.abs((samples - truth) * one))))
-  if str(config.data.dataset).upper() == "DIGITS":
-    metrics.update(digits_agreement(unit(samples), n, os.path.join(workdir, "eval")))
+  metrics.update(scorer_for(config, os.path.join(workdir, "eval")).completions(samples, np.arange(n)))
   with open(os.path.join(folder, f"{name}.json"), "w") as f:
     json.dump(metrics, f, indent=1)
   logging.info("%s: %s", name, metrics)
   print(json.dumps(metrics))
   return path
-
-
-def digits_agreement(samples_unit: np.ndarray, n: int, cache_dir: str) -> dict:
-  """The share of completions [n, 8, 8, 1] in [0, 1] the digits classifier assigns to the true label of
-  the test digit they complete, beside the classifier's accuracy on the complete test digits."""
-  from evaluation import DigitsFeatures
-
-  feats = DigitsFeatures(cache_dir)
-  _, _, _, y_test = load_digits_arrays()
-  return {"digits_label_agreement": float(np.mean(feats.predict(samples_unit) == y_test[:n])),
-          "classifier_test_accuracy": feats.test_accuracy}

@@ -2,12 +2,12 @@
 
 Evaluation records each finished checkpoint in ``<workdir>/<eval_folder>/progress.json`` and, within
 the checkpoint being evaluated, each finished round (a batch of samples or of bits/dim) in
-``rounds_step_<N>/``; a killed evaluation resumes with the first unfinished round.
+``rounds_step_<N>/``; a killed evaluation resumes with the first unfinished round. The samples' metrics
+come from the data set's scorer (``evaluation.scorer_for``: mode metrics, digits FID, FID / KID / IS).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -22,15 +22,13 @@ from tqdm import tqdm
 import models
 import samplers
 from models.untrusted import read_npz
-from datasets.images import DIGITS_TEST_SIZE, get_dataset, is_image_data, load_digits_arrays
+from datasets.images import get_dataset, is_image_data
+from evaluation import scorer_for
+from evaluation.scorers import MAX_CACHE_BYTES, split_batches
 from schema import as_config, likelihood_options
 from training.checkpoint import Checkpointer
-from training.images import save_samples_picture, to_unit_range
+from training.images import save_samples_picture
 from training.train import Setup, evaluation_state, make_sample_fn, setup
-
-# The eval folder's caches (sampling rounds, FID statistics) may come with a workdir from someone else:
-# read without pickle, their declared sizes capped before reading.
-MAX_CACHE_BYTES = 4 << 30
 
 
 def _resumable(path: str | None, compute) -> dict:
@@ -101,17 +99,6 @@ def make_logp_fn(run: Setup):
   return jax.jit(lambda k, x, p: likelihood(k, run.score_fn(p), x)[0])
 
 
-def _split_batches(data, batch_size: int, max_examples: int | None):
-  """The split in order, in batches, stopping after ``max_examples`` examples (None: all)."""
-  seen = 0
-  for batch in data.epoch_batches(batch_size):
-    batch = batch[:max_examples - seen] if max_examples else batch
-    yield batch
-    seen += len(batch)
-    if max_examples and seen >= max_examples:
-      return
-
-
 def bits_per_dim_on_split(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None,
                           rounds_dir: str | None = None) -> float:
   """Mean bits/dim of the dequantised ``eval.bpd_dataset`` split under ``fn = make_logp_fn(...)`` at
@@ -120,24 +107,13 @@ def bits_per_dim_on_split(config, run: Setup, fn, params, key: jax.Array, max_ex
   dims = math.prod(run.data_shape)
   data_range = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
   values = []
-  batches = _split_batches(data, int(config.eval.batch_size), max_examples)
+  batches = split_batches(data, int(config.eval.batch_size), max_examples)
   total = math.ceil(min(max_examples or len(data), len(data)) / int(config.eval.batch_size))
   for i, batch in enumerate(tqdm(batches, desc="bits/dim", total=total, disable=jax.process_index() != 0)):
     bpd = lambda: {"bpd": np.asarray(samplers.bits_per_dim(fn(jax.random.fold_in(key, i), batch, params), dims,
                                                            data_range=data_range))}
     values.append(_resumable(rounds_dir and os.path.join(rounds_dir, f"bpd_{i}.npz"), bpd)["bpd"])
   return float(np.mean(np.concatenate(values)))
-
-
-def mixture_scores(config, samples: np.ndarray, key: jax.Array) -> dict:
-  """Toy data: the samples' mode metrics (``GaussianMixture.mode_metrics``) and the 99th percentile of
-  the same metrics over 200 exact samples of the same size (the sampling-noise floor)."""
-  from datasets.toy import get_mixture
-
-  mixture = get_mixture(config.data)
-  floor = mixture.metric_floor(key, len(samples))
-  return {**{f"mode_{k}": v for k, v in mixture.mode_metrics(samples).items()},
-          **{f"mode_{k}_floor_p99": v for k, v in floor.items()}}
 
 
 def mixture_nll(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None) -> dict:
@@ -148,62 +124,12 @@ def mixture_nll(config, run: Setup, fn, params, key: jax.Array, max_examples: in
   mixture, data = get_mixture(config.data), get_dataset(config.data, "test", seed=int(config.seed))
   eps = config.eval.bpd_t_min                                    # the likelihood's time floor
   model, exact = [], []
-  for i, batch in enumerate(_split_batches(data, int(config.eval.batch_size), max_examples)):
+  for i, batch in enumerate(split_batches(data, int(config.eval.batch_size), max_examples)):
     model.append(np.asarray(fn(jax.random.fold_in(key, i), batch, params)))
     exact.append(np.asarray(mixture.log_prob_t(batch, np.full(len(batch), eps, np.float32), run.sde)))
   dims = run.data_shape[0]
   return {"nll_test": -float(np.mean(np.concatenate(model))) / dims,
           "nll_test_exact": -float(np.mean(np.concatenate(exact))) / dims}
-
-
-def digits_scores(samples_unit: np.ndarray, cache_dir: str) -> dict:
-  """Digits FID/KID of samples against the test split, the train-versus-test floor, the class histogram."""
-  from evaluation import DigitsFeatures, feature_statistics, frechet_distance, kernel_distance
-
-  feats = DigitsFeatures(cache_dir)
-  x_train, _, x_test, _ = load_digits_arrays()
-  f_test, f_samples = feats.features(x_test / 255.0), feats.features(samples_unit)
-  f_train = feats.features(x_train[:DIGITS_TEST_SIZE] / 255.0)
-  fid = lambda a, b: frechet_distance(*feature_statistics(a), *feature_statistics(b))
-  hist = np.bincount(feats.predict(samples_unit), minlength=10) / len(samples_unit)
-  return {"digits_fid": fid(f_samples, f_test), "digits_fid_floor_train_vs_test": fid(f_train, f_test),
-          "digits_kid": kernel_distance(f_samples, f_test), "class_histogram": hist.round(4).tolist(),
-          "classifier_test_accuracy": feats.test_accuracy}
-
-
-def reference_inception_statistics(config, extractor, cache_dir: str) -> dict:
-  """Inception pool-feature mean [2048], covariance [2048, 2048] and up to eval.kid_reference_examples
-  features of the data set's ``eval.fid_reference_split`` (cached in cache_dir: computed once per run)."""
-  ev = config.eval
-  split, limit = ev.fid_reference_split, ev.fid_reference_examples
-  name = f"inception_reference_{str(config.data.dataset).lower()}_{split}_{limit or 'all'}.npz"
-  path = os.path.join(cache_dir, name)
-  if not os.path.exists(path):
-    from evaluation import feature_statistics
-
-    # The reference is the data itself: in order, not flipped, not dequantised.
-    data = dataclasses.replace(get_dataset(config.data, split, evaluation=True, seed=int(config.seed)), dequantize=False)
-    total = min(limit or len(data), len(data))
-    batches = tqdm(_split_batches(data, int(ev.batch_size), limit or None), desc=f"Inception features of {split}",
-                   total=math.ceil(total / int(ev.batch_size)), disable=jax.process_index() != 0)
-    feats = np.concatenate([extractor(to_unit_range(b, config.data.centered))[0] for b in batches])
-    mu, sigma = feature_statistics(feats)
-    kid = feats[:ev.kid_reference_examples]
-    np.savez(path + ".tmp.npz", mu=mu, sigma=sigma, kid_features=kid)
-    os.replace(path + ".tmp.npz", path)
-  return read_npz(path, MAX_CACHE_BYTES)
-
-
-def inception_scores(config, samples_unit: np.ndarray, extractor, cache_dir: str) -> dict:
-  """FID and KID of samples [N, H, W, C] in [0, 1] against the data set, and their Inception score."""
-  from evaluation import feature_statistics, frechet_distance, inception_score, kernel_distance
-
-  pool, logits = extractor(samples_unit)
-  ref = reference_inception_statistics(config, extractor, cache_dir)
-  mean_is, std_is = inception_score(logits)
-  return {"fid": frechet_distance(*feature_statistics(pool), ref["mu"], ref["sigma"]),
-          "kid": kernel_distance(pool, ref["kid_features"]), "inception_score": mean_is,
-          "inception_score_std": std_is}
 
 
 def select_snapshots(steps: list[int], snapshot_freq: int, begin_ckpt: int, end_ckpt: int) -> list[int]:
@@ -225,24 +151,6 @@ def select_snapshots(steps: list[int], snapshot_freq: int, begin_ckpt: int, end_
 EVAL_KEY_OFFSET = 10**7          # checkpoint `step` is evaluated with fold_in(sample_key, EVAL_KEY_OFFSET + step)
 SAMPLE_MODE_KEY_OFFSET = 10**6   # --mode sample draws with fold_in(sample_key, SAMPLE_MODE_KEY_OFFSET)
 BPD_STREAM, METRIC_STREAM, LOSS_STREAM = 1, 2, 3   # fold_in(checkpoint key, stream) for each kind of randomness
-
-
-def sample_scorer(config, folder: str):
-  """``score(samples) -> metrics`` for the data set's kind: the oracle's mode metrics (toys), digits
-  FID/KID (the embedded digits), FID/KID/IS from the FID Inception (other images, if its weights
-  are configured), or nothing."""
-  kind = config.data.dataset
-  if kind == "GMM":
-    return lambda x, key: mixture_scores(config, x, key)
-  if kind == "DIGITS":
-    return lambda x, key: digits_scores(to_unit_range(x, config.data.centered), folder)
-  if not config.eval.inception_path:
-    from evaluation.inception import HOW_TO_GET
-    logging.warning("FID/KID/IS skipped: eval.inception_path is not set. %s", HOW_TO_GET)
-    return lambda x, key: {}
-  from evaluation import InceptionFeatures
-  extractor = InceptionFeatures(config.eval.inception_path, batch_size=config.eval.inception_batch_size)
-  return lambda x, key: inception_scores(config, to_unit_range(x, config.data.centered), extractor, folder)
 
 
 def evaluation_loss(config, run: Setup, state, key: jax.Array) -> float:
@@ -326,7 +234,9 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
   scores = config.training.task == "score"              # a classifier's run has accuracies instead
   sample_fn = make_sample_fn(run, batch) if ev.enable_sampling and scores else None
   logp_fn = make_logp_fn(run) if ev.enable_bpd and scores else None
-  score = sample_scorer(config, folder) if ev.enable_sampling and scores else None
+  scorer = scorer_for(config, folder) if ev.enable_sampling and scores else None
+  if scorer is not None:
+    scorer.prepare()                                     # a bad eval.inception_path fails before sampling
   bpd_examples = ev.bpd_max_examples or None
   for step in steps:
     if str(step) in progress:
@@ -344,7 +254,7 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> dict:
       metrics["nfe"] = nfe
       metrics["max_abs_sample"] = float(np.max(np.abs(x)))          # saturated samples show up here first
       metrics["samples_png"] = _save_samples(config, x, folder, f"samples_step_{step}")
-      metrics.update(score(x, jax.random.fold_in(key, METRIC_STREAM)))
+      metrics.update(scorer.samples(x, jax.random.fold_in(key, METRIC_STREAM)))
     if logp_fn is not None and not is_image_data(config.data):
       metrics.update(mixture_nll(config, run, logp_fn, state.ema_params, jax.random.fold_in(key, BPD_STREAM),
                                  max_examples=bpd_examples))

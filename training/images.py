@@ -7,11 +7,7 @@ import os
 
 import numpy as np
 
-
-def to_unit_range(x: np.ndarray, centered: bool) -> np.ndarray:
-  """Model-space images ([-1, 1] if centered, else [0, 1]) to [0, 1], clipped."""
-  x = np.asarray(x, np.float32)
-  return np.clip((x + 1.0) / 2.0 if centered else x, 0.0, 1.0)
+from evaluation.pixels import to_unit_range
 
 
 def save_grid(images: np.ndarray, path: str, *, scale: int = 1, cols: int | None = None) -> str:
