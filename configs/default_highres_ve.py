@@ -1,6 +1,6 @@
 """The published high-resolution NCSN++ VE models (score_sde's ``configs/default_lsun_configs.py`` and
 ``configs/ve/{bedroom,church,ffhq_256,celebahq_256,ffhq}_ncsnpp_continuous.py``), with the reference's
-fields. They are for loading the published checkpoints (``python -m models.convert``) and sampling;
+fields. They are for loading the published checkpoints (``python -m tools.convert_checkpoint``) and sampling;
 training them takes GPU-weeks. LSUN reads through tensorflow-datasets (``data.category`` picks
 ``lsun/<category>``); FFHQ and CelebA-HQ, which tfds does not ship prepared, read a folder of images
 (``--config.data.path=DIR``, see the README's "Your own data").

@@ -9,14 +9,13 @@ Weights cannot be downloaded at run time. Get ``pt_inception-2015-12-05-6726825d
 and point ``eval.inception_path`` at it: it is read by ``models.torch_pickle`` (no torch needed, nothing
 in the file is executed, every size checked), or convert it once to a numpy archive::
 
-    python -m evaluation.inception convert pt_inception-2015-12-05-6726825d.pth inception_fid.npz
+    python -m tools.convert_inception pt_inception-2015-12-05-6726825d.pth inception_fid.npz
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import Sequence
 
 import flax.linen as nn
@@ -32,7 +31,7 @@ POOL_FEATURES = 2048      # "pool_3": the 2048-d global average pool used by FID
 BN_EPSILON = 1e-3         # TensorFlow's batch-norm epsilon in this graph
 
 HOW_TO_GET = (f"Inception-v3 weights cannot be downloaded at run time: download {WEIGHTS_URL} and set "
-              "eval.inception_path to it (or to an .npz made by `python -m evaluation.inception convert IN.pth "
+              "eval.inception_path to it (or to an .npz made by `python -m tools.convert_inception IN.pth "
               "OUT.npz`)")
 MAX_WEIGHTS_BYTES = 1 << 30   # the FID Inception's weights take 95 MB
 
@@ -324,23 +323,3 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     log_marginal = np.log(p.mean(0) + 1e-30)
     scores.append(np.exp(np.mean(np.sum(p * (part - log_marginal), axis=1))))
   return float(np.mean(scores)), float(np.std(scores))
-
-
-def _convert(argv: list[str]) -> int:
-  if len(argv) != 3 or argv[0] != "convert":
-    print("usage: python -m evaluation.inception convert IN.pth OUT.npz", file=sys.stderr)
-    return 2
-  try:
-    state_dict = read_state_dict(argv[1])
-    variables_from_state_dict(state_dict)                 # every name known before anything is written
-    np.savez(argv[2], **state_dict)
-    load_variables(argv[2])                               # every entry present, every shape right
-  except (ValueError, OSError) as e:
-    print(f"error: {(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-    return 2
-  print(f"wrote {argv[2]} ({len(state_dict)} arrays); set eval.inception_path={argv[2]}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(_convert(sys.argv[1:]))

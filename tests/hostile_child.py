@@ -159,10 +159,10 @@ def _run_entry(task: dict, entry: str, path: str):
     from evaluation import inception
     return inception.read_state_dict(path)
   if entry == "cli":
-    from models import convert
+    from tools import convert_checkpoint
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      rc = convert.main([path, "--config", task["config_path"], "--workdir", task["workdir"]])
+      rc = convert_checkpoint.main([path, "--config", task["config_path"], "--workdir", task["workdir"]])
     return {"rc": rc, "stdout": out.getvalue()[-2000:], "stderr": err.getvalue()[-2000:],
             "workdir_exists": os.path.exists(task["workdir"])}
   raise ValueError(entry)
@@ -269,11 +269,12 @@ def child_main(spec_path: str) -> None:
 
   import evaluation.inception  # noqa: F401
   import models
-  import models.convert
+  import schema
+  import tools.convert_checkpoint  # noqa: F401
   from models import torch_pickle  # noqa: F401
 
   jax.jit(lambda x: x + 1)(jnp.zeros(3)).block_until_ready()          # the backend and its threads exist
-  configs = {name: models.convert.load_config(p) for name, p in spec["configs"].items()}
+  configs = {name: schema.load_config_file(p, "--config") for name, p in spec["configs"].items()}
   # An extension registry that names dangerous globals: EXT1/2/4 must still go through the allow-list.
   for module, name, code in (("os", "system", 0xF0), ("posix", "system", 0x1234), ("subprocess", "Popen", 0x12345678)):
     copyreg.add_extension(module, name, code)

@@ -1,4 +1,4 @@
-"""Hostile checkpoint files through ``python -m models.convert`` in its own process (exit 2, one
+"""Hostile checkpoint files through ``python -m tools.convert_checkpoint`` in its own process (exit 2, one
 ``error:`` line, no workdir, nothing run), and the converter's refusal of a workdir that already holds
 checkpoints (tests/hostile_harness.py runs the children)."""
 
@@ -15,7 +15,7 @@ from tests.hostile_harness import (  # noqa: F401  (env: the pytest fixture)
 
 # --------------------------------------------------------------------------------- the CLI, for real
 def _convert(env, checkpoint, workdir_arg, cwd, *extra, config="cifar10", timeout=300):
-  return subprocess.run([sys.executable, "-m", "models.convert", checkpoint, "--config", env.configs[config],
+  return subprocess.run([sys.executable, "-m", "tools.convert_checkpoint", checkpoint, "--config", env.configs[config],
                          "--workdir", workdir_arg, *extra], cwd=cwd, env=env.child_env(cwd), capture_output=True,
                         text=True, timeout=timeout)
 
@@ -26,7 +26,7 @@ def _one_line_error(out):
 
 
 def test_the_command_line_prints_one_error_line_for_hostile_files(env):
-  """``python -m models.convert`` in its own process: exit 2, one ``error:`` line, no workdir, nothing
+  """``python -m tools.convert_checkpoint`` in its own process: exit 2, one ``error:`` line, no workdir, nothing
   run. The step cases use the checkpoint's own network config, so only the step is wrong."""
   fx, ctx = env.fixture, env.ctx
   files = {

@@ -8,7 +8,7 @@ What each entry point must do with a hostile file (``tests/hostile.py`` lists th
   * ``models.torch_pickle.load_pth``, ``models.read_checkpoint``, ``models.load_score_sde_checkpoint``,
     ``evaluation.inception.read_state_dict``: raise ``models.CheckpointError`` whose message starts
     with the file's path (a ValueError), within 2 s and 1 GiB;
-  * ``python -m models.convert`` (run in-process through ``models.convert.main``; a few in real
+  * ``python -m tools.convert_checkpoint`` (run in-process through ``tools.convert_checkpoint.main``; a few in real
     processes in tests/test_hostile_cli.py): exit 2 with exactly one line on stderr starting with ``error:``, nothing on
     stdout, and no workdir created;
   * cases marked ``ok`` / ``either`` are valid or harmless files that may (must) be read: then the

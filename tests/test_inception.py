@@ -46,7 +46,7 @@ def test_convert_command_writes_a_loadable_archive(tmp_path, random_variables):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   np.savez(tmp_path / "in.npz", **inc.state_dict_from_variables(random_variables))
   out = str(tmp_path / "out.npz")
-  result = subprocess.run([sys.executable, "-m", "evaluation.inception", "convert", str(tmp_path / "in.npz"), out],
+  result = subprocess.run([sys.executable, "-m", "tools.convert_inception", str(tmp_path / "in.npz"), out],
                           cwd=root, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode == 0 and "eval.inception_path=" in result.stdout, result.stderr
   jax.tree.map(np.testing.assert_array_equal, inc.load_variables(out), random_variables)
@@ -55,7 +55,7 @@ def test_convert_command_writes_a_loadable_archive(tmp_path, random_variables):
 def test_a_pth_state_dict_loads_without_torch(tmp_path, random_variables):
   """pytorch-fid's weights as torch.save writes a state dict (an OrderedDict of tensors, one storage each,
   num_batches_tracked as int64), written by the tests' torch-free writer: read by our safe reader and
-  equal to the variables; the convert command turns it into an .npz without torch."""
+  equal to the variables; tools.convert_inception turns it into an .npz without torch."""
   import os, subprocess, sys
   from tests import hostile
   state_dict = inc.state_dict_from_variables(random_variables)
@@ -72,11 +72,11 @@ def test_a_pth_state_dict_loads_without_torch(tmp_path, random_variables):
   assert sorted(read) == sorted(state_dict)
   jax.tree.map(np.testing.assert_array_equal, inc.variables_from_state_dict(read), random_variables)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = subprocess.run([sys.executable, "-m", "evaluation.inception", "convert", path, str(tmp_path / "w.npz")],
+  result = subprocess.run([sys.executable, "-m", "tools.convert_inception", path, str(tmp_path / "w.npz")],
                           cwd=root, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode == 0, result.stderr
   bad = hostile.write(tmp_path / "bad.pth", b"PK\x03\x04 not really a zip")
-  result = subprocess.run([sys.executable, "-m", "evaluation.inception", "convert", bad, str(tmp_path / "x.npz")],
+  result = subprocess.run([sys.executable, "-m", "tools.convert_inception", bad, str(tmp_path / "x.npz")],
                           cwd=root, capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert result.returncode == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
   assert not os.path.exists(tmp_path / "x.npz")

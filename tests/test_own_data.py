@@ -1,4 +1,4 @@
-"""Your own data: FOLDER (a directory of images) and ARRAY (an .npz), their errors, and datasets.stats."""
+"""Your own data: FOLDER (a directory of images) and ARRAY (an .npz), their errors, and tools.data_stats."""
 
 import math
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import stats
+from tools import data_stats as stats
 from datasets.images import DatasetNotFoundError, get_dataset, own_split_indices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -235,12 +235,12 @@ def test_stats_on_a_tfds_set():
 def test_stats_command_line(tmp_path):
   known_array(tmp_path / "x.npz")
   args = ["--config=configs/ve/digits.py", "--config.data.dataset=ARRAY"]
-  out = run([*args, f"--config.data.path={tmp_path / 'x.npz'}"], module="datasets.stats")
+  out = run([*args, f"--config.data.path={tmp_path / 'x.npz'}"], module="tools.data_stats")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "max pairwise distance: 16.0000 (exact" in out.stdout
   assert "--config.model.sigma_max=16 --config.model.sigma_min=0.02" in out.stdout
   assert "need the FID Inception weights" in out.stdout and len(out.stdout.splitlines()) <= 8
-  bad = run([*args, f"--config.data.path={tmp_path / 'no'}"], module="datasets.stats")
+  bad = run([*args, f"--config.data.path={tmp_path / 'no'}"], module="tools.data_stats")
   assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
   assert bad.stderr.startswith("error: data.path=")
 

@@ -50,7 +50,7 @@ def test_a_malicious_pickle_is_refused_without_running(tmp_path):
     models.read_checkpoint(str(path))
   assert not marker.exists()
   # The command line says so in one line and exits 2, without running it either.
-  out = subprocess.run([sys.executable, "-m", "models.convert", str(path), "--config", "configs/ve/cifar10.py",
+  out = subprocess.run([sys.executable, "-m", "tools.convert_checkpoint", str(path), "--config", "configs/ve/cifar10.py",
                         "--workdir", str(tmp_path / "w")], cwd=ROOT, capture_output=True, text=True,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
   assert out.returncode == 2 and out.stderr.startswith(f"error: {path}: refusing the global"), out.stderr
@@ -245,7 +245,7 @@ def test_mismatched_config_names_the_tensors():
 
 
 def test_a_pth_converts_and_samples_through_main(tmp_path):
-  """score_sde_pytorch's own .pth -> python -m models.convert -> main.py --mode sample."""
+  """score_sde_pytorch's own .pth -> python -m tools.convert_checkpoint -> main.py --mode sample."""
   fx = _fixture("pytorch_r_ncsnpp_residual")
   ref = json.loads(str(fx["config"]))
   config_file = tmp_path / "reduced.py"
@@ -270,12 +270,12 @@ def test_a_pth_converts_and_samples_through_main(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   workdir = tmp_path / "run"
   pth = os.path.join(DATA, "pytorch_r_ncsnpp_residual.pth")
-  out = subprocess.run([sys.executable, "-m", "models.convert", pth, "--config", str(config_file), "--workdir",
+  out = subprocess.run([sys.executable, "-m", "tools.convert_checkpoint", pth, "--config", str(config_file), "--workdir",
                         str(workdir)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   # The run now holds a snapshot: converting into it again is refused in one line unless --add is given,
   # and with --add the same step is still refused (a foreign snapshot never replaces or outranks silently).
-  again = [sys.executable, "-m", "models.convert", pth, "--config", str(config_file), "--workdir", str(workdir)]
+  again = [sys.executable, "-m", "tools.convert_checkpoint", pth, "--config", str(config_file), "--workdir", str(workdir)]
   out = subprocess.run(again, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
   assert out.returncode == 2 and out.stderr.startswith("error: --workdir") and "--add" in out.stderr, out.stderr
   assert len(out.stderr.strip().splitlines()) == 1
@@ -305,7 +305,7 @@ OUR_CONFIGS = {
 
 @pytest.mark.parametrize("name", PYTORCH_FULL)
 def test_our_config_files_describe_the_published_networks(name):
-  """The config a user passes to models.convert for a published checkpoint builds the reference's
+  """The config a user passes to tools.convert_checkpoint for a published checkpoint builds the reference's
   network and score: every network field, the SDE and its parameters, the labels' convention
   (continuous or ladder) and the data range equal those of the reference config the fixture records."""
   import importlib

@@ -1,30 +1,20 @@
 """Convert a published score_sde checkpoint into a workdir that main.py samples and evaluates as is.
 
-    python -m models.convert IN --config configs/ve/cifar10.py --workdir DIR [--no-ema]
+    python -m tools.convert_checkpoint IN --config configs/ve/cifar10.py --workdir DIR [--no-ema]
     python main.py --config configs/ve/cifar10.py --workdir DIR --mode sample
 
 IN is a score_sde_pytorch ``checkpoint_N.pth`` or a score_sde (flax) ``checkpoint_N``; the format is
 read from the contents. The snapshot is written at the checkpoint's own training step with the EMA
 weights as the sampling/evaluation parameters (``--no-ema``: the raw ones), the raw weights as the
 training parameters, and a fresh optimizer state. Bad input ends with one ``error:`` line and exit 2.
+The config file is loaded by ``schema.load_config_file``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
-
-
-def load_config(path: str):
-  """``get_config()`` of a config file, or ValueError naming the file."""
-  if not os.path.isfile(path):
-    raise ValueError(f"--config: no config file at {path!r}")
-  spec = importlib.util.spec_from_file_location("converted_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def existing_checkpoints(workdir: str) -> list[str]:
@@ -78,8 +68,10 @@ def main(argv=None) -> int:
   parser.add_argument("--add", action="store_true", help="add the snapshot to a workdir that already holds "
                       "checkpoints (refused otherwise)")
   args = parser.parse_args(argv)
+  from schema import load_config_file
+
   try:
-    config = load_config(args.config)
+    config = load_config_file(args.config, "--config")
     step = convert_to_workdir(args.checkpoint, config, args.workdir, ema=not args.no_ema, add=args.add)
   except (ValueError, OSError) as e:
     print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

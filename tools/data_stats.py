@@ -1,6 +1,6 @@
 """Statistics of a data set for choosing the noise scales, and its FID reference statistics.
 
-    python -m datasets.stats --config configs/ve/digits.py [--config.data.path=...] [--max_examples N] [--out FILE]
+    python -m tools.data_stats --config configs/ve/digits.py [--config.data.path=...] [--max_examples N] [--out FILE]
 
 Reads the configured data set's training split (FOLDER, ARRAY, DIGITS or a tensorflow-datasets set) as
 the model sees it (data.image_size, data.num_channels, data.centered; not flipped, not dequantised)
@@ -21,8 +21,11 @@ images: at most 2^28 values in memory); beyond that it is computed on a seeded s
 
 With ``--config.eval.inception_path`` pointing to the FID Inception weights it also writes the FID
 reference statistics of the split (mu [2048], sigma [2048, 2048], kid_features [K, 2048]: the layout
-and file name training/evaluate.py caches in WORKDIR/eval/, so a copy there is reused by evaluation).
-Errors in the input end with one ``error:`` line and exit status 2.
+and file name ``evaluation.scorers.InceptionScorer`` caches in WORKDIR/eval/, so a copy there is reused by
+evaluation). Errors in the input end with one ``error:`` line and exit status 2.
+
+The config file is read through absl's ``config_flags`` (as main.py reads it), not
+``schema.load_config_file``: that is what gives the ``--config.FIELD=VALUE`` overrides.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def training_split(config):
   from datasets.images import get_dataset, is_image_data
 
   if not is_image_data(config.data):
-    raise ValueError(f"data.dataset={config.data.dataset}: datasets.stats reads image data sets (FOLDER, ARRAY, "
+    raise ValueError(f"data.dataset={config.data.dataset}: tools.data_stats reads image data sets (FOLDER, ARRAY, "
                      f"DIGITS, CIFAR10, ...); the toy GMM has its noise scales in configs/toy")
   data = get_dataset(config.data, "train", evaluation=True, seed=int(config.seed))
   return dataclasses.replace(data, dequantize=False)
@@ -139,17 +142,19 @@ def data_statistics(config, max_examples: int = 0) -> dict:
 
 
 def reference_file_name(config, max_examples: int) -> str:
-  """The name training/evaluate.py caches the training split's FID reference statistics under (with
+  """The name evaluation caches the training split's FID reference statistics under (with
   eval.fid_reference_split="train" and eval.fid_reference_examples=max_examples)."""
-  return f"inception_reference_{str(config.data.dataset).lower()}_train_{max_examples or 'all'}.npz"
+  from evaluation.scorers import reference_file_name as cached_name
+
+  return cached_name(config.data.dataset, "train", max_examples)
 
 
 def write_fid_reference(config, max_examples: int, out: str) -> int:
   """Inception pool-feature statistics of the first ``max_examples`` training examples (0: all) written
-  to ``out`` as training/evaluate.py lays them out: mu [2048], sigma [2048, 2048], kid_features
-  [min(N, eval.kid_reference_examples), 2048]. Returns the number of examples."""
-  from evaluation import InceptionFeatures, feature_statistics
-  from training.images import to_unit_range
+  to ``out`` as evaluation lays them out (``evaluation.scorers.save_reference_statistics``): mu [2048],
+  sigma [2048, 2048], kid_features [min(N, eval.kid_reference_examples), 2048]. Returns the number of examples."""
+  from evaluation import InceptionFeatures, to_unit_range
+  from evaluation.scorers import save_reference_statistics
 
   extractor = InceptionFeatures(config.eval.inception_path, batch_size=int(config.eval.inception_batch_size))
   data = training_split(config)
@@ -157,10 +162,8 @@ def write_fid_reference(config, max_examples: int, out: str) -> int:
   step = int(config.eval.batch_size)
   feats = np.concatenate([extractor(to_unit_range(data.examples(range(s, min(s + step, used))), data.centered))[0]
                           for s in range(0, used, step)])
-  mu, sigma = feature_statistics(feats)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  np.savez(out + ".tmp.npz", mu=mu, sigma=sigma, kid_features=feats[:int(config.eval.kid_reference_examples)])
-  os.replace(out + ".tmp.npz", out)
+  save_reference_statistics(out, feats, int(config.eval.kid_reference_examples))
   return used
 
 
@@ -251,7 +254,7 @@ def main(argv) -> None:
       print(line)
     if not config.eval.inception_path:
       print("FID reference statistics: not written; they need the FID Inception weights "
-            "(--config.eval.inception_path=FILE, see evaluation/inception.py)")
+            "(--config.eval.inception_path=FILE, see evaluation/inception.py and tools/convert_inception.py)")
       return
     out = flag_values.out or reference_file_name(config, flag_values.max_examples)
     used = write_fid_reference(config, flag_values.max_examples, out)
