@@ -31,7 +31,7 @@ BATCH, STEPS = 8, 50            # reverse diffusion + Langevin: 2 NFE per step, 
 def converted_workdir(workdir: str):
   """A workdir holding the converted seeded NCSN++ as its step-0 snapshot; returns the typed config."""
   import models
-  from schema import load_config_file as load_config
+  from schema import load_config_file
   from testkit.seeded import seeded_state
   from training.checkpoint import Checkpointer
   from schema import parse_config
@@ -40,7 +40,7 @@ def converted_workdir(workdir: str):
   with np.load(FIXTURE) as f:
     manifest = list(zip(f["names"].tolist(), json.loads(str(f["shapes"]))))
     seed = int(f["seed"])
-  config = parse_config(load_config(os.path.join(ROOT, CONFIG)))
+  config = parse_config(load_config_file(os.path.join(ROOT, CONFIG)))
   params = models.port.from_torch_state_dict(models.get_model(config), (1, 32, 32, 3), seeded_state(manifest, seed))
   params = jax.tree.map(jnp.asarray, params)
   state = TrainState(step=jnp.asarray(0, jnp.int32), params=params, ema_params=params,

@@ -16,7 +16,6 @@ the mean over seeds, not from one draw.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import shutil
 import statistics
@@ -27,7 +26,9 @@ CONFIG = "configs/vp/digits.py"
 
 
 def get_config(path: str = CONFIG):
-  return importlib.import_module(path[:-3].replace("/", ".")).get_config()
+  from schema import load_config_file
+
+  return load_config_file(os.path.join(ROOT, path))
 
 
 # Evaluation variants on the final checkpoint: label -> overrides.
