@@ -257,11 +257,11 @@ def test_a_pth_converts_and_samples_through_main(tmp_path):
       "  from configs.default_cifar10_configs import get_default_configs\n"
       "  config = get_default_configs()\n"
       "  typed = config_from_reference(REF)\n"
-      "  config.training.update(sde=typed.training.sde, continuous=typed.training.continuous)\n"
+      "  config.training.update(sde=typed.sde.name, continuous=typed.training.continuous)\n"
       "  config.data.update(image_size=typed.data.image_size, num_channels=typed.data.num_channels,\n"
       "                     centered=typed.data.centered)\n"
-      "  model = {k: getattr(typed.model, k) for k in ('name', 'sigma_min', 'sigma_max', 'beta_min', 'beta_max',\n"
-      "           'num_scales', 'scale_by_sigma', 'ema_rate')}\n"
+      "  model = {k: getattr(typed.sde, k) for k in ('sigma_min', 'sigma_max', 'beta_min', 'beta_max', 'num_scales')}\n"
+      "  model.update(name=typed.model.name, scale_by_sigma=typed.score.scale_by_sigma, ema_rate=typed.ema.rate)\n"
       "  config.model = ml_collections.ConfigDict({**model, **dict(typed.model.network)})\n"
       "  del config.model['centered']\n"
       "  config.sampling.pc.num_steps = 4\n"
@@ -317,6 +317,8 @@ def test_our_config_files_describe_the_published_networks(name):
   diff = {k: (v, getattr(ref.model, k)) for k, v in dataclasses.asdict(ours.model).items()
           if v != dataclasses.asdict(ref.model)[k]}
   assert not diff, diff
-  for section, fields in (("data", ("image_size", "num_channels", "centered")), ("training", ("sde", "continuous"))):
+  for section, fields in (("data", ("image_size", "num_channels", "centered")), ("training", ("continuous",)),
+                          ("sde", ("name", "sigma_min", "sigma_max", "beta_min", "beta_max", "num_scales")),
+                          ("score", ("parameterization", "scale_by_sigma")), ("ema", ("rate",))):
     for field in fields:
       assert getattr(getattr(ours, section), field) == getattr(getattr(ref, section), field), (section, field)

@@ -103,7 +103,7 @@ def test_bfloat16_compute_trains_float32_parameters_with_finite_values(name):
   assert (run.model.compute_dtype, run.model.remat) == ("bfloat16", "full")
   from training.state import create_train_state
   state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.data_shape)
-  step_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
+  step_fn = step_lib.shard_step(make_step_fn(run), run.mesh)
   batches = step_lib.put_batches(np.asarray(jax.random.uniform(jax.random.key(5), (1, BATCH, SIZE, SIZE, 3))),
                                  run.mesh)
   state, metrics = step_fn(state, batches, run.step_key)

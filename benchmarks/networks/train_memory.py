@@ -55,7 +55,7 @@ def _run(module: str, batch: int, variant: str):
   config.training.batch_size = batch * len(jax.devices())
   config.training.remat, config.training.compute_dtype = VARIANTS[variant]
   run = setup(config)
-  return config, run, step_lib.shard_step(make_step_fn(config, run), run.mesh)
+  return config, run, step_lib.shard_step(make_step_fn(run), run.mesh)
 
 
 def analyse(module: str, batch: int, variant: str) -> dict:

@@ -37,7 +37,7 @@ def build(module: str, batch: int | None):
     config.training.batch_size = batch
   run = setup(config)
   state = create_train_state(run.model, run.optimizer, run.init_key, (1,) + run.data_shape)
-  step_fn = step_lib.shard_step(make_step_fn(config, run), run.mesh)
+  step_fn = step_lib.shard_step(make_step_fn(run), run.mesh)
   shape = (1, config.training.batch_size) + run.data_shape
   batches = step_lib.put_batches(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32), run.mesh)
   return step_fn, state, batches, run
