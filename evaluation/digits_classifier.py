@@ -31,7 +31,7 @@ class DigitsFeatures:
   output logits, which is the argmax of sklearn's softmax, so it equals ``MLPClassifier.predict``).
 
   With ``cache_dir``, the arrays are saved in ``<cache_dir>/digits_classifier.npz`` and read back on
-  later calls by ``models.untrusted.read_npz`` (a regular file, ``allow_pickle=False``, at most 1 MiB of
+  later calls by ``safeio.untrusted.read_npz`` (a regular file, ``allow_pickle=False``, at most 1 MiB of
   arrays as the zip declares them, checked before reading). The file is treated as untrusted: it is
   used only if it holds exactly the expected arrays (``coef_0`` [64, 128], ``intercept_0``
   [128], ``coef_1`` [128, 10], ``intercept_1`` [10] of float32/float64, finite; ``classes`` [10] of
@@ -102,7 +102,7 @@ def read_cache(path: str) -> dict:
   Raises:
     ValueError: one line naming ``path`` and what is wrong, if the file is not a valid cache.
   """
-  from models.untrusted import read_npz
+  from safeio.untrusted import read_npz
 
   try:
     arrays = read_npz(path, MAX_CACHE_BYTES)       # a regular file, no pickle, declared sizes capped

@@ -6,7 +6,7 @@ torchvision Inception3 layout with 1008 classes, average pools that ignore paddi
 in the last block). Our module names follow that state dict, so its weights load by name.
 
 Weights cannot be downloaded at run time. Get ``pt_inception-2015-12-05-6726825d.pth`` (URL below)
-and point ``eval.inception_path`` at it: it is read by ``models.torch_pickle`` (no torch needed, nothing
+and point ``eval.inception_path`` at it: it is read by ``safeio.torch_pickle`` (no torch needed, nothing
 in the file is executed, every size checked), or convert it once to a numpy archive::
 
     python -m tools.convert_inception pt_inception-2015-12-05-6726825d.pth inception_fid.npz
@@ -236,8 +236,8 @@ def read_state_dict(path: str) -> dict:
   Raises:
     CheckpointError (a ValueError): a malformed file or anything but a dict of names to arrays.
   """
-  from models.torch_pickle import load_pth
-  from models.untrusted import CheckpointError, read_npz
+  from safeio.torch_pickle import load_pth
+  from safeio.untrusted import CheckpointError, read_npz
 
   if path.endswith(".npz"):
     state = read_npz(path, MAX_WEIGHTS_BYTES)

@@ -184,7 +184,7 @@ def save_reference_statistics(path: str, features: np.ndarray, kid_examples: int
 def reference_inception_statistics(data_config, eval_config, seed: int, extractor, cache_dir: str) -> dict:
   """Inception pool-feature mean [2048], covariance [2048, 2048] and up to eval.kid_reference_examples
   features of the data set's ``eval.fid_reference_split`` (cached in cache_dir: computed once per run)."""
-  from models.untrusted import read_npz
+  from safeio.untrusted import read_npz
 
   ev = eval_config
   split, limit = ev.fid_reference_split, ev.fid_reference_examples

@@ -5,7 +5,7 @@ Samplers and losses never see a network: ``get_score_fn`` turns one into a ``sco
 
 from models import classifier
 from models.classifier import NoiseConditionalClassifier
-from models.untrusted import CheckpointError
+from safeio.untrusted import CheckpointError
 from models.ema import ema_update, ema_warmup_rate
 from models.mlp import MLP
 from models.ncsnpp import DDPM, NCSNpp

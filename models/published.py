@@ -5,11 +5,11 @@ Two formats (detected from the bytes, not the file name):
     'shadow_params'}, 'optimizer': ..., 'step': ...})``, a zip + pickle (score_sde_pytorch
     ``utils.save_checkpoint``). Model keys start with ``module.`` (DataParallel); ``shadow_params``
     is an unnamed list of the *trainable* parameters in ``model.parameters()`` order, so the fixed
-    Fourier ``W`` and the ``sigmas`` buffer come from ``'model'``. Read by ``models.torch_pickle``,
+    Fourier ``W`` and the ``sigmas`` buffer come from ``'model'``. Read by ``safeio.torch_pickle``,
     which never runs code from the file and checks every size, offset and stride it states.
   * ``score_sde`` (JAX): flax msgpack of ``State(step, optimizer, lr, model_state, ema_rate,
     params_ema, rng)`` (score_sde ``run_lib.py``, ``flax.training.checkpoints``); read as a plain
-    msgpack tree by ``models.flax_msgpack`` (numeric dtypes only, sizes checked), so no legacy
+    msgpack tree by ``safeio.flax_msgpack`` (numeric dtypes only, sizes checked), so no legacy
     ``flax.optim`` is needed: raw parameters are ``optimizer['target']``.
 Both files are untrusted: every failure is a ``CheckpointError`` whose message starts with the path,
 and the structure is validated (parameters are dicts of names to floating arrays, ``0 <= step < 2**31``).
@@ -22,8 +22,9 @@ import dataclasses
 import ml_dtypes
 import numpy as np
 
-from models import flax_msgpack, port, torch_pickle
-from models.untrusted import CheckpointError
+from models import port
+from safeio import flax_msgpack, torch_pickle
+from safeio.untrusted import CheckpointError
 from models.registry import get_model
 
 FORMATS = ("score_sde_pytorch", "score_sde")

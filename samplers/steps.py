@@ -35,6 +35,7 @@ class Stepper(Protocol):
     sde, shape: the SDE and the sample shape [B, ...].
     start, stop: the loop runs ``step`` for k in [start, stop); ``init`` may take steps itself (start > 0).
     nfe: score evaluations of one whole run (init + steps + finish), per sample.
+    step_nfe: score evaluations of one ``step``.
     checkpoint: rematerialise each step in the backward pass (``jax.checkpoint``).
   """
 
@@ -43,6 +44,7 @@ class Stepper(Protocol):
   start: int
   stop: int
   nfe: int
+  step_nfe: int
   checkpoint: bool
 
   def times(self) -> jax.Array:

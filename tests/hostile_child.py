@@ -147,7 +147,7 @@ def _run_entry(task: dict, entry: str, path: str):
   import contextlib
 
   import models
-  from models import torch_pickle
+  from safeio import torch_pickle
 
   if entry == "load_pth":
     return torch_pickle.load_pth(path)
@@ -219,7 +219,7 @@ def run_task(task: dict) -> dict:
   del result
   if task.get("clean"):
     import models
-    from models import torch_pickle
+    from safeio import torch_pickle
     out["clean"] = []
     for clean in task["clean"]:
       try:
@@ -271,7 +271,7 @@ def child_main(spec_path: str) -> None:
   import models
   import schema
   import tools.convert_checkpoint  # noqa: F401
-  from models import torch_pickle  # noqa: F401
+  from safeio import torch_pickle  # noqa: F401
 
   jax.jit(lambda x: x + 1)(jnp.zeros(3)).block_until_ready()          # the backend and its threads exist
   configs = {name: schema.load_config_file(p, "--config") for name, p in spec["configs"].items()}

@@ -5,7 +5,7 @@ The child processes and their environment are in tests/hostile_harness.py; the c
 line in real processes is tested in tests/test_hostile_cli.py, the fuzzer in tests/test_hostile_fuzz.py.
 
 What each entry point must do with a hostile file (``tests/hostile.py`` lists the cases):
-  * ``models.torch_pickle.load_pth``, ``models.read_checkpoint``, ``models.load_score_sde_checkpoint``,
+  * ``safeio.torch_pickle.load_pth``, ``models.read_checkpoint``, ``models.load_score_sde_checkpoint``,
     ``evaluation.inception.read_state_dict``: raise ``models.CheckpointError`` whose message starts
     with the file's path (a ValueError), within 2 s and 1 GiB;
   * ``python -m tools.convert_checkpoint`` (run in-process through ``tools.convert_checkpoint.main``; a few in real

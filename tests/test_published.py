@@ -19,7 +19,8 @@ import pytest
 
 import models
 from configs.default_cifar10_configs import get_default_configs
-from models import port, torch_pickle
+from models import port
+from safeio import torch_pickle
 from testkit.seeded import seeded_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

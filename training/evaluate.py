@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import models
 import samplers
-from models.untrusted import read_npz
+from safeio.untrusted import read_npz
 from datasets.images import get_dataset, is_image_data
 from evaluation import scorer_for
 from evaluation.scorers import MAX_CACHE_BYTES, split_batches

@@ -4,7 +4,7 @@ A ``torch.save`` file (torch >= 1.6) is a zip archive: ``<name>/data.pkl`` is a 
 refer, through persistent ids ``('storage', storage_type, key, location, numel)``, to raw storages
 stored as ``<name>/data/<key>``; a tensor is ``torch._utils._rebuild_tensor_v2(storage, offset, size,
 stride, ...)``, a strided view of its storage (format: torch/serialization.py ``_save`` / ``_load``,
-torch/_utils.py). The pickle is read by ``models.safe_pickle`` (data opcodes only, globals from an
+torch/_utils.py). The pickle is read by ``safeio.safe_pickle`` (data opcodes only, globals from an
 allow-list of immutable stand-ins). Everything the file states is checked before it is used:
   * zip: no duplicate member names; each storage member's declared size equals numel x itemsize, and a
     compressed member cannot inflate beyond it (checked before reading); ``data.pkl`` at most
@@ -29,8 +29,8 @@ import zlib
 import ml_dtypes
 import numpy as np
 
-from models import safe_pickle
-from models.untrusted import CheckpointError, UnsafePickleError, check_regular_file, read_bounded
+from safeio import safe_pickle
+from safeio.untrusted import CheckpointError, UnsafePickleError, check_regular_file, read_bounded
 
 MAX_PICKLE_BYTES = 64 << 20        # data.pkl of a CIFAR-10 NCSN++ deep checkpoint: ~0.3 MiB
 MAX_STORAGE_BYTES = 8 << 30        # the largest published score_sde checkpoint holds ~1.7 GiB
@@ -87,7 +87,7 @@ class _Tensors:
 
   def reserve(self, nbytes: int) -> None:
     if self.storage_bytes + nbytes > MAX_STORAGE_BYTES:
-      raise safe_pickle.PickleFormatError(f"storages above {MAX_STORAGE_BYTES} bytes (models.torch_pickle."
+      raise safe_pickle.PickleFormatError(f"storages above {MAX_STORAGE_BYTES} bytes (safeio.torch_pickle."
                                           "MAX_STORAGE_BYTES)")
     self.storage_bytes += nbytes
 
@@ -131,7 +131,7 @@ class _Tensors:
       raise safe_pickle.PickleFormatError(f"a tensor at offset {offset} of a storage of {storage.size}")
     self.elements += numel
     if self.elements > MAX_ELEMENTS:
-      raise safe_pickle.PickleFormatError(f"tensors of more than {MAX_ELEMENTS} elements (models.torch_pickle."
+      raise safe_pickle.PickleFormatError(f"tensors of more than {MAX_ELEMENTS} elements (safeio.torch_pickle."
                                           "MAX_ELEMENTS)")
     if not numel:
       empty = np.zeros(size, storage.dtype)

@@ -18,7 +18,7 @@ import ml_dtypes
 import msgpack
 import numpy as np
 
-from models.untrusted import CheckpointError, read_bounded
+from safeio.untrusted import CheckpointError, read_bounded
 
 MAX_FILE_BYTES = 8 << 30
 _DTYPES = {np.dtype(d).name: np.dtype(d) for d in (

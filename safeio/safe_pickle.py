@@ -11,7 +11,7 @@ itself (the format: CPython ``Lib/pickle.py`` and ``Lib/pickletools.py``):
   * INST, OBJ, NEWOBJ(_EX), EXT1/2/4, PERSID (text) and every other opcode are refused by name;
   * the pickle's length, the MARK nesting and the result's depth are bounded, the result must be
     acyclic, dict keys must be ``str`` or ``int``.
-Every problem raises ``PickleFormatError`` (malformed) or ``models.untrusted.UnsafePickleError`` (refused).
+Every problem raises ``PickleFormatError`` (malformed) or ``safeio.untrusted.UnsafePickleError`` (refused).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pickletools
 import struct
 from typing import Any, Callable, Mapping
 
-from models.untrusted import UnsafePickleError
+from safeio.untrusted import UnsafePickleError
 
 MAX_NESTING = 64        # MARK depth while reading, and container depth of the result
 
