@@ -21,9 +21,16 @@ JAX_COMPILATION_CACHE_DIR="$(mktemp -d)"
 export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
 set +e
+# The layer contracts first (import-linter reads .importlinter; seconds): a broken one fails the run too.
+"$VENV/bin/lint-imports"
+contracts=$?
 "$VENV/bin/python" -m pytest -q -n 2 --durations=25 tests "$@"
 status=$?
 set -e
+if [ "$contracts" -ne 0 ]; then
+  echo "lint-imports: a layer contract is broken (see above)" >&2
+  [ "$status" -ne 0 ] || status=1
+fi
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests at all: failing" >&2
   exit 1

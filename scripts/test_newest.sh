@@ -56,6 +56,7 @@ SUBSET=(                                     # 217 tests: ~3 min on 2 cores, the
   tests/test_losses.py                       # DSM / discrete / sliced losses against the oracle
   tests/test_samplers.py                     # PC, ALD, ODE (diffrax) samplers reproduce the mixture
   tests/test_fast_samplers.py                # EDM Heun, DPM-Solver++, UniPC
+  tests/test_steps.py                        # the step protocol, its loop, observations, the option table
   tests/test_likelihood.py                   # probability-flow likelihoods against the oracle
   tests/test_differentiable.py::test_likelihood_gradient_matches_central_difference   # float64 AD through diffrax
   tests/test_published.py::test_a_malicious_pickle_is_refused_without_running         # checkpoint readers:
