@@ -25,6 +25,7 @@ def _mlp(num_classes=NUM_CLASSES):
   return MLP(hidden=16, depth=1, nf=8, num_classes=num_classes)
 
 
+@pytest.mark.slow
 def test_the_null_label_is_the_unconditional_call_and_classes_change_the_output(key):
   model = _mlp()
   params = models.init_params(model, key, (4, 2))
@@ -75,6 +76,7 @@ def _one_step(label_dropout, labels, key):
   return state, metrics
 
 
+@pytest.mark.slow
 def test_label_dropout_one_trains_the_unconditional_score_and_zero_the_conditional(key):
   """Dropout 1 replaces every label by the null label (the same step as null labels given); dropout 0 keeps them."""
   labels = jnp.arange(8) % NUM_CLASSES

@@ -65,6 +65,7 @@ def _tiny(name):
   return config
 
 
+@pytest.mark.slow
 def test_every_field_a_config_file_sets_is_read(tmp_path):
   """Fields read by train + eval + sample of the small configs (and by the sampler of every method)
   cover every field any config file sets: nothing is defined and then ignored."""

@@ -33,6 +33,7 @@ def test_guided_score_at_scale_one_is_the_class_conditional_score(sde, key):
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.5, 1.0, 3.0])
+@pytest.mark.slow
 def test_classifier_free_guidance_equals_classifier_guidance_with_the_bayes_classifier(scale, key):
   """s + w (s(.|y) - s) = s + w grad log p_t(y | x), since s(.|y) - s is that gradient (Bayes)."""
   sde = all_sdes()[1]
@@ -45,6 +46,7 @@ def test_classifier_free_guidance_equals_classifier_guidance_with_the_bayes_clas
 
 
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+@pytest.mark.slow
 def test_guided_sampling_reproduces_the_class_conditional_mixture(sde, key):
   """Guidance at scale 1 through an unmodified sampler (DPM-Solver++, 21 NFE) samples p(x | class)."""
   g = example_mixture(2)
@@ -96,6 +98,7 @@ def inpaint_target():
 
 
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+@pytest.mark.slow
 def test_smc_error_falls_with_particles_to_the_noise_floor(sde, inpaint_target, key):
   """FPS-SMC is asymptotically exact: with one particle it is a plain (biased) reverse chain; with 32
   it lands within the noise floor of exact conditional samples, at under a third of the one-particle TV."""
@@ -139,6 +142,7 @@ def test_colorization_basis_is_orthogonal_with_the_grey_axis_first():
 
 
 @pytest.mark.parametrize("sde", all_sdes()[:2], ids=SDE_IDS[:2])
+@pytest.mark.slow
 def test_colorization_samples_the_exact_colour_posterior(sde, key):
   """One-pixel RGB images from a 2-colour mixture: given the grey level, the colours are drawn from
   the exact posterior (the mixture conditioned on its grey coordinate in the orthogonal basis)."""
@@ -190,6 +194,7 @@ def test_bad_masks_and_shapes_raise(key):
 
 
 # ------------------------------------------------------------------------- through main.py
+@pytest.mark.slow
 def test_main_inpaints_test_digits_and_reports_agreement(tmp_path):
   """--mode sample --config.sampling.condition=inpaint: completions keep the observed half exactly, the
   picture has the rows observed | completions | truth, and digits report the classifier agreement."""

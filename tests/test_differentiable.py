@@ -103,6 +103,7 @@ def exact_flow_derivative():
 
 
 @pytest.mark.parametrize("adjoint", ["recursive_checkpoint", "backsolve", "direct"])
+@pytest.mark.slow
 def test_adaptive_ode_gradient_matches_the_exact_flow(adjoint, exact_flow_derivative):
   """An adaptive solve's gradient (its step sizes are not differentiated; backsolve solves the continuous
   adjoint) is the exact flow's derivative to O(rtol): within 10 rtol relative (measured: ~0.05 rtol).
@@ -113,6 +114,7 @@ def test_adaptive_ode_gradient_matches_the_exact_flow(adjoint, exact_flow_deriva
   assert abs(float(grad @ DIRECTION) - exact_flow_derivative) < 10 * rtol * abs(exact_flow_derivative)
 
 
+@pytest.mark.slow
 def test_likelihood_gradient_matches_central_difference():
   """d logp / dx and d logp / dtheta (Hutchinson, probes fixed by the key, fixed Tsit5 steps: a smooth
   discrete map) equal central differences."""
@@ -129,6 +131,7 @@ def test_likelihood_gradient_matches_central_difference():
 
 
 @pytest.mark.parametrize("adjoint", ["recursive_checkpoint", "backsolve"])
+@pytest.mark.slow
 def test_exact_likelihood_gradient_matches_the_closed_form(adjoint):
   """The exact-divergence likelihood with the prior mismatch put back, logp - prior_logp(z) + log p_T(z)
   (= log p_eps(x) up to solver error, tests/test_likelihood.py), has the oracle's gradients:

@@ -49,6 +49,7 @@ def trained(tmp_path_factory):
   return cache, feats, fitted[0]
 
 
+@pytest.mark.slow
 def test_numpy_forward_pass_equals_sklearn(trained):
   """predict from the cached arrays == MLPClassifier.predict on the test digits, and test_accuracy ==
   MLPClassifier.score; features is the ReLU hidden layer; a second instance reads the cache (no fit)."""

@@ -174,6 +174,7 @@ def floor(mixture):
 
 
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+@pytest.mark.slow
 def test_ten_and_twenty_nfe_reproduce_the_mixture(sde, mixture, floor, key):
   """At 10 NFE mode-weight TV <= 1.5x the floor and every mode's spread within 10% of the converged
   solve's; at 20 NFE within 5% (fitted grid, UniPC-2)."""

@@ -63,6 +63,7 @@ def _forward_em(sde, key, x0, t_end, n_steps=1000):
 
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
 @pytest.mark.parametrize("t", [0.05, 0.3])
+@pytest.mark.slow
 def test_perturbed_samples_match_the_forward_sde(sde, t, key):
   """Two-sample Kolmogorov-Smirnov tests on fixed projections, Bonferroni over 3 projections."""
   g = example_mixture(2)

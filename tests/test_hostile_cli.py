@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests import hostile as H
 from tests.hostile_harness import (  # noqa: F401  (env: the pytest fixture)
@@ -25,6 +26,7 @@ def _one_line_error(out):
   return out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and not out.stdout
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_one_error_line_for_hostile_files(env):
   """``python -m tools.convert_checkpoint`` in its own process: exit 2, one ``error:`` line, no workdir, nothing
   run. The step cases use the checkpoint's own network config, so only the step is wrong."""
@@ -58,6 +60,7 @@ def test_the_command_line_prints_one_error_line_for_hostile_files(env):
   assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_the_converter_refuses_a_workdir_that_holds_checkpoints(env):
   """A workdir whose checkpoints/ is not empty is refused (one line, nothing changed) unless --add."""
   fx = env.fixture

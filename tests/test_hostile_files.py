@@ -170,6 +170,7 @@ CLASS_NAMES = ["positive", "out_of_bounds", "bombs", "cross_file", "code_executi
 
 
 @pytest.mark.parametrize("name", CLASS_NAMES)
+@pytest.mark.slow
 def test_hostile_files_end_with_the_documented_error(env, name):
   """Every case of the class through every entry point: the documented error (or, for valid files,
   exactly the expected tensors), within 2 s and 1 GiB, nothing written outside the child's workdir."""

@@ -59,6 +59,7 @@ def judge_mutant(mode, res, want) -> tuple[list[str], str]:
 
 
 @pytest.mark.parametrize("kind", ["pth", "msgpack"])
+@pytest.mark.slow
 def test_fuzzed_fixtures_raise_checkpoint_error_or_read_unchanged(env, kind):
   """Seeded mutations of the valid fixtures' bytes (bit flips, byte overwrites, truncations, chunk
   copies and deletions; for .pth mostly inside data.pkl, and also pickle mutations re-zipped with valid

@@ -29,6 +29,7 @@ def test_parameter_count_is_torchvisions_inception_without_aux_with_1008_classes
   assert inc.count_parameters() == 27_161_264 - 3_326_696 + 8 * 2049 == 23_850_960
 
 
+@pytest.mark.slow
 def test_state_dict_round_trip_through_an_npz_file(tmp_path, random_variables):
   state_dict = inc.state_dict_from_variables(random_variables)
   assert state_dict["Conv2d_1a_3x3.conv.weight"].shape == (32, 3, 3, 3)            # torch OIHW
@@ -52,6 +53,7 @@ def test_convert_command_writes_a_loadable_archive(tmp_path, random_variables):
   jax.tree.map(np.testing.assert_array_equal, inc.load_variables(out), random_variables)
 
 
+@pytest.mark.slow
 def test_a_pth_state_dict_loads_without_torch(tmp_path, random_variables):
   """pytorch-fid's weights as torch.save writes a state dict (an OrderedDict of tensors, one storage each,
   num_batches_tracked as int64), written by the tests' torch-free writer: read by our safe reader and
@@ -119,6 +121,7 @@ def test_torch_layout_is_read_correctly(random_variables):
   np.testing.assert_allclose(fc, pool @ sd["fc.weight"].T + sd["fc.bias"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_features_are_per_image_and_grey_images_are_replicated(random_variables):
   extractor = inc.InceptionFeatures(variables=random_variables, batch_size=3, resize_to=75)
   grey = np.random.default_rng(3).uniform(size=(4, 8, 8, 1)).astype(np.float32)
@@ -142,6 +145,7 @@ def test_inception_score_closed_forms():
   assert inc.inception_score(one_class, splits=1)[0] == pytest.approx(1.0, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_pool_features_equal_pytorch_fids_own_network():
   """pytorch-fid's FID Inception (its own code: torchvision Inception3 + FID blocks, resize and
   normalisation) with seeded weights, run by tests/reference/make_pytorch_fid_fixtures.py; the same

@@ -44,6 +44,7 @@ def kill_and_resume(workdir: str, killer, reference) -> dict:
   return seen
 
 
+@pytest.mark.slow
 def test_killed_while_committing_a_snapshot(tmp_path, reference):
   """Step 4's snapshot is fully written but not committed when the process dies: it must not count."""
   seen = kill_and_resume(str(tmp_path), ("finalize", SNAPSHOTS, 4, 0), reference)
@@ -58,10 +59,12 @@ def test_killed_while_committing_a_snapshot(tmp_path, reference):
   assert files == committed and "commit_success.txt" in files, (leftover, files, committed)
 
 
+@pytest.mark.slow
 def test_killed_during_a_preemption_save(tmp_path, reference):
   kill_and_resume(str(tmp_path), ("in_flight", PREEMPTION, 3, 0), reference)
 
 
+@pytest.mark.slow
 def test_killed_at_a_random_moment(tmp_path, reference):
   """At a seeded fraction (0.6-0.95) of the uninterrupted run's wall time: mostly start-up and
   compilation in this tiny run, sometimes the loop (benchmarks/pipeline/kill_resume.py reports where ten land)."""
@@ -73,6 +76,7 @@ EVAL = ["--mode=eval", "--config.eval.num_samples=12", "--config.eval.batch_size
         "--config.eval.end_ckpt=3", "--config.sampling.pc.num_steps=3"]
 
 
+@pytest.mark.slow
 def test_evaluation_killed_between_rounds_resumes_without_lost_or_repeated_rounds(tmp_path, reference):
   """Three sampling rounds of the step-3 snapshot; SIGKILL once round 1 is computed but before its file is in place. The rerun
   reuses round 0, redoes rounds 1 and 2, and saves exactly the samples of an uninterrupted evaluation."""

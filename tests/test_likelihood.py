@@ -73,6 +73,7 @@ def test_hutchinson_is_unbiased(divergence, key):
   assert np.all(np.abs(logp64 - exact) <= 3 * draws.std(0, ddof=1) / 8 + 1e-4)
 
 
+@pytest.mark.slow
 def test_deterministic_and_per_sample_mode(key):
   sde = all_sdes()[2]
   mixture = example_mixture(2)
@@ -106,6 +107,7 @@ def test_bits_per_dim_of_known_densities():
   np.testing.assert_allclose(bpd, nats.mean() / np.log(2) + 8, rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_bits_per_dim_is_invariant_to_the_data_range(key):
   """Data on [0, 1] with its model, and the same data on [-1, 1] with the rescaled model, give the
   same bits/dim end to end through the probability-flow likelihood.

@@ -72,6 +72,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.slow
 def test_shape_zero_init_and_time_conditioning(variant, key):
   """Output shaped like the input; with init_scale = 0 the last layers start at zero (so does the
   output); once the weights move, the output depends on the labels (conditioning is wired)."""

@@ -107,6 +107,7 @@ def _logged_scalars(text, names):
   return out
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_resume(tmp_path):
   single, whole, halves = (str(tmp_path / name) for name in ("single", "whole", "halves"))
   one = _start(_main(single, N_ITERS), str(tmp_path / "single.log"), devices=4)   # runs beside the others
@@ -196,6 +197,7 @@ SKEW_CHECK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_process_far_behind_at_its_first_collective_does_not_break_the_run(tmp_path):
   """Issue 22: on a busy machine a process still compiling 30 s after the other reached the train
   step's all-reduce ended the run ("Gloo context initialization failed: DEADLINE_EXCEEDED:
@@ -216,6 +218,7 @@ def test_a_process_far_behind_at_its_first_collective_does_not_break_the_run(tmp
   assert waited[0] > 31, waited            # process 0 really waited past gloo's 30 s for process 1
 
 
+@pytest.mark.slow
 def test_distributed_timeout_reaches_jax_distributed_initialize(tmp_path):
   """Process 0 of 2 alone, with --distributed_timeout=3: jax.distributed.initialize gives up after
   3 s (the coordination service's DEADLINE_EXCEEDED; jax then aborts the process) instead of waiting

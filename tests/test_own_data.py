@@ -246,6 +246,7 @@ def test_stats_command_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ training
+@pytest.mark.slow
 def test_main_trains_on_a_folder(tmp_path):
   write_images(tmp_path / "data", 10, size=(12, 10), mode="L")
   out = run(["--config=configs/vp/digits.py", f"--workdir={tmp_path / 'run'}", "--mode=train",

@@ -42,6 +42,7 @@ def test_batches_are_a_pure_function_of_the_step():
   assert len(x) == 297 and not np.allclose(x * 127.5 + 127.5, np.round(x * 127.5 + 127.5))   # dequantised
 
 
+@pytest.mark.slow
 def test_mock_cifar10_pipeline_with_inception_scores(tmp_path):
   """Mock CIFAR-10: train two steps, then evaluate with FID/KID/IS from an Inception with random weights."""
   from evaluation import inception
@@ -73,6 +74,7 @@ def test_mock_cifar10_pipeline_with_inception_scores(tmp_path):
 
 # ------------------------------------------------------------------------------------------ steps
 @pytest.mark.parametrize("name", ["configs.ve.digits", "configs.vp.digits", "configs.subvp.digits"])
+@pytest.mark.slow
 def test_training_on_digits_lowers_the_loss(name):
   config = tiny_config(name)
   config.optim.update(lr=3e-3, warmup=0)
@@ -97,6 +99,7 @@ def test_training_on_digits_lowers_the_loss(name):
   assert probe(state.params) < 0.8 * before
 
 
+@pytest.mark.slow
 def test_ema_score_has_the_raw_score_scale_after_short_training():
   """After 60 steps the EMA network's score at t = T on the prior N(0, I) has the raw network's rms.
 
@@ -124,6 +127,7 @@ def test_ema_score_has_the_raw_score_scale_after_short_training():
   assert abs(ema / raw - 1) < 0.1, (raw, ema)
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_single_device_step():
   """Four CPU devices: the batch-sharded step gives the single-device loss and parameters."""
   script = """
@@ -167,6 +171,7 @@ def _final_state(workdir):
   return state
 
 
+@pytest.mark.slow
 def test_resumed_run_is_bit_identical(tmp_path):
   """4 steps uninterrupted == 2 steps, a fresh process, 2 more steps (params, EMA, optimizer, step)."""
   whole, halves = str(tmp_path / "whole"), str(tmp_path / "halves")
@@ -180,6 +185,7 @@ def test_resumed_run_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_main_keeps_its_compiled_programs_in_the_persistent_cache(tmp_path):
   """--compilation_cache_dir: a run stores what it compiled there (and '' stores nothing); the CPU options
   main.py adds to XLA_FLAGS leave the user's own flags in place."""
@@ -201,6 +207,7 @@ def test_main_keeps_its_compiled_programs_in_the_persistent_cache(tmp_path):
   assert set(runtime.cpu_xla_flags("").split()) == {f"--{k}={v}" for k, v in runtime.CPU_OPTIONS.items()}
 
 
+@pytest.mark.slow
 def test_corrupted_newest_checkpoint_is_skipped(tmp_path, caplog):
   config = tiny_config(n_iters=4)
   train(config, str(tmp_path))
@@ -218,6 +225,7 @@ def test_corrupted_newest_checkpoint_is_skipped(tmp_path, caplog):
   assert "step 4, which does not load" in caplog.text
 
 
+@pytest.mark.slow
 def test_evaluation_writes_metrics_and_resumes(tmp_path):
   from training.evaluate import evaluate
   config = tiny_config()
@@ -277,6 +285,7 @@ def test_frechet_and_kernel_distances_have_their_closed_forms():
 
 
 # ------------------------------------------------------------------------------------------ toy
+@pytest.mark.slow
 def test_toy_mixture_pipeline(tmp_path):
   """configs/toy/vp.py (MLP on the 2-D mixture), a few steps: scatter plots at snapshots; evaluation
   reports the samples' mode metrics beside the noise floor of exact samples, and the model's and the

@@ -184,6 +184,7 @@ def _score(config, params, fx):
 
 
 @pytest.mark.parametrize("name", PYTORCH_FULL + REDUCED)
+@pytest.mark.slow
 def test_our_networks_compute_score_sde_pytorchs_score(name):
   """Seeded weights in the reference's state-dict layout, converted: our score equals the reference's."""
   fx = _fixture(f"pytorch_{name}")
@@ -209,6 +210,7 @@ def test_real_pth_files_load_with_ema_and_raw_weights(name):
 
 
 @pytest.mark.parametrize("name", JAX_REDUCED)
+@pytest.mark.slow
 def test_our_networks_compute_score_sdes_flax_score_and_read_its_checkpoints(name):
   """score_sde's own flax networks and get_score_fn, run on current JAX by make_score_sde_fixtures.py
   with seeded weights, against ours; its State msgpack checkpoints read with EMA weights. Patches that
@@ -245,6 +247,7 @@ def test_mismatched_config_names_the_tensors():
                                fx["x"].shape, state)
 
 
+@pytest.mark.slow
 def test_a_pth_converts_and_samples_through_main(tmp_path):
   """score_sde_pytorch's own .pth -> python -m tools.convert_checkpoint -> main.py --mode sample."""
   fx = _fixture("pytorch_r_ncsnpp_residual")

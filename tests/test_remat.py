@@ -66,6 +66,7 @@ def _result(name: str, remat: str = "none", compute_dtype: str = "float32"):
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.slow
 def test_every_remat_policy_gives_the_same_loss_gradient_and_parameters(name):
   plain = _config(name)
   loss0, grads0 = _result(name)
@@ -88,6 +89,7 @@ def test_every_remat_policy_gives_the_same_loss_gradient_and_parameters(name):
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.slow
 def test_bfloat16_compute_trains_float32_parameters_with_finite_values(name):
   """One training step (loss, gradient, Adam, EMA) with compute_dtype=bfloat16 and remat=full:
   finite loss and gradient norm, every parameter / EMA / Adam moment still float32 and finite, and the

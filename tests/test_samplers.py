@@ -50,6 +50,7 @@ def _sample(sde, method, options, key, score_fn, shape=(N_SAMPLES, 2)):
 
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
 @pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral_sampling"])
+@pytest.mark.slow
 def test_ladder_sampler_recovers_the_mixture_from_the_ladder_score(sde, predictor, mixture, floor, key):
   """A discrete-ladder model sampled on its own ladder (score_sde's way): with the exact score of each
   ladder level (VP's a_i differ from a(t_i) by up to 3.3%), the mixture comes back to sampling noise,
@@ -75,6 +76,7 @@ def test_ladder_sampler_recovers_the_mixture_from_the_ladder_score(sde, predicto
 
 @pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.slow
 def test_sampler_recovers_the_mixture(sde, case, mixture, floor, key):
   method, options, max_nfe = CASES[case]
   x, nfe = _sample(sde, method, options, key, mixture.score_fn(sde))
@@ -100,6 +102,7 @@ DETERMINISTIC_IN_BATCH = {
 
 
 @pytest.mark.parametrize("name", list(DETERMINISTIC_IN_BATCH))
+@pytest.mark.slow
 def test_same_key_same_samples_whatever_the_batch(name, mixture, key):
   sde = all_sdes()[1]
   method = name.replace("_churn", "")

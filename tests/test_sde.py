@@ -29,6 +29,7 @@ def _simulate_forward(sde, key, x0, n_steps, record_steps):
 
 
 @pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+@pytest.mark.slow
 def test_marginal_prob_matches_simulated_forward_sde(sde, key):
   n, n_steps, x_data = 20000, 2000, 1.5
   x0 = jnp.full((n, 1), x_data)

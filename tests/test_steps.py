@@ -105,6 +105,7 @@ TOLERANCE = 1.5             # as test_samplers: within 1.5x the 99% noise floor 
 
 
 @pytest.mark.parametrize("sde", all_sdes()[1:2], ids=["vp"])
+@pytest.mark.slow
 def test_smc_samples_the_exact_conditional_of_a_rotated_observation(sde, key):
   """A projection onto a rotated axis, u0 = R[0] x = 0: the particle sampler's other axis u1 = R[1] x follows
   the exact conditional of the rotated mixture (the oracle: rotate the components, condition on u0; the mode

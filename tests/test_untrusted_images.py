@@ -189,6 +189,7 @@ def tiny_folder_config(path, seed):
   return config
 
 
+@pytest.mark.slow
 def test_corrupt_image_mid_training_stops_in_one_line_and_keeps_checkpoints(tmp_path):
   from training.checkpoint import Checkpointer
   from training.train import setup
