@@ -19,7 +19,7 @@ nothing of what the task computes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +28,6 @@ import optax
 import models
 import sde_lib
 
-if TYPE_CHECKING:
-  from training.train import Setup
 
 LABEL_DROPOUT_STREAM = 1       # fold_in(dropout key, .): the label-dropout draw, apart from the network's dropout
 
@@ -56,7 +54,7 @@ class ScoreTask:
                                        likelihood_weighting=likelihood_weighting, t_min=t_min)
 
   @classmethod
-  def from_run(cls, run: Setup) -> ScoreTask:
+  def from_run(cls, run) -> ScoreTask:
     tc = run.config.training
     return cls(run.sde, run.score_fn, continuous=tc.continuous, reduce_mean=tc.reduce_mean,
                likelihood_weighting=tc.likelihood_weighting, t_min=tc.t_min, num_classes=run.config.num_classes,
@@ -83,7 +81,7 @@ class ClassifierTask:
     self.sde, self.apply_fn, self.continuous, self.t_min = sde, apply_fn, continuous, t_min
 
   @classmethod
-  def from_run(cls, run: Setup) -> ClassifierTask:
+  def from_run(cls, run) -> ClassifierTask:
     tc = run.config.training
     return cls(run.sde, run.apply_fn, continuous=tc.continuous, t_min=tc.t_min)
 
@@ -99,8 +97,9 @@ class ClassifierTask:
 TASKS = {"score": ScoreTask, "classifier": ClassifierTask}   # training.task -> its task
 
 
-def for_run(run: Setup) -> Task:
-  """The task of ``run.config.training.task``, built from the run's SDE, network and training section."""
+def for_run(run) -> Task:
+  """The task of ``run.config.training.task`` (``run``: a ``training.train.Setup``), built from the run's SDE,
+  network and training section."""
   return TASKS[run.config.training.task].from_run(run)
 
 
