@@ -82,7 +82,6 @@ Sampling = dataclasses.make_dataclass(
 
 def parse_sampling(values) -> Sampling:
   values = dict(values)
-  method = choice(*sorted(samplers.METHODS))(values.get("method", "pc"), "sampling.method")
   sections = {name: dict(values.pop(name, None) or {}) for name in samplers.METHODS}
   for flat, (section, field) in SCORE_SDE_FLAT.items():
     if flat in values:
@@ -94,11 +93,10 @@ def parse_sampling(values) -> Sampling:
     where = f"sampling.{name}"
     for field in SHARED + DERIVED:
       if field in sections[name]:
-        raise ValueError(f"{where}.{field} is not a config field (set sampling.{field} for every method)"
-                         if field in SHARED else f"{where}.{field} is not a config field (it follows training.continuous)")
+        why = f"set sampling.{field} for every method" if field in SHARED else "it follows training.continuous"
+        raise ValueError(f"{where}.{field} is not a config field ({why})")
     prepared[name] = build_section(m.options, sections[name], where, exclude=SHARED + DERIVED)
   prepared["inpaint"] = build_section(Inpaint, values.pop("inpaint", None) or {}, "sampling.inpaint")
-  del method
   return build_section(Sampling, values, "sampling", **prepared)
 
 
