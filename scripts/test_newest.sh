@@ -51,7 +51,7 @@ export JAX_PLATFORMS=cpu
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0"
 JAX_COMPILATION_CACHE_DIR="$work/cache"
 export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
-SUBSET=(                                     # 217 tests: ~3 min on 2 cores, the install ~35 s
+SUBSET=(                                     # 227 tests: ~3.3 min on 2 cores, the install ~36 s
   tests/test_sde.py                          # the SDEs against closed forms and simulation
   tests/test_losses.py                       # DSM / discrete / sliced losses against the oracle
   tests/test_samplers.py                     # PC, ALD, ODE (diffrax) samplers reproduce the mixture
