@@ -1,6 +1,6 @@
 """The sampler registry: one ``Method`` record per sampling method, the only list of them.
 
-A new sampler is one file (its options dataclass, its ``steps.Stepper`` and its builder) plus one line in
+A new sampler is one file (its options dataclass, its ``steps.Stepper`` and its builder) plus its import and one entry in
 ``METHODS``; the config schema, the base config files and the option vocabulary are derived from the records.
 """
 
