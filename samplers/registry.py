@@ -1,7 +1,8 @@
 """The sampler registry: one ``Method`` record per sampling method, the only list of them.
 
-A new sampler is one file (its options dataclass, its ``steps.Stepper`` and its builder) plus its import and one entry in
-``METHODS``; the config schema, the base config files and the option vocabulary are derived from the records.
+A new sampler is one file (its options dataclass, its ``steps.Stepper`` and its builder) plus its import and
+one entry in ``METHODS``; the config schema, the base config files and the option vocabulary are derived from
+the records.
 """
 
 from __future__ import annotations
