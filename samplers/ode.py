@@ -123,8 +123,7 @@ class ODEOptions(checks.Options):
 
   def __post_init__(self):
     super().__post_init__()
-    if self.num_steps is None and self.solver not in ADAPTIVE:
-      raise ValueError(f"solver {self.solver!r} has no error estimate: give num_steps, or pick one of {list(ADAPTIVE)}")
+    check_solver_options(self.solver, self.rtol, self.atol, self.num_steps, self.max_steps, self.adjoint)
 
 
 def get_ode_sampler(sde: SDE, shape, options: ODEOptions | None = None, **overrides):

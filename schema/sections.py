@@ -20,7 +20,7 @@ from schema.fields import Section, boolean, build_section, choice, integer, labe
 POSITIVE = integer(1)
 NON_NEGATIVE = integer(0)
 TOLERANCE = number(0.0, open_lo=True)
-TIME_FLOOR = number(0.0, 1.0, open_lo=True, open_hi=True)
+TIME_FLOOR = samplers.common.TIME_FLOOR           # the samplers' time-floor check, also the loss's
 
 
 @dataclasses.dataclass(frozen=True)

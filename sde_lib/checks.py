@@ -118,13 +118,10 @@ def text(v, where):
 labelled(text, "str")
 
 
-def optional(check: Check, *, zero_is_none: bool = False) -> Check:
-  """``check``, or None (the builder's own default, e.g. the SDE's N). ``zero_is_none``: 0 reads as None too
-  (the config schema reads 0 so: config files written before None placeholders used 0 for "the default")."""
+def optional(check: Check) -> Check:
+  """``check``, or None (the builder's own default, e.g. the SDE's N)."""
   def optional_check(v, where):
-    if v is None or (zero_is_none and _is_number(v) and v == 0):
-      return None
-    return check(v, where)
+    return None if v is None else check(v, where)
   return labelled(optional_check, check.kind, **check.bounds, optional=True)
 
 
