@@ -74,10 +74,13 @@ class EDMHeunStepper:
     return schedules.times_of(self.sde, self.sigma_list)
 
   def _churn(self, k, x_hat, keys):
-    # Alg. 2 lines 4-6: raise the noise to sigma_hat = (1 + gamma) sigma_i.
-    o, sigma = self.options, self._sigmas()[k]
+    # Alg. 2 lines 4-6: raise the noise to sigma_hat = (1 + gamma) sigma_i, at most to sigma(T) = sigma_0: the
+    # network was trained on t <= T only (EDM keeps S_tmax = 50 below sigma_max = 80 for the same reason), so
+    # the first level, already at T, is not churned.
+    o, sigmas = self.options, self._sigmas()
+    sigma = sigmas[k]
     gamma = jnp.where((o.s_tmin <= sigma) & (sigma <= o.s_tmax), min(o.s_churn / (self.M + 1), math.sqrt(2) - 1), 0.0)
-    sigma_hat = sigma * (1 + gamma)
+    sigma_hat = jnp.minimum(sigma * (1 + gamma), sigmas[0])
     noise = common.per_sample_normal(keys, k + 1, self.shape)
     return x_hat + jnp.sqrt(sigma_hat**2 - sigma**2) * o.s_noise * noise, sigma_hat
 

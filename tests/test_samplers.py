@@ -239,3 +239,13 @@ def test_bad_options_raise_clear_errors(method, options, match):
 def test_shape_without_batch_raises(shape):
   with pytest.raises(ValueError, match="shape must be"):
     samplers.get_sampler(all_sdes()[0], shape, "pc")
+
+
+@pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+def test_edm_churn_never_queries_the_network_past_T(sde, mixture):
+  """Stochastic Heun raises sigma by (1 + gamma) but never above sigma(T): a time > T (outside the training
+  range) would make this score NaN, and the samples with it."""
+  exact = mixture.score_fn(sde)
+  score = lambda x, t: jnp.where((t <= sde.T)[:, None], exact(x, t), jnp.nan)
+  x, _ = samplers.get_sampler(sde, (64, 2), "edm_heun", num_steps=8, s_churn=40.0)(jax.random.key(0), score)
+  assert bool(jnp.all(jnp.isfinite(x)))
