@@ -15,12 +15,14 @@ must reproduce the mixture) and likelihoods (the exact log p_eps).
 
 Conditioning a mixture on a Gaussian observation gives a mixture again, so the oracle also answers
 inverse problems exactly: ``condition`` (coordinates observed exactly, as in inpainting), ``observe``
-(a noisy linear measurement y = A x + noise) and ``restrict`` (a class made of some components),
+(a noisy linear measurement y = A x + noise), ``posterior`` (the same for noise >= 0, as a
+``MixturePosterior`` whose covariances may be singular) and ``restrict`` (a class made of some components),
 plus ``class_log_likelihood(_t)``, the exact log p_t(class | x) whose gradient is the guidance term.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -212,7 +214,8 @@ class GaussianMixture:
 
     noise_std = 0 is rejected: the observed directions are then pinned and every posterior
     covariance is singular, which a ``GaussianMixture`` cannot hold. To observe coordinates exactly
-    use ``condition``, which returns the mixture over the remaining coordinates.
+    use ``condition``, which returns the mixture over the remaining coordinates, or ``posterior``,
+    whose ``MixturePosterior`` holds singular covariances.
 
     Arguments:
       A: [M, D] observation matrix.
@@ -226,35 +229,85 @@ class GaussianMixture:
       ValueError: A, y or noise_std of the wrong shape or not finite; noise_std <= 0; a noise_std so
         small that a posterior covariance is not positive definite in float64.
     """
+    a_mat, y, noise = self._check_observation(A, y, noise_std, batched=False)
+    if noise == 0:
+      raise ValueError("noise_std = 0 gives a singular posterior covariance; use condition(mask, values) "
+                       "to observe coordinates exactly, or posterior(A, y, 0)")
+    log_w, means, covs = self._observe64(a_mat, y, noise)
+    try:
+      return GaussianMixture(_normalise_log_weights(log_w[0], "y"), means[0], covs)
+    except ValueError as err:
+      raise ValueError(f"noise_std = {float(noise):.3g} is too small for a positive definite posterior "
+                       f"covariance in float64 ({err})") from None
+
+  def posterior(self, A, y, noise_std) -> MixturePosterior | list[MixturePosterior]:
+    """The exact posterior p(x | y) for y = A x + noise_std n, n ~ N(0, I_M), noise_std >= 0 included.
+
+    The same Kalman-gain / Joseph-form update as ``observe`` (PRML eq. 2.113-2.117, C.7), returned as a
+    ``MixturePosterior`` whose covariances may be singular: with noise_std = 0 the Joseph form reduces
+    to (I - G_k A) Sigma_k (I - G_k A)^T, which annihilates A^T (A Sigma_k' = 0), so every posterior
+    draw satisfies A x = y: the observed directions are pinned. That needs C_k = A Sigma_k A^T
+    invertible, i.e. A of full row rank M <= D. A row of A with one nonzero entry A_ij then pins
+    coordinate j: its mean is set to y_i / A_ij and its variances to 0 exactly (instead of to within
+    rounding), so samples reproduce such an observation exactly (inpainting). Computed in float64;
+    component k of the result is component k of ``self``.
+
+    Arguments:
+      A: [M, D] observation matrix; of full row rank when noise_std = 0.
+      y: [M] one observation, or [N, M] N observations of the same A and noise_std.
+      noise_std: finite scalar >= 0.
+
+    Returns:
+      For y [M] one ``MixturePosterior``; for y [N, M] a list of N of them, the i-th given y[i]
+      (covariances and gains are shared, so a batch costs little more than one).
+
+    Raises:
+      ValueError: A, y or noise_std of the wrong shape or not finite; noise_std < 0; noise_std = 0 with
+        A not of full row rank.
+    """
+    a_mat, y64, noise = self._check_observation(A, y, noise_std, batched=True)
+    if noise == 0 and np.linalg.matrix_rank(a_mat) < a_mat.shape[0]:
+      raise ValueError(f"A must have full row rank when noise_std = 0 (rank {np.linalg.matrix_rank(a_mat)} < "
+                       f"M = {a_mat.shape[0]}): drop dependent rows or use a tiny noise_std such as 1e-6")
+    log_w, means, covs = self._observe64(a_mat, y64, noise)
+    if noise == 0:   # a row observing one coordinate pins it: its exact value and zero variance replace the rounded ones
+      for i in np.flatnonzero(np.count_nonzero(a_mat, axis=1) == 1):
+        j = np.flatnonzero(a_mat[i])[0]
+        means[:, :, j] = (y64[:, i] / a_mat[i, j])[:, None]
+        covs[:, j, :] = covs[:, :, j] = 0.0
+    posts = [MixturePosterior(_normalise_log_weights(lw, "y"), mu, covs) for lw, mu in zip(log_w, means)]
+    return posts if np.ndim(y) == 2 else posts[0]
+
+  def _check_observation(self, A, y, noise_std, batched: bool):
+    """Validated float64 A [M, D], y [N, M] (y [M] as N = 1; [N, M] only if ``batched``), noise_std >= 0."""
     a_mat = np.asarray(A, np.float64)
     if a_mat.ndim != 2 or a_mat.shape[0] < 1 or a_mat.shape[1] != self.dim:
       raise ValueError(f"A must have shape [M, {self.dim}] with M >= 1, got shape {a_mat.shape}")
     if not np.all(np.isfinite(a_mat)):
       raise ValueError("A must be finite")
     y = np.asarray(y, np.float64)
-    if y.shape != a_mat.shape[:1] or not np.all(np.isfinite(y)):
-      raise ValueError(f"y must be finite with shape ({a_mat.shape[0]},), got shape {y.shape}")
+    m = a_mat.shape[0]
+    if (y.shape[-1:] != (m,) or y.ndim > 1 + batched) or not np.all(np.isfinite(y)):
+      want = f"({m},) or [N, {m}]" if batched else f"({m},)"
+      raise ValueError(f"y must be finite with shape {want}, got shape {y.shape}")
     noise = np.asarray(noise_std, np.float64)
     if noise.ndim != 0 or not np.isfinite(noise) or noise < 0:
       raise ValueError(f"noise_std must be a finite scalar >= 0, got {noise_std!r}")
-    if noise == 0:
-      raise ValueError("noise_std = 0 gives a singular posterior covariance; use condition(mask, values) "
-                       "to observe coordinates exactly")
+    return a_mat, y.reshape(-1, m), float(noise)
+
+  def _observe64(self, a_mat, y, noise):
+    """The update of ``observe`` for y [N, M]: log weights [N, K] (unnormalised), means [N, K, D], covs [K, D, D]."""
     mu, cov, m = self._means64, self._covs64, a_mat.shape[0]
     a_cov = np.einsum("md,kde->kme", a_mat, cov)                                # A Sigma_k: [K, M, D]
     c = np.einsum("kme,ne->kmn", a_cov, a_mat) + noise**2 * np.eye(m)           # C_k: [K, M, M]
     gain = np.swapaxes(np.linalg.solve(c, a_cov), 1, 2)                         # G_k = (C_k^{-1} A Sigma_k)^T: [K, D, M]
     pred = mu @ a_mat.T                                                         # A mu_k: [K, M]
-    means = mu + np.einsum("kdm,km->kd", gain, y - pred)
+    means = mu + np.einsum("kdm,nkm->nkd", gain, y[:, None] - pred)
     i_ga = np.eye(self.dim) - np.einsum("kdm,me->kde", gain, a_mat)             # I - G_k A
     covs = (np.einsum("kde,kef,kgf->kdg", i_ga, cov, i_ga)                      # Joseph form
             + noise**2 * np.einsum("kdm,kem->kde", gain, gain))
-    log_w = np.log(self._weights64) + _log_normal64(y, pred, c)                 # PRML eq. 2.115, Bayes' rule
-    try:
-      return GaussianMixture(_normalise_log_weights(log_w, "y"), means, _symmetrise(covs))
-    except ValueError as err:
-      raise ValueError(f"noise_std = {float(noise):.3g} is too small for a positive definite posterior "
-                       f"covariance in float64 ({err})") from None
+    log_w = np.log(self._weights64) + np.stack([_log_normal64(yi, pred, c) for yi in y])  # PRML eq. 2.115, Bayes' rule
+    return log_w, means, _symmetrise(covs)
 
   def restrict(self, components) -> GaussianMixture:
     """The mixture of the listed components with renormalised weights, p(x | k in components).
@@ -345,6 +398,63 @@ class GaussianMixture:
     """The ``quantile`` of ``mode_metrics`` over ``repeats`` exact samples of size n: the noise floor."""
     values = [self.mode_metrics(self.sample(k, n)) for k in jax.random.split(key, repeats)]
     return {name: float(np.quantile([v[name] for v in values], quantile)) for name in values[0]}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MixturePosterior:
+  """A mixture sum_k w_k N(mu_k, Sigma_k) whose covariances may be singular: the exact posterior of
+  ``GaussianMixture.posterior`` (with noise_std = 0 the observed directions have zero variance).
+
+  Fields (float64 numpy): weights [K] summing to 1, means [K, D], covs [K, D, D] symmetric positive
+  semi-definite. Built by ``GaussianMixture.posterior``; constructing one directly (e.g. a posterior
+  with a mode dropped, as a deliberately wrong reference) does no validation.
+  """
+
+  weights: np.ndarray
+  means: np.ndarray
+  covs: np.ndarray
+
+  def __post_init__(self):
+    # Square root Sigma_k = R_k R_k^T with R_k = U_k sqrt(Lambda_k) from eigh; eigenvalues below the
+    # rounding level D eps max(Lambda_k) (pinned directions, which rounding leaves at tiny values of
+    # either sign) are set to 0.
+    lam, u = np.linalg.eigh(self.covs)
+    tol = self.covs.shape[-1] * np.finfo(np.float64).eps * lam.max(axis=1, keepdims=True)
+    sqrt = u * np.sqrt(np.where(lam > tol, lam, 0.0))[:, None, :]
+    sqrt[np.diagonal(self.covs, axis1=1, axis2=2) == 0] = 0.0          # a zero variance is exactly zero noise
+    object.__setattr__(self, "_sqrt", sqrt)
+
+  @property
+  def dim(self) -> int:
+    return self.means.shape[1]
+
+  def sample(self, key: jax.Array, n: int) -> jax.Array:
+    """n exact samples: [n, D] float32 (computed in float64)."""
+    return self.sample_with_components(key, n)[0]
+
+  def sample_with_components(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """n exact samples [n, D] float32 and the index of the component each came from, [n] int32."""
+    k_key, z_key = jax.random.split(key)
+    comp = np.asarray(jax.random.categorical(k_key, jnp.asarray(np.log(self.weights), jnp.float32), shape=(n,)))
+    z = np.asarray(jax.random.normal(z_key, (n, self.dim)), np.float64)
+    x = np.empty((n, self.dim))
+    for k in np.unique(comp):                                          # per component: no [n, D, D] gather
+      x[comp == k] = self.means[k] + z[comp == k] @ self._sqrt[k].T
+    return jnp.asarray(x, jnp.float32), jnp.asarray(comp, jnp.int32)
+
+  def mean(self) -> np.ndarray:
+    """The mixture mean sum_k w_k mu_k: [D]."""
+    return self.weights @ self.means
+
+  def cov(self) -> np.ndarray:
+    """The mixture covariance sum_k w_k (Sigma_k + mu_k mu_k^T) - mean mean^T (law of total variance): [D, D]."""
+    mean = self.mean()
+    second = np.einsum("k,kde->de", self.weights, self.covs + np.einsum("kd,ke->kde", self.means, self.means))
+    return second - np.outer(mean, mean)
+
+  def std(self) -> np.ndarray:
+    """The marginal standard deviation of each coordinate: [D] (0 where pinned, up to rounding)."""
+    return np.sqrt(np.maximum(np.diag(self.cov()), 0.0))
 
 
 def example_mixture(dim: int = 2) -> GaussianMixture:
