@@ -100,22 +100,39 @@ def _jump_back(sde: SDE, x: jax.Array, t_next, t, z: jax.Array) -> jax.Array:
 
 
 class _Observed:
-  """The observation and its data y: forward samples of the observed part, a(t) y + s(t) A z."""
+  """The observation as SMC and replacement see it: a projector P (a partial isometry), its data y_P and the
+  noise std tau of y_P about P x (0: noise-free; an array of P's output shape, or a scalar)."""
 
-  def __init__(self, sde: SDE, observation: Observation, y: jax.Array, shape):
-    self.sde, self.obs, self.y, self.shape = sde, observation, y, shape
+  def __init__(self, sde: SDE, observation: Observation, y: jax.Array, shape, tau=0.0):
+    self.sde, self.obs, self.y, self.shape, self.tau = sde, observation, y, shape, tau
+    self.noisy = not (isinstance(tau, (int, float)) and tau == 0)
 
   def noise(self, keys, path) -> jax.Array:
-    """A z, z ~ N(0, I) in sample space: isotropic noise of the observed part (A is a partial isometry)."""
+    """P z, z ~ N(0, I) in sample space: isotropic noise of the observed part (P is a partial isometry)."""
     return self.obs.forward(_noise(keys, (OBSERVATION_STREAM,) + path, self.shape))
 
   def at(self, keys, t, path) -> jax.Array:
+    """y(t) = a(t) y_P + s(t) P z, a forward sample; it observes P x(t) with noise a(t) tau (Dou & Song 2024)."""
     a, s = self.sde.marginal_coefs(t)
     return a * self.y + s * self.noise(keys, path)
 
   def impose(self, x, keys, t, path) -> jax.Array:
     """x with its observed part replaced by a forward sample at time t."""
     return self.obs.replace_observed(x, self.at(keys, t, path))
+
+
+def prepare_observed(sde: SDE, observation: Observation, y: jax.Array, shape, projector=None) -> _Observed:
+  """``_Observed`` of any linear observation: a projector's own (tau = noise_std), else the SVD coordinates'
+  (``Observation.as_projector``: tau_i = noise_std / s_i). ``projector``: ``as_projector(shape)`` computed
+  beforehand (outside jit), or None."""
+  if observation.projector:
+    return _Observed(sde, observation, y, shape, observation.noise_std)
+  proj, data, sp = projector if projector is not None else observation.as_projector(shape)
+  tau = 0.0
+  if observation.noise_std > 0:
+    tau = jnp.broadcast_to(jnp.where(sp.s > 0, observation.noise_std / jnp.where(sp.s > 0, sp.s, 1.0), 0.0),
+                           (shape[0], math.prod(shape[1:])))
+  return _Observed(sde, proj, data(y), shape, tau)
 
 
 class ResampleStepper:
@@ -202,26 +219,70 @@ class SMCStepper:
     out = jax.vmap(fn, in_axes=1, out_axes=1)(*split)
     return out.reshape((batch * P,) + out.shape[2:])
 
+  def _clock(self, t):
+    """v(t) = sigma(t)^2 - tau^2 per observed coordinate [B, ...], sigma = s / a: while v >= 0 the coordinate of
+    z(t) = x(t) / a(t) is the noisy datum y_P plus forward noise of variance v (see ``_noisy_step``)."""
+    a, s = self.sde.marginal_coefs(t)
+    return jnp.square(s / a) - jnp.square(jnp.broadcast_to(self.observed.tau, self.observed.y.shape))
+
   def init(self, score_fn, x, keys):
-    batch, obs = self.shape[0], self.observed
-    y = obs.at(keys, self.times()[0], (0, 0))                             # y(T)
-    flat = self.inner.shape
-    x = self._per_particle(obs.obs.replace_observed, self.sde.prior_std * _noise(self._particle_keys(keys), (0,), flat),
-                           self._rep(y))
-    return x, y, jnp.zeros((batch, self.P))
+    batch, obs, T = self.shape[0], self.observed, self.times()[0]
+    z = _noise(self._particle_keys(keys), (0,), self.inner.shape)
+    prior = self.sde.prior_std * z
+    if not obs.noisy:
+      y = obs.at(keys, T, (0, 0))                                         # y(T)
+      return self._per_particle(obs.obs.replace_observed, prior, self._rep(y)), y, jnp.zeros((batch, self.P))
+    # Noisy: a coordinate with v(T) >= 0 starts at its bridge's first point a(T) (y_P + sqrt(v) z); one with
+    # v(T) < 0 (tau above sigma(T)) is drawn from the prior times the datum's likelihood N(a y_P; ., a^2 (-v)).
+    a = self.sde.marginal_coefs(T)[0]
+    v = self._clock(T)
+    y = obs.y + jnp.sqrt(jnp.maximum(v, 0.0)) * obs.noise(keys, (0, 0))   # the bridge, in z = x / a
+    prior_var, r2 = self.sde.prior_std ** 2, self._rep(jnp.square(a) * jnp.maximum(-v, 0.0))
+    gain = prior_var / (prior_var + r2)                                   # Gaussian product (Bishop eq. 2.116)
+    free = gain * a * self._rep(obs.y) + jnp.sqrt(prior_var * (1 - gain)) * self._per_particle(obs.obs.forward, z)
+    c = jnp.where(self._rep(v) >= 0, a * self._rep(y), free)
+    return self._per_particle(obs.obs.replace_observed, prior, c), y, jnp.zeros((batch, self.P))
+
+  def _noisy_step(self, k, y, mean, var, moved, keys):
+    # var: the transition's variance per particle, [B P]
+    """(log weight increments [B P], observed part [B P, ...], bridge [B, ...]) of a noisy observation.
+
+    y_P = P x_0 + tau eps is what P z(t_tau) would be, sigma(t_tau) = tau: z(t) = x(t) / a(t) has independent
+    increments of variance d sigma^2 (linear drift), so observing y_P is observing the chain at t_tau without
+    noise (Cardoso et al. 2024, MCGdiff, sec. 3.2). While sigma(t) >= tau the coordinate is pinned to a
+    Brownian bridge from y_P on the clock v = sigma^2 - tau^2, and weighted as a noise-free one; below t_tau it
+    moves freely. Exact as particles and steps grow; with tau = 0 it is the noise-free sampler.
+    """
+    obs, times = self.observed, self.times()
+    v, v_next = self._clock(times[k]), self._clock(times[k + 1])
+    a_next = self.sde.marginal_coefs(times[k + 1])[0]
+    pinned = v_next >= 0
+    ratio = v_next / jnp.where(pinned, v, 1.0)
+    bridge = obs.y + ratio * (y - obs.y) + jnp.sqrt(jnp.maximum(v_next * (1 - ratio), 0.0)) * obs.noise(keys, (k + 1, 0))
+    y = jnp.where(pinned, bridge, y)
+    target, pinned_p = a_next * self._rep(y), self._rep(pinned)
+    pm = self._per_particle(obs.obs.forward, mean)
+    resid = jnp.where(pinned_p, jnp.square(target - pm) / batch_broadcast(var, pm), 0.0)
+    c = jnp.where(pinned_p, target, self._per_particle(obs.obs.forward, moved))
+    return -0.5 * jnp.sum(resid.reshape(resid.shape[0], -1), axis=1), c, y
 
   def step(self, score_fn, k, state, keys):
     x, y, log_w = state
     batch, P, obs, times = self.shape[0], self.P, self.observed, self.times()
     mean, std = self.inner.transition(score_fn, k, x)
-    y = _bridge_step(self.sde, y, obs.y, times[k], times[k + 1], obs.noise(keys, (k + 1, 0)))
-    y_p = self._rep(y)
-    # Weight: the reverse transition's density of the observed part at y(t_next) (FPS eq. 9); the Gaussian's
-    # normalising constant is the same for every particle of a sample and cancels.
-    resid = (y_p - self._per_particle(obs.obs.forward, mean)) / batch_broadcast(std, y_p)
-    log_w = log_w + (-0.5 * jnp.sum(jnp.square(resid).reshape(batch * P, -1), axis=1)).reshape(batch, P)
     moved = mean + batch_broadcast(std, x) * _noise(self._particle_keys(keys), (k + 1, 1), self.inner.shape)
-    x = self._per_particle(obs.obs.replace_observed, moved, y_p)
+    if obs.noisy:
+      increment, c, y = self._noisy_step(k, y, mean, jnp.square(std), moved, keys)
+      x = self._per_particle(obs.obs.replace_observed, moved, c)
+    else:
+      y = _bridge_step(self.sde, y, obs.y, times[k], times[k + 1], obs.noise(keys, (k + 1, 0)))
+      y_p = self._rep(y)
+      # Weight: the reverse transition's density of the observed part at y(t_next) (FPS eq. 9); the Gaussian's
+      # normalising constant is the same for every particle of a sample and cancels.
+      resid = (y_p - self._per_particle(obs.obs.forward, mean)) / batch_broadcast(std, y_p)
+      increment = -0.5 * jnp.sum(jnp.square(resid).reshape(batch * P, -1), axis=1)
+      x = self._per_particle(obs.obs.replace_observed, moved, y_p)
+    log_w = log_w + increment.reshape(batch, P)
     # Resample each sample's particles when their effective sample size falls below the threshold.
     w = jax.nn.softmax(log_w, axis=1)
     resample = 1.0 / jnp.sum(jnp.square(w), axis=1) < self.ess * P                 # [B]
@@ -247,15 +308,15 @@ class SMCStepper:
     # One particle per sample, drawn by the final weights.
     pick = jax.vmap(lambda kk, lw: jax.random.categorical(jax.random.fold_in(kk, PICK_STREAM), lw))(keys, log_w)
     x = x.reshape((self.shape[0], self.P) + self.shape[1:])[jnp.arange(self.shape[0]), pick]
-    return self.observed.obs.replace_observed(x, self.observed.y)
+    return x if self.observed.noisy else self.observed.obs.replace_observed(x, self.observed.y)
 
 
-def _split_options(method: str, algorithm: str, options: dict):
-  """(method options object, algorithm options object) from one keyword dict."""
-  common.check_choice("algorithm", algorithm, INPAINT_ALGORITHMS)
-  if method not in INPAINT_METHODS:
-    raise ValueError(f"method must be one of {list(INPAINT_METHODS)} for conditional sampling, got {method!r}")
-  algo_cls = ALGORITHM_OPTIONS[algorithm]
+def split_options(method: str, algorithm: str, algo_cls, options: dict, methods=None):
+  """(method options object, algorithm options object) from one keyword dict: the algorithm's own fields
+  (``algo_cls``) and the method's (its options dataclass's, or ``options=`` an instance)."""
+  methods = INPAINT_METHODS if methods is None else methods
+  if method not in methods:
+    raise ValueError(f"method must be one of {list(methods)} with algorithm {algorithm!r}, got {method!r}")
   algo_names = {f.name for f in dataclasses.fields(algo_cls)}
   own = {k: v for k, v in options.items() if k in algo_names}
   rest = {k: v for k, v in options.items() if k not in algo_names}
@@ -274,17 +335,17 @@ def _split_options(method: str, algorithm: str, options: dict):
 
 
 def _check_observation(observation: Observation, algorithm: str):
-  if observation.noise_std > 0 or not observation.projector:
-    raise ValueError(f"algorithm {algorithm!r} needs a noise-free observation whose A A^T is a projection (masks, "
-                     f"colour, orthonormal rows), got {observation.name!r} with noise_std={observation.noise_std} "
-                     f"and projector={observation.projector}; use guidance (samplers.guided_score_fn) otherwise")
+  if algorithm != "smc" and observation.noise_std > 0:
+    raise ValueError(f"algorithm {algorithm!r} needs a noise-free observation, got {observation.name!r} with "
+                     f"noise_std={observation.noise_std}; use smc, ddrm, pigdm or dps")
 
 
 def _conditional_sampler(sde: SDE, shape, algorithm: str, method: str, options: dict):
-  """``sample(key, score_fn, observation, y) -> (x, nfe)``: the method's stepper and the algorithm's wrapper,
-  built here (outside any trace: the grids are computed once), the observation given per call."""
+  """``sample(key, score_fn, observed: _Observed) -> (x, nfe)``: the method's stepper and the algorithm's
+  wrapper, built here (outside any trace: the grids are computed once), the observation given per call."""
   shape = common.check_shape(shape)
-  step_options, algo = _split_options(method, algorithm, options)
+  common.check_choice("algorithm", algorithm, INPAINT_ALGORITHMS)
+  step_options, algo = split_options(method, algorithm, ALGORITHM_OPTIONS[algorithm], options)
   if algorithm in ("repaint", "smc") and method != "pc":
     raise ValueError(f"algorithm {algorithm!r} needs method 'pc' (a stochastic reverse transition), got {method!r}")
   if algorithm == "smc":
@@ -295,38 +356,29 @@ def _conditional_sampler(sde: SDE, shape, algorithm: str, method: str, options: 
       raise ValueError("algorithm 'smc' needs ladder=False and probability_flow=False")
     inner = registry.get_stepper(sde, (shape[0] * algo.n_particles,) + shape[1:], method, step_options)
     wrap = lambda observed: SMCStepper(inner, observed, algo.n_particles, algo.ess_threshold)
+    nfe_factor = algo.n_particles
   else:
     if method == "pc" and step_options.probability_flow:
       raise ValueError(f"algorithm {algorithm!r} needs probability_flow=False (stochastic steps)")
     inner = registry.get_stepper(sde, shape, method, step_options)
     n_resample = algo.n_resample if algorithm == "repaint" else 1
     wrap = lambda observed: ResampleStepper(inner, observed, n_resample)
+    nfe_factor = 1
 
-  def sample(key: jax.Array, score_fn: ScoreFn, observation: Observation, y: jax.Array):
-    _check_observation(observation, algorithm)
-    return steps.run(wrap(_Observed(sde, observation, y, shape)), key, score_fn)
+  def sample(key: jax.Array, score_fn: ScoreFn, observed: _Observed):
+    x, nfe = steps.run(wrap(observed), key, score_fn)
+    return x, nfe * nfe_factor                                             # network evaluations per sample
 
   return sample
 
 
-def get_inverse_solver(sde: SDE, shape, observation: Observation, algorithm: str = "smc", method: str = "pc",
-                       **options):
-  """Builds ``solve(key, score_fn, y) -> (x [shape], nfe)``: samples of p(x | A x = y) for a noise-free
-  projector observation (``Observation.projector``), A x equal to y in the output.
-
-  Options: the method's (``samplers.METHODS[method].options``, or ``options=`` an options object) and the
-  algorithm's (``ALGORITHM_OPTIONS``: repaint's ``n_resample``; smc's ``n_particles``, ``ess_threshold``).
-  repaint and smc need method "pc"; smc a predictor in ``GAUSSIAN_PREDICTORS`` and no corrector (its
-  default here is "none"). nfe counts score calls per sample (with smc every call evaluates B x n_particles
-  inputs).
-
-  Raises:
-    ValueError: an unknown method, algorithm or option, a bad value, a method/algorithm pair that does not go
-      together, or an observation these algorithms cannot use (noisy, or not a projector).
-  """
+def get_conditional_solver(sde: SDE, shape, observation: Observation, algorithm: str, method: str, options: dict):
+  """``solve(key, score_fn, y) -> (x [shape], nfe)`` by replacement, RePaint or SMC (``INPAINT_ALGORITHMS``)
+  for any linear observation: a projector's own coordinates, else its SVD's (computed here, once)."""
   _check_observation(observation, algorithm)
   sample = _conditional_sampler(sde, shape, algorithm, method, options)
-  return lambda key, score_fn, y: sample(key, score_fn, observation, y)
+  projector = None if observation.projector else observation.as_projector(tuple(shape))
+  return lambda key, score_fn, y: sample(key, score_fn, prepare_observed(sde, observation, y, shape, projector))
 
 
 def _check_known_and_mask(known, mask, shape):
@@ -356,7 +408,7 @@ def get_inpainter(sde: SDE, shape, method: str = "pc", algorithm: str = "smc", *
   def inpaint_fn(key: jax.Array, score_fn: ScoreFn, known: jax.Array, mask: jax.Array):
     _check_known_and_mask(known, mask, shape)
     observation = mask_observation(mask)
-    x, nfe = sample(key, score_fn, observation, observation.forward(known))
+    x, nfe = sample(key, score_fn, prepare_observed(sde, observation, observation.forward(known), shape))
     return jnp.where(jnp.asarray(mask, bool), known, x), nfe
 
   return inpaint_fn
@@ -375,7 +427,7 @@ def get_colorizer(sde: SDE, shape, method: str = "pc", algorithm: str = "smc", *
   shape = common.check_shape(shape)
   if shape[-1] != 3:
     raise ValueError(f"colorization needs RGB samples, shape [B, H, W, 3], got {shape}")
-  solve = get_inverse_solver(sde, shape, colour_observation(), algorithm, method, **options)
+  solve = get_conditional_solver(sde, shape, colour_observation(), algorithm, method, options)
 
   def colorize_fn(key: jax.Array, score_fn: ScoreFn, grey: jax.Array):
     if tuple(grey.shape) not in (tuple(shape[:-1]) + (1,), tuple(shape)):

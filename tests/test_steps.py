@@ -94,9 +94,7 @@ def test_observations_know_whether_they_are_projectors():
   x = jax.random.normal(jax.random.key(1), (5, 2))
   obs = samplers.observation_from_matrix(R[:1])
   np.testing.assert_allclose(obs.forward(obs.replace_observed(x, jnp.full((5, 1), 0.3))), 0.3, atol=1e-6)
-  with pytest.raises(ValueError, match="noise-free observation whose A A"):
-    samplers.get_inverse_solver(all_sdes()[1], (4, 2), samplers.observation_from_matrix(2.0 * R[:1]), "smc")
-  with pytest.raises(ValueError, match="noise-free observation whose A A"):
+  with pytest.raises(ValueError, match="needs a noise-free observation"):
     samplers.get_inverse_solver(all_sdes()[1], (4, 2), samplers.observation_from_matrix(R[:1], 0.1), "replacement")
 
 
