@@ -98,18 +98,26 @@ def _bridge_step(sde: SDE, y: jax.Array, y0: jax.Array, t, t_next, z: jax.Array)
   return mean + jnp.sqrt(v * s_s**2 / s_t**2) * z
 
 
-def _jump_back(sde: SDE, x: jax.Array, t_next, t, z: jax.Array) -> jax.Array:
-  """x(t) from x(t_next) by the forward kernel x_t = alpha x_{t_next} + sqrt(v) z (RePaint's resampling jump)."""
-  alpha, v = sde.transition_coefs(t, t_next)
+def _jump_back(sde: SDE, x: jax.Array, t_next, t, z: jax.Array, ladder: bool = False) -> jax.Array:
+  """x(t) from x(t_next) by the forward kernel x_t = alpha x_{t_next} + sqrt(v) z (RePaint's resampling jump);
+  on the ladder, the chain's own kernel from level i(t) - 1 to i(t)."""
+  alpha, v = sde.transition_coefs(t) if ladder else sde.transition_coefs(t, t_next)
   return alpha * x + jnp.sqrt(v) * z
+
+
+def ladder_marginal(sde: SDE, t) -> tuple[jax.Array, jax.Array]:
+  """(a_i, s_i) of the discrete chain's level i(t) (``SDE.discrete_coefs``); level -1 (t < 0) is the data."""
+  a, s = sde.discrete_marginal(t)
+  clean = jnp.asarray(t) < 0
+  return jnp.where(clean, 1.0, a), jnp.where(clean, 0.0, s)
 
 
 class _Observed:
   """The observation as SMC and replacement see it: a projector P (a partial isometry), its data y_P and the
   noise std tau of y_P about P x (0: noise-free; an array of P's output shape, or a scalar)."""
 
-  def __init__(self, sde: SDE, observation: Observation, y: jax.Array, shape, tau=0.0):
-    self.sde, self.obs, self.y, self.shape, self.tau = sde, observation, y, shape, tau
+  def __init__(self, sde: SDE, observation: Observation, y: jax.Array, shape, tau=0.0, ladder: bool = False):
+    self.sde, self.obs, self.y, self.shape, self.tau, self.ladder = sde, observation, y, shape, tau, ladder
     self.noisy = not (isinstance(tau, (int, float)) and tau == 0)
 
   def noise(self, keys, path) -> jax.Array:
@@ -118,7 +126,7 @@ class _Observed:
 
   def at(self, keys, t, path) -> jax.Array:
     """y(t) = a(t) y_P + s(t) P z, a forward sample; it observes P x(t) with noise a(t) tau (Dou & Song 2024)."""
-    a, s = self.sde.marginal_coefs(t)
+    a, s = ladder_marginal(self.sde, t) if self.ladder else self.sde.marginal_coefs(t)
     return a * self.y + s * self.noise(keys, path)
 
   def impose(self, x, keys, t, path) -> jax.Array:
@@ -171,7 +179,7 @@ class ResampleStepper:
     def redo(u, carry):
       state, _ = carry
       nxt = attempt(u, state)
-      back = _jump_back(self.sde, inner.x_of(nxt, k + 1), times[k + 1], times[k],
+      back = _jump_back(self.sde, inner.x_of(nxt, k + 1), times[k + 1], times[k], ladder=self.observed.ladder, z=
                         _noise(keys, (OBSERVATION_STREAM, k + 1, 2 * u + 1), self.shape))
       return inner.with_x(state, k, back), nxt
 
@@ -370,7 +378,10 @@ def _conditional_sampler(sde: SDE, shape, algorithm: str, method: str, options: 
     wrap = lambda observed: ResampleStepper(inner, observed, n_resample)
     nfe_factor = 1
 
+  ladder = method == "pc" and step_options.ladder        # the discrete chain's own marginals and kernels
+
   def sample(key: jax.Array, score_fn: ScoreFn, observed: _Observed):
+    observed.ladder = ladder
     x, nfe = steps.run(wrap(observed), key, score_fn)
     return x, nfe * nfe_factor                                             # network evaluations per sample
 
