@@ -58,8 +58,8 @@ class DPSOptions(checks.Options):
 
 INVERSE_OPTIONS = {**inpaint.ALGORITHM_OPTIONS, "ddrm": DDRMOptions, "pigdm": PiGDMOptions, "dps": DPSOptions}
 INVERSE_ALGORITHMS = tuple(INVERSE_OPTIONS)
-# The methods each algorithm runs on (ddrm: its own steps).
-INVERSE_METHODS = {"replacement": registry.STEPPER_METHODS, "repaint": ("pc",), "smc": ("pc",), "ddrm": (),
+# The methods each algorithm runs on (ddrm: its own DDIM-like steps on PC's grid).
+INVERSE_METHODS = {"replacement": registry.STEPPER_METHODS, "repaint": ("pc",), "smc": ("pc",), "ddrm": ("pc",),
                    "pigdm": tuple(registry.METHODS), "dps": registry.STEPPER_METHODS}
 
 
@@ -215,7 +215,8 @@ def get_inverse_solver(sde: SDE, shape, observation: Observation, algorithm: str
 
   y has the observation's output shape (``observation.forward`` of a batch; [B, m] for
   ``observation_from_matrix``), one observation per sample. ``method`` is the sampler whose steps the
-  algorithm uses (``INVERSE_METHODS[algorithm]``; default "pc"; ddrm has its own steps and takes none).
+  algorithm uses (``INVERSE_METHODS[algorithm]``; default "pc"; ddrm runs its own steps on PC's uniform time
+  grid and takes None or "pc").
   Options: the method's (as ``samplers.get_sampler``'s keywords, or ``options=`` its options object) and the
   algorithm's own (``INVERSE_OPTIONS[algorithm]``). nfe: network evaluations per sample, every particle's and
   every gradient's included.
@@ -237,8 +238,9 @@ def get_inverse_solver(sde: SDE, shape, observation: Observation, algorithm: str
       raise ValueError(f"method must be one of {list(INVERSE_METHODS[algorithm])} with algorithm {algorithm!r}, got {method!r}")
     return inpaint.get_conditional_solver(sde, shape, observation, algorithm, method, options)
   if algorithm == "ddrm":
-    if method is not None:
-      raise ValueError(f"algorithm 'ddrm' runs its own steps; leave method unset, got {method!r}")
+    if method not in (None, "pc"):
+      raise ValueError(f"algorithm 'ddrm' runs its own steps on PC's uniform time grid; method must be unset or "
+                       f"'pc', got {method!r}")
     o = DDRMOptions.build(options.pop("options", None), **options)
     sp = observation.svd(shape)
     return lambda key, score_fn, y: steps.run(

@@ -142,7 +142,7 @@ def test_nfe_counts_every_particle(mixture):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(algorithm="magic"), "algorithm must be one of"),
     (dict(algorithm="repaint", method="edm_heun"), "method must be one of \\['pc'\\] with algorithm 'repaint'"),
-    (dict(algorithm="ddrm", method="pc"), "runs its own steps"),
+    (dict(algorithm="ddrm", method="edm_heun"), "runs its own steps"),
     (dict(algorithm="replacement", noise=0.1), "needs a noise-free observation"),
     (dict(algorithm="dps", method="ode"), "method must be one of"),
     (dict(algorithm="pigdm", step_size=1.0), r"unknown option\(s\) \['step_size'\]"),
