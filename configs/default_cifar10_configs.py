@@ -31,7 +31,8 @@ def get_default_configs():
   # Generated from the typed defaults (schema.defaults): sampling.method picks one of the per-method sections
   # (pc | ode | ald | edm_heun | dpm_solver_pp | unipc; each the sampler's options dataclass, e.g.
   # samplers.PCOptions); sampling.t_min / denoise / nfe apply to every method (None: its own default);
-  # sampling.condition = none | inpaint | colorize | class with sampling.inpaint and the class fields.
+  # sampling.condition = none | inpaint | colorize | class | inverse with sampling.inpaint, the class fields
+  # and sampling.inverse (operator, noise_std, algorithm, the operator's parameters, the algorithm's options).
   config.sampling = sampling_config()
 
   config.eval = evaluate = ml_collections.ConfigDict()

@@ -13,7 +13,7 @@ import typing
 import ml_collections
 from ml_collections import config_dict
 
-from schema.sampling import Inpaint, Sampling, config_fields
+from schema.sampling import Inpaint, Inverse, Sampling, config_fields
 
 _PLACEHOLDER_TYPES = (bool, int, float, str)
 
@@ -36,15 +36,16 @@ def _section(fields, owner) -> ml_collections.ConfigDict:
 
 def sampling_config() -> ml_collections.ConfigDict:
   """The base config's ``sampling`` section: every field of ``schema.Sampling`` at its default, one
-  sub-section per method (``schema.config_fields``) and ``inpaint``."""
+  sub-section per method (``schema.config_fields``), ``inpaint`` and ``inverse``."""
   import samplers
 
   methods = set(samplers.METHODS)
-  plain = [f for f in dataclasses.fields(Sampling) if f.name not in methods | {"inpaint"}]
+  plain = [f for f in dataclasses.fields(Sampling) if f.name not in methods | {"inpaint", "inverse"}]
   out = _section(plain, Sampling)
   for name, m in samplers.METHODS.items():
     out[name] = _section(config_fields(name), m.options)
   out.inpaint = _section(dataclasses.fields(Inpaint), Inpaint)
+  out.inverse = _section(dataclasses.fields(Inverse), Inverse)
   return out
 
 

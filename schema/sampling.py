@@ -10,6 +10,7 @@ default), and PC's ``ladder`` follows ``training.continuous`` (``DERIVED``).
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import samplers
 import samplers.inpaint
@@ -17,7 +18,7 @@ from schema.fields import Section, boolean, build_section, choice, integer, numb
 
 SHARED = ("t_min", "denoise", "nfe")
 DERIVED = ("ladder",)
-CONDITIONS = ("none", "inpaint", "colorize", "class")
+CONDITIONS = ("none", "inpaint", "colorize", "class", "inverse")
 TIME_FLOOR = samplers.common.TIME_FLOOR
 # score_sde's flat sampling fields -> (method section, field).
 SCORE_SDE_FLAT = {"predictor": ("pc", "predictor"), "corrector": ("pc", "corrector"), "snr": ("pc", "snr"),
@@ -42,6 +43,37 @@ def _inpaint_fields() -> list:
 Inpaint = dataclasses.make_dataclass("Inpaint", _inpaint_fields(), bases=(Section,), frozen=True)
 
 
+def _union(fields: list) -> list:
+  """One config field per name. A name whose defaults differ between operators or algorithms (e.g. blur
+  kernel sizes) defaults to None there: each operator's or algorithm's own default."""
+  out = {}
+  for name, kind, f in fields:
+    if name not in out:
+      out[name] = (name, kind, f)
+    elif out[name][2].default is not None and out[name][2].default != f.default:
+      check = f.metadata["check"]
+      out[name] = (name, typing.Optional[kind], spec(None, optional(check)))
+  return list(out.values())
+
+
+def _inverse_fields() -> list:
+  """sampling.inverse: the operator, its noise, the algorithm, every operator's parameters and every
+  algorithm's own options (their dataclasses': ``samplers.OPERATOR_OPTIONS``, ``samplers.INVERSE_OPTIONS``),
+  minus SHARED (DDRM's t_min is sampling.t_min)."""
+  out = [("operator", str, spec("superres", choice(*samplers.OPERATORS))),
+         ("noise_std", float, spec(0.0, number(0.0))),
+         ("algorithm", str, spec("smc", choice(*samplers.INVERSE_ALGORITHMS)))]
+  for cls in list(samplers.OPERATOR_OPTIONS.values()) + list(samplers.INVERSE_OPTIONS.values()):
+    out += [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
+            for f in dataclasses.fields(cls) if f.name not in SHARED]
+  return _union(out)
+
+
+# sampling.condition = "inverse": samplers.make_observation's operator, noise and parameters, and
+# samplers.get_inverse_solver's algorithm and its options.
+Inverse = dataclasses.make_dataclass("Inverse", _inverse_fields(), bases=(Section,), frozen=True)
+
+
 def _nfe_only_for_fast_methods(self):
   if self.nfe and self.method not in samplers.FAST_METHODS:
     raise ValueError(f"sampling.nfe ({self.nfe}) is a budget for {list(samplers.FAST_METHODS)} only; "
@@ -61,8 +93,9 @@ _SAMPLING_FIELDS = [
     # The exact number of score evaluations (final denoising included) of a fast method (samplers.FAST_METHODS),
     # which picks its own steps and orders; None: the method's num_steps.
     ("nfe", int, spec(None, optional(integer(1)))),
-    # --mode sample: "inpaint" / "colorize" complete test images with sampling.inpaint; "class" samples given
-    # classes (classifier-free or classifier guidance).
+    # --mode sample: "inpaint" / "colorize" complete test images with sampling.inpaint; "inverse" solves
+    # y = A x + noise for test images with sampling.inverse; "class" samples given classes (classifier-free
+    # or classifier guidance).
     ("condition", str, spec("none", choice(*CONDITIONS))),
     # condition = "class": the class of every sample (-1: sample i gets class i mod the number of classes), the
     # guidance scale (1 the conditional score, 0 the unconditional one, > 1 sharper towards the class), and for an
@@ -72,7 +105,8 @@ _SAMPLING_FIELDS = [
     ("classifier_config", str, spec("", text)),
     ("classifier_workdir", str, spec("", text)),
 ] + [(name, m.options, dataclasses.field(default_factory=m.options)) for name, m in samplers.METHODS.items()] + [
-    ("inpaint", Inpaint, dataclasses.field(default_factory=Inpaint))]
+    ("inpaint", Inpaint, dataclasses.field(default_factory=Inpaint)),
+    ("inverse", Inverse, dataclasses.field(default_factory=Inverse))]
 
 Sampling = dataclasses.make_dataclass(
     "Sampling", _SAMPLING_FIELDS, bases=(Section,), frozen=True,
@@ -97,6 +131,7 @@ def parse_sampling(values) -> Sampling:
         raise ValueError(f"{where}.{field} is not a config field ({why})")
     prepared[name] = build_section(m.options, sections[name], where, exclude=SHARED + DERIVED)
   prepared["inpaint"] = build_section(Inpaint, values.pop("inpaint", None) or {}, "sampling.inpaint")
+  prepared["inverse"] = build_section(Inverse, values.pop("inverse", None) or {}, "sampling.inverse")
   return build_section(Sampling, values, "sampling", **prepared)
 
 
@@ -138,4 +173,40 @@ def inpainter_arguments(config) -> tuple[str, str, dict]:
   if method == "pc" and options.ladder:
     options = dataclasses.replace(options, ladder=False, num_steps=s.pc.num_steps)
   own = {f.name: getattr(s.inpaint, f.name) for f in dataclasses.fields(samplers.inpaint.ALGORITHM_OPTIONS[algorithm])}
+  return method, algorithm, dict(options=options, **own)
+
+
+def observation_arguments(config) -> tuple[str, float, dict]:
+  """(operator, noise_std, parameters) of ``samplers.make_observation`` from config.sampling.inverse: the
+  configured operator's own parameters (``samplers.OPERATOR_PARAMS[operator]``; None: the operator's default)."""
+  s = config.sampling.inverse
+  params = {name: getattr(s, name) for name in samplers.OPERATOR_PARAMS[s.operator]}
+  return s.operator, s.noise_std, {k: v for k, v in params.items() if v is not None}
+
+
+def inverse_arguments(config) -> tuple[str | None, str, dict]:
+  """(method, algorithm, options) of ``samplers.get_inverse_solver`` from config.sampling: the method's
+  options object (shared fields applied) and the algorithm's own fields of sampling.inverse. DDRM takes its
+  own steps: method None, its options and sampling.t_min when set.
+
+  Raises:
+    ValueError: a method the algorithm does not run on (the message names the fields).
+  """
+  s = config.sampling
+  algorithm = s.inverse.algorithm
+  fields = dataclasses.fields(samplers.INVERSE_OPTIONS[algorithm])
+  own = {f.name: getattr(s.inverse, f.name) for f in fields if f.name not in SHARED}
+  own.update({f.name: getattr(s, f.name) for f in fields if f.name in SHARED})
+  own = {k: v for k, v in own.items() if v is not None}                # None: the algorithm's own default
+  methods = samplers.INVERSE_METHODS[algorithm]
+  if not methods:
+    return None, algorithm, own
+  if s.method not in methods:
+    raise ValueError(f"sampling.method must be one of {list(methods)} with sampling.inverse.algorithm="
+                     f"{algorithm!r}, got {s.method!r}")
+  method, options = sampler_options(config)
+  if algorithm == "smc" and method == "pc":
+    options = dataclasses.replace(options, corrector="none")     # smc moves its particles by the predictor alone
+  if method == "pc" and options.ladder:
+    options = dataclasses.replace(options, ladder=False, num_steps=s.pc.num_steps)
   return method, algorithm, dict(options=options, **own)

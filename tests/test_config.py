@@ -90,6 +90,20 @@ def test_every_field_a_config_file_sets_is_read(tmp_path):
         with track_reads() as reads:
           sample(parse_config(variant), workdir)
         consumed |= reads
+      variant = copy.deepcopy(raw)                   # --mode sample solving y = A x + noise: sampling.inverse
+      variant.sampling.update(condition="inverse", method="pc")
+      variant.sampling.inverse.update(operator="mask", algorithm="smc")
+      with track_reads() as reads:
+        sample(parse_config(variant), workdir)
+      consumed |= reads
+      for operator in samplers.OPERATORS:            # ... its other operators' parameters and algorithms' options
+        for algorithm in samplers.INVERSE_ALGORITHMS:
+          variant.sampling.inverse.update(operator=operator, algorithm=algorithm)
+          typed = parse_config(variant)
+          with track_reads() as reads:
+            config_lib.observation_arguments(typed)
+            config_lib.inverse_arguments(typed)
+          consumed |= reads
       variant = copy.deepcopy(raw)                   # a class-conditional network: --mode sample's condition=class
       variant.model.num_classes, variant.sampling.condition, variant.sampling.guidance_scale = 10, "class", 2.0
       with track_reads() as reads:
@@ -186,7 +200,7 @@ def _schema_fields():
   sections = {"training": config_lib.Training, "sampling": config_lib.Sampling, "eval": config_lib.Eval,
               "data": config_lib.Data, "model": config_lib.Model, "optim": config_lib.Optim,
               "sde": config_lib.Sde, "score": config_lib.Score, "ema": config_lib.Ema,
-              "sampling.inpaint": config_lib.Inpaint}
+              "sampling.inpaint": config_lib.Inpaint, "sampling.inverse": config_lib.Inverse}
   for where, cls in sections.items():
     for f in dataclasses.fields(cls):
       if "check" in f.metadata:

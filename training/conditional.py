@@ -1,4 +1,5 @@
-"""``--mode sample`` with ``sampling.condition``: class-conditional samples, inpainting and colorization.
+"""``--mode sample`` with ``sampling.condition``: class-conditional samples, inpainting, colorization and
+inverse problems.
 
 ``class``: ``eval.num_samples`` images of the requested classes, with any sampler of
 ``sampling.method`` and a guided score at ``sampling.guidance_scale``: classifier-free guidance
@@ -14,6 +15,10 @@ an unconditional model completes the unobserved part of the first ``eval.num_sam
 rule of ``sampling.method``). The run writes the completions, a picture whose rows are
 observed | completions | truth, and the data set's completion metrics (``...completions``; on the embedded
 digits, the share of completions the digits classifier assigns to the original digit's label).
+
+``inverse``: the same test images observed as y = A x + noise_std eps (``samplers.make_observation`` with
+``sampling.inverse.operator``, its parameters and ``noise_std``), solved by ``samplers.get_inverse_solver``
+with ``sampling.inverse.algorithm`` on the steps of ``sampling.method`` (``inverse_sample``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import json
 import logging
 import math
 import os
+import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -32,12 +39,15 @@ import samplers
 from datasets.images import get_dataset
 from evaluation import scorer_for
 from samplers.observation import image_mask
-from schema import as_config, inpainter_arguments, load_config_file, parse_config, sampler_options
+from schema import (LABELLED_DATASETS, as_config, inpainter_arguments, inverse_arguments, load_config_file,
+                    observation_arguments, parse_config, sampler_options)
 from training.images import save_grid, save_rows, to_unit_range
 from training.train import evaluation_state, setup
 
 CONDITION_KEY_OFFSET = 10**6 + 1          # fold_in(sample_key, .): apart from --mode sample's unconditional draws
 CLASS_KEY_OFFSET = 10**6 + 2              # ... and apart from the inpainting draws
+INVERSE_KEY_OFFSET = 10**6 + 3            # ... the inverse solver's draws
+NOISE_KEY_OFFSET = 10**6 + 4              # ... the observation noise eps of y = A x + noise_std eps
 CLASS_PICTURE_COLUMNS = 10                # samples shown per class
 
 
@@ -155,6 +165,8 @@ def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> st
   returns the picture's path. Writes <workdir>/<eval_folder>/<condition>_step_<N>.{npz,png,json}."""
   config = as_config(config)
   s = config.sampling
+  if s.condition == "inverse":
+    return inverse_sample(config, workdir, eval_folder)
   method, algorithm, options = inpainter_arguments(config)
   run = setup(config)
   if len(run.data_shape) != 3:
@@ -192,6 +204,126 @@ def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> st
   if s.condition == "inpaint":
     metrics.update(mask=s.inpaint.mask, observed_error=float(np.max(np.abs((samples - truth) * one))))
   metrics.update(scorer_for(config, os.path.join(workdir, "eval")).completions(samples, np.arange(n)))
+  with open(os.path.join(folder, f"{name}.json"), "w") as f:
+    json.dump(metrics, f, indent=1)
+  logging.info("%s: %s", name, metrics)
+  print(json.dumps(metrics))
+  return path
+
+
+# ------------------------------------------------------------------------------------- inverse problems
+def observed_rows(observation, sample_shape: tuple, y_shape: tuple) -> np.ndarray:
+  """1.0 where a coordinate of y [*y_shape] is observed (a nonzero row of A), else 0.0 (a mask's zeros).
+
+  Row i of A is zero iff (A A^T r)_i = 0 for a random r (almost surely; exactly for a mask's zeros)."""
+  r = jax.random.normal(jax.random.key(0), (1,) + tuple(y_shape))
+  back = observation.transpose(r).reshape((1,) + tuple(sample_shape))          # A^T may return [1, d]
+  return (np.abs(np.asarray(observation.forward(back))) > 0)[0].astype(np.float32)
+
+
+def observe(observation, truth: np.ndarray, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+  """(y, observed rows): y = A x + noise_std eps of each test image, eps of image i drawn from fold_in(key, i)
+  (so an image's observation depends neither on the batch nor on the number of images) and zero on A's
+  zero rows."""
+  clean = np.asarray(jax.jit(observation.forward)(jnp.asarray(truth)))
+  live = observed_rows(observation, truth.shape[1:], clean.shape[1:])
+  eps = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), clean.shape[1:]))(jnp.arange(len(truth)))
+  return clean + observation.noise_std * np.asarray(eps) * live, live
+
+
+def _named(error: ValueError, fields: dict, context: str) -> ValueError:
+  """A library's message about one of sampling.inverse's ``fields`` as the config field's ("factor must ..."
+  -> "sampling.inverse.factor must ..."); other messages after ``context``."""
+  message = str(error)
+  first = message.split(" ", 1)[0]
+  if first in fields:
+    return ValueError(f"sampling.inverse.{message}")
+  return ValueError(f"{context}: {message}")
+
+
+def consistency(y: np.ndarray, fitted: np.ndarray, live: np.ndarray, noise_std: float) -> float:
+  """How well samples explain y (``fitted`` = A x): noisy, the mean over images of ||y - A x|| / (noise_std
+  sqrt(m)) over the m observed coordinates (~1 for posterior samples, << 1 overfits the noise); noise-free,
+  the largest |y - A x|."""
+  residual = ((y - fitted) * live).reshape(len(y), -1)
+  if noise_std > 0:
+    return float(np.mean(np.linalg.norm(residual, axis=1) / (noise_std * math.sqrt(float(live.sum())))))
+  return float(np.max(np.abs(residual)))
+
+
+def psnr(x_unit: np.ndarray, truth_unit: np.ndarray) -> np.ndarray:
+  """Per-image PSNR in dB of [0, 1] images (peak 1): 10 log10(1 / mse), [N] (mse floored at 1e-10: 100 dB)."""
+  mse = np.mean((x_unit - truth_unit).reshape(len(x_unit), -1) ** 2, axis=1)
+  return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))
+
+
+def inverse_sample(config, workdir: str, eval_folder: str = "samples") -> str:
+  """Solves y = A x + noise_std eps for the test split's first eval.num_samples images with the newest
+  checkpoint; returns the picture's path (or the npz's). Writes <workdir>/<eval_folder>/inverse_step_<N>.
+  {npz,png,json}.
+
+  y of image i uses the noise eps_i ~ N(0, I) of fold_in(fold_in(sample key, NOISE_KEY_OFFSET), i): every
+  algorithm of a run's config sees the same y. The metrics: ``nfe`` (network evaluations per image,
+  particles included), ``psnr`` (mean per-image PSNR of the samples to the truth in [0, 1] pixels;
+  ``psnr_observed`` the same of A^+ y), ``consistency`` (noise_std > 0: the mean over images of
+  ||y - A x|| / (noise_std sqrt(m)), m observed coordinates, ~1 for posterior samples; noise-free: the
+  largest |y - A x|), ``seconds_per_image`` (run time after compilation over the images; ``compile_s``
+  apart) and the data set's completion metrics (digits: the classifier's label agreement, and per-class
+  digits FID over its floor through ``class_samples`` with the true labels).
+  """
+  config = as_config(config)
+  method, algorithm, options = inverse_arguments(config)
+  operator, noise_std, params = observation_arguments(config)
+  run = setup(config)
+  try:
+    observation = samplers.make_observation(operator, run.data_shape, noise_std, **params)
+  except ValueError as e:
+    raise _named(e, params, f"sampling.inverse.operator={operator!r}") from None
+  data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
+  n = min(int(config.eval.num_samples), len(data))
+  batch = min(int(config.eval.batch_size), n)
+  shape = (batch,) + run.data_shape
+  try:
+    solve = samplers.get_inverse_solver(run.sde, shape, observation, algorithm, method, **options)
+  except ValueError as e:
+    raise _named(e, options, f"sampling.inverse.algorithm={algorithm!r}, sampling.method={method!r}") from None
+  state = evaluation_state(run, workdir)
+  truth = data.examples(range(n))
+  y, live = observe(observation, truth, jax.random.fold_in(run.sample_key, NOISE_KEY_OFFSET))
+  fn = jax.jit(lambda key, params, y: solve(key, run.score_fn(params), y))
+  key = jax.random.fold_in(run.sample_key, INVERSE_KEY_OFFSET)
+  start = time.perf_counter()
+  compiled = fn.lower(key, state.ema_params, y[:batch]).compile()
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  samples, nfe = in_rounds(lambda k, rows: compiled(k, state.ema_params, rows), key, y, batch, "inverse")
+  seconds = time.perf_counter() - start
+  folder = os.path.join(workdir, eval_folder)
+  os.makedirs(folder, exist_ok=True)
+  name = f"inverse_step_{int(state.step)}"
+  back = observation.pinv if observation.pinv is not None else observation.transpose
+  observed = np.asarray(jax.jit(back)(jnp.asarray(y))).reshape(truth.shape)           # A^+ y: a picture of y
+  np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=samples, truth=truth, y=y, observed=observed)
+  unit = lambda x: to_unit_range(x, bool(config.data.centered))
+  fitted = np.asarray(jax.jit(observation.forward)(jnp.asarray(samples)))
+  metrics = {"condition": "inverse", "operator": operator, "noise_std": noise_std, "params": params,
+             "algorithm": algorithm, "method": method,
+             "options": {k: v for k, v in options.items() if k != "options"}, "nfe": int(nfe), "n": n,
+             "step": int(state.step), "m": int(live.sum()),
+             "psnr": float(np.mean(psnr(unit(samples), unit(truth)))),
+             "psnr_observed": float(np.mean(psnr(unit(observed), unit(truth)))),
+             "consistency": consistency(y, fitted, live, noise_std), "seconds_per_image": seconds / n,
+             "compile_s": compile_s}
+  path = os.path.join(folder, f"{name}.npz")
+  if samples.ndim == 4:
+    shown = min(n, 16)
+    path = metrics["picture"] = save_rows([unit(observed[:shown]), unit(samples[:shown]), unit(truth[:shown])],
+                                          os.path.join(folder, f"{name}.png"), scale=4)
+  scorer = scorer_for(config, os.path.join(workdir, "eval"))
+  metrics.update(scorer.completions(samples, np.arange(n)))
+  if config.data.dataset in LABELLED_DATASETS:
+    per_class = scorer.class_samples(samples, data.labels(np.arange(n)))
+    metrics.update({k: per_class[k] for k in ("class_fid_over_floor", "per_class") if k in per_class})
   with open(os.path.join(folder, f"{name}.json"), "w") as f:
     json.dump(metrics, f, indent=1)
   logging.info("%s: %s", name, metrics)
