@@ -155,6 +155,18 @@ def sampler_options(config):
   return s.method, dataclasses.replace(section, **shared)
 
 
+def _continuous_for_smc(algorithm: str, method: str, options, s):
+  """SMC's PC options: no corrector (the particles move by the predictor alone) and the continuous grid (its
+  transition density is the continuous-time one; sampling.pc.num_steps steps). The other algorithms keep a
+  discrete-ladder model's ladder (``samplers.inpaint.ladder_marginal``)."""
+  if algorithm != "smc" or method != "pc":
+    return options
+  options = dataclasses.replace(options, corrector="none")
+  if options.ladder:
+    options = dataclasses.replace(options, ladder=False, num_steps=s.pc.num_steps)
+  return options
+
+
 def inpainter_arguments(config) -> tuple[str, str, dict]:
   """(method, algorithm, options) of ``samplers.get_inpainter`` from config.sampling: the method's options
   object (shared fields applied) and the algorithm's own fields of sampling.inpaint.
@@ -168,10 +180,7 @@ def inpainter_arguments(config) -> tuple[str, str, dict]:
                      f"sampling.condition={s.condition!r}, got {s.method!r}")
   method, options = sampler_options(config)
   algorithm = s.inpaint.algorithm
-  if algorithm == "smc" and method == "pc":
-    options = dataclasses.replace(options, corrector="none")     # smc moves its particles by the predictor alone
-  if method == "pc" and options.ladder:
-    options = dataclasses.replace(options, ladder=False, num_steps=s.pc.num_steps)
+  options = _continuous_for_smc(algorithm, method, options, s)
   own = {f.name: getattr(s.inpaint, f.name) for f in dataclasses.fields(samplers.inpaint.ALGORITHM_OPTIONS[algorithm])}
   return method, algorithm, dict(options=options, **own)
 
@@ -199,14 +208,10 @@ def inverse_arguments(config) -> tuple[str | None, str, dict]:
   own.update({f.name: getattr(s, f.name) for f in fields if f.name in SHARED})
   own = {k: v for k, v in own.items() if v is not None}                # None: the algorithm's own default
   methods = samplers.INVERSE_METHODS[algorithm]
-  if not methods:
+  if algorithm == "ddrm":
     return None, algorithm, own
   if s.method not in methods:
     raise ValueError(f"sampling.method must be one of {list(methods)} with sampling.inverse.algorithm="
                      f"{algorithm!r}, got {s.method!r}")
   method, options = sampler_options(config)
-  if algorithm == "smc" and method == "pc":
-    options = dataclasses.replace(options, corrector="none")     # smc moves its particles by the predictor alone
-  if method == "pc" and options.ladder:
-    options = dataclasses.replace(options, ladder=False, num_steps=s.pc.num_steps)
-  return method, algorithm, dict(options=options, **own)
+  return method, algorithm, dict(options=_continuous_for_smc(algorithm, method, options, s), **own)

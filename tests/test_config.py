@@ -310,6 +310,19 @@ def test_discrete_models_sample_on_their_ladder():
   assert method == "pc" and options.ladder and options.num_steps is None
 
 
+def test_discrete_models_are_conditioned_on_their_ladder_except_by_smc():
+  config = importlib.import_module("configs.ve.cifar10_discrete").get_config()
+  config.sampling.condition, config.sampling.inpaint.algorithm = "inpaint", "replacement"
+  method, _, options = config_lib.inpainter_arguments(parse_config(config))
+  assert method == "pc" and options["options"].ladder and options["options"].num_steps is None
+  config.sampling.inpaint.algorithm = "smc"
+  _, _, options = config_lib.inpainter_arguments(parse_config(config))
+  assert not options["options"].ladder and options["options"].corrector == "none"
+  config.sampling.condition, config.sampling.inverse.algorithm = "inverse", "ddrm"
+  method, algorithm, options = config_lib.inverse_arguments(parse_config(config))
+  assert method is None and algorithm == "ddrm" and "options" not in options
+
+
 # ---------------------------------------------------------------------- through main.py itself
 MAIN_CASES = [
     (["--config.model.nf=0"], "model.nf"),
