@@ -43,6 +43,7 @@ INPAINTERS = {
     "replacement dpm_solver_pp 20": ("dpm_solver_pp", "replacement", dict(num_steps=20)),
     "repaint pc 100x10": ("pc", "repaint", dict(num_steps=100, n_resample=10)),
     "smc pc 200, 16 particles": ("pc", "smc", dict(num_steps=200, n_particles=16)),
+    "smc pc 250, 4 particles": ("pc", "smc", dict(num_steps=250, n_particles=4)),     # 1,004: equal compute with replacement pc 500
 }
 PARTICLES = [1, 2, 4, 8, 16, 32, 64]
 RESAMPLES = [1, 2, 5, 10, 20]
@@ -122,8 +123,8 @@ def main():
   rows, curve = inpaint_rows(args.n, args.quick)
   note = (f"`python -m benchmarks.conditional.controllable_gmm --n {args.n}`: inpainting the unobserved x1 of a 2-D "
           "mixture given x0; target: the exact conditional (`GaussianMixture.condition`); metrics of the x1 samples, "
-          f"floors as for guidance (n = {args.n}). NFE counts score calls (smc's calls each evaluate n x n_particles "
-          "inputs). seconds include compilation.")
+          f"floors as for guidance (n = {args.n}). nfe: network evaluations per sample, every particle's included "
+          "(smc 4 particles x 251 is the equal-compute row for replacement pc 500). seconds include compilation.")
   write("controllable_gmm_inpainting", "Inpainting against the exact conditional", rows,
         ["case", "prior_weights", "exact_weights", "sde", "inpainter", "nfe"] + metric_cols + ["seconds"], note)
   write("controllable_gmm_curve", "Inpainting error against particles (smc) and resampling (repaint)", curve,

@@ -16,10 +16,12 @@ against its train digits at the same sample size; target <= 3).
 
 ``--config.sampling.condition=inpaint`` completes the bottom half of the first 100 test digits with (3):
 replacement (PC and DPM-Solver++), RePaint (PC, 10 resamplings), SMC (PC, 16 particles), PC with 200
-steps. Each row: the share of completions the digits classifier assigns to the original digit's label
-(beside its accuracy on the complete test digits).
+steps, and SMC with 2 particles (the equal-compute row). Each row: network evaluations per image (every
+particle's), the share of completions the digits classifier assigns to the original digit's label (beside its
+accuracy on the complete test digits).
 
     python -m benchmarks.conditional.digits_conditional [--sdes ve vp subvp] [--root runs/bench_digits_conditional]
+    python -m benchmarks.conditional.digits_conditional --inpaint-only --sdes ve vp --root runs/bench_digits_inverse
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ INPAINT = {
     "replacement dpm_solver_pp": FAST + ["--config.sampling.inpaint.algorithm=replacement"],
     "repaint pc (10)": PC_STEPS + ["--config.sampling.inpaint.algorithm=repaint", "--config.sampling.inpaint.n_resample=10"],
     "smc pc (16 particles)": PC_STEPS + ["--config.sampling.inpaint.algorithm=smc", "--config.sampling.inpaint.n_particles=16"],
+    # equal compute with replacement pc (VP: 201 x 2 = 402 network evaluations per image; VE replacement: 401)
+    "smc pc (2 particles)": PC_STEPS + ["--config.sampling.inpaint.algorithm=smc", "--config.sampling.inpaint.n_particles=2"],
 }
 CLASS_ROWS: list[dict] = []
 INPAINT_ROWS: list[dict] = []
@@ -62,12 +66,16 @@ def _newest(folder: str, prefix: str) -> dict:
     return json.load(f)
 
 
-def bench(sde: str, root: str) -> dict:
+def bench(sde: str, root: str, args) -> dict:
   config, classifier_config = f"configs/{sde}/digits.py", f"configs/{sde}/digits_classifier.py"
   cond, clf = os.path.join(root, f"{sde}_class_conditional"), os.path.join(root, f"{sde}_classifier")
   uncond = os.path.join(ROOT, "runs", "bench_digits", sde)
   if not os.path.isdir(os.path.join(uncond, "checkpoints", "2000")):
     uncond = os.path.join(root, f"{sde}_unconditional")
+  if args.inpaint_only:
+    times = {"train_unconditional_s": _trained(config, uncond)}
+    _inpaint_rows(sde, config, uncond)
+    return dict(sde=SDES[sde], **times)
   cond_flags = ["--config.model.num_classes=10"]
   times = {"train_class_conditional_s": _trained(config, cond, cond_flags),
            "train_classifier_s": _trained(classifier_config, clf),
@@ -94,8 +102,14 @@ def bench(sde: str, root: str) -> dict:
                            worst_class_share=min(v["share"] for v in m["per_class"].values()), sample_s=seconds,
                            picture=_copy_picture(m["picture"], f"digits_{sde}_class_{guidance}_{scale:g}.png")))
     print(CLASS_ROWS[-1], flush=True)
+  _inpaint_rows(sde, config, uncond)
+  print({"sde": SDES[sde], **times}, flush=True)        # 0: a checkpoint in place was reused
+  return dict(sde=SDES[sde], **times)
+
+
+def _inpaint_rows(sde: str, config: str, uncond: str) -> None:
   for label, flags in INPAINT.items():
-    folder = "inpaint_" + label.split()[0] + "_" + label.split()[1]
+    folder = "inpaint_" + "_".join(label.replace("(", "").replace(")", "").split()[:3])
     seconds = run([f"--config={config}", f"--workdir={uncond}", "--mode=sample", f"--eval_folder={folder}",
                    "--config.sampling.condition=inpaint", "--config.sampling.inpaint.mask=bottom_half",
                    f"--config.eval.num_samples={INPAINT_N}", f"--config.eval.batch_size={INPAINT_N}", *flags])
@@ -105,8 +119,6 @@ def bench(sde: str, root: str) -> dict:
                              observed_error=m["observed_error"], sample_s=seconds,
                              picture=_copy_picture(m["picture"], f"digits_{sde}_{folder}.png")))
     print(INPAINT_ROWS[-1], flush=True)
-  print({"sde": SDES[sde], **times}, flush=True)        # 0: a checkpoint in place was reused
-  return dict(sde=SDES[sde], **times)
 
 
 def _copy_picture(path: str, name: str) -> str:
@@ -116,12 +128,21 @@ def _copy_picture(path: str, name: str) -> str:
 
 
 def main():
-  rows = run_per_sde(__doc__, SDES, bench, "bench_digits_conditional")
+  def options(parser):
+    parser.add_argument("--inpaint-only", action="store_true",
+                        help="only the inpainting rows (the unconditional model of --root or runs/bench_digits)")
+  rows = run_per_sde(__doc__, SDES, bench, "bench_digits_conditional", options)
   report({r["sde"] for r in rows}, CLASSIFIER_ROWS, CLASS_ROWS, INPAINT_ROWS)
 
 
 def report(fresh: set, classifier_rows: list[dict], class_rows: list[dict], inpaint_rows: list[dict]) -> None:
-  """Writes the three results files (rows of SDEs not in ``fresh`` are kept)."""
+  """Writes the results files of the rows measured (rows of SDEs not in ``fresh`` are kept)."""
+  if classifier_rows:
+    _report_class(fresh, classifier_rows, class_rows)
+  _report_inpaint(fresh, inpaint_rows)
+
+
+def _report_class(fresh: set, classifier_rows: list[dict], class_rows: list[dict]) -> None:
   print(write("digits_classifier", "The noise-conditional digits classifier: test accuracy at x_t", merge_rows(
       "digits_classifier", classifier_rows, "sde", fresh),
       ["sde"] + [k for k in classifier_rows[0] if k.startswith("accuracy")] + ["commit"],
@@ -139,12 +160,17 @@ def report(fresh: set, classifier_rows: list[dict], class_rows: list[dict], inpa
       "assigns to the requested class (target >= 0.9); worst_class_share: the lowest class's share; "
       "class_fid_over_floor: per class, the digits FID of its samples against its train digits over the same "
       "FID for its test digits (same sample size), averaged over classes (target <= 3)."))
+
+
+def _report_inpaint(fresh: set, inpaint_rows: list[dict]) -> None:
   print(write("digits_inpainting", "Inpainting the bottom half of test digits through main.py", merge_rows(
       "digits_inpainting", inpaint_rows, "sde", fresh),
       ["sde", "algorithm", "nfe", "label_agreement", "classifier_test_accuracy", "observed_error", "sample_s",
        "picture", "commit"],
       f"`--mode sample --config.sampling.condition=inpaint --config.sampling.inpaint.mask=bottom_half` on the "
-      f"first {INPAINT_N} test digits with the unconditional default model. label_agreement: the share of "
+      f"first {INPAINT_N} test digits with the unconditional default model. nfe: network evaluations per "
+      "image, every particle's included (smc with 2 particles is the equal-compute row for replacement pc). "
+      "label_agreement: the share of "
       "completions the digits classifier assigns to the original digit's label; observed_error: the largest "
       "change of an observed pixel (0: kept exactly). Pictures: observed | completions | truth."))
 
