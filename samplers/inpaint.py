@@ -139,6 +139,8 @@ def prepare_observed(sde: SDE, observation: Observation, y: jax.Array, shape, pr
   (``Observation.as_projector``: tau_i = noise_std / s_i). ``projector``: ``as_projector(shape)`` computed
   beforehand (outside jit), or None."""
   if observation.projector:
+    if observation.noise_std > 0:                        # A A^T y: y's part A can explain (masks: 0 where unobserved)
+      y = observation.forward(observation.transpose(y).reshape(shape))
     return _Observed(sde, observation, y, shape, observation.noise_std)
   proj, data, sp = projector if projector is not None else observation.as_projector(shape)
   tau = 0.0
