@@ -259,14 +259,19 @@ class SMCStepper:
     return self._per_particle(obs.obs.replace_observed, prior, c), y, jnp.zeros((batch, self.P))
 
   def _noisy_step(self, k, y, mean, var, moved, keys):
-    # var: the transition's variance per particle, [B P]
-    """(log weight increments [B P], observed part [B P, ...], bridge [B, ...]) of a noisy observation.
+    """(log weight increments [B P], observed part [B P, ...], bridge [B, ...]) of a noisy observation; var:
+    the transition's variance per particle [B P].
 
     y_P = P x_0 + tau eps is what P z(t_tau) would be, sigma(t_tau) = tau: z(t) = x(t) / a(t) has independent
     increments of variance d sigma^2 (linear drift), so observing y_P is observing the chain at t_tau without
     noise (Cardoso et al. 2024, MCGdiff, sec. 3.2). While sigma(t) >= tau the coordinate is pinned to a
-    Brownian bridge from y_P on the clock v = sigma^2 - tau^2, and weighted as a noise-free one; below t_tau it
-    moves freely. Exact as particles and steps grow; with tau = 0 it is the noise-free sampler.
+    Brownian bridge from y_P on the clock v = sigma^2 - tau^2 and weighted as a noise-free one. On the step
+    that crosses t_tau (sigma_k >= tau > sigma_{k+1}) z(t_tau) = y_P lies between the levels: given z_{k+1}
+    and z_k it is a Brownian bridge on the clock u = sigma^2, y_P = (1 - lam) z_{k+1} + lam z_k + N(0, b) with
+    lam = (tau^2 - u_{k+1}) / (u_k - u_{k+1}) and b = (tau^2 - u_{k+1}) (u_k - tau^2) / (u_k - u_{k+1}), a
+    Gaussian likelihood of z_{k+1}: the proposal is the transition times it and the weight its predictive
+    density (Bishop eq. 2.115-2.116). Below t_tau the coordinate moves freely. Exact as particles and steps
+    grow; with tau = 0 it is the noise-free sampler.
     """
     obs, times = self.observed, self.times()
     v, v_next = self._clock(times[k]), self._clock(times[k + 1])
@@ -274,12 +279,28 @@ class SMCStepper:
     pinned = v_next >= 0
     ratio = v_next / jnp.where(pinned, v, 1.0)
     bridge = obs.y + ratio * (y - obs.y) + jnp.sqrt(jnp.maximum(v_next * (1 - ratio), 0.0)) * obs.noise(keys, (k + 1, 0))
-    y = jnp.where(pinned, bridge, y)
-    target, pinned_p = a_next * self._rep(y), self._rep(pinned)
+    y_next = jnp.where(pinned, bridge, y)
+    pinned_p, release_p = self._rep(pinned), self._rep((v >= 0) & ~pinned)
     pm = self._per_particle(obs.obs.forward, mean)
-    resid = jnp.where(pinned_p, jnp.square(target - pm) / batch_broadcast(var, pm), 0.0)
-    c = jnp.where(pinned_p, target, self._per_particle(obs.obs.forward, moved))
-    return -0.5 * jnp.sum(resid.reshape(resid.shape[0], -1), axis=1), c, y
+    var = batch_broadcast(var, pm)
+    free = self._per_particle(obs.obs.forward, moved)
+    # Pinned: the bridge's point, weighted by the transition's density there (FPS eq. 9).
+    target = a_next * self._rep(y_next)
+    log_w = jnp.where(pinned_p, -0.5 * jnp.square(target - pm) / var, 0.0)
+    # Crossing t_tau: the transition (in z, mean m, variance w) times the bridge likelihood of y_P.
+    u_k, u_n = jnp.square(self.sde.sigma(times[k])), jnp.square(self.sde.sigma(times[k + 1]))
+    tau2 = self._rep(u_k - v)
+    lam = (tau2 - u_n) / (u_k - u_n)
+    b = (tau2 - u_n) * (u_k - tau2) / (u_k - u_n)
+    m, w = pm / a_next, var / a_next**2
+    r = self._rep(obs.y) - (1 - lam) * m - lam * self._rep(y)
+    den = (1 - lam) ** 2 * w + b
+    safe = jnp.where(release_p & (den > 0), den, 1.0)
+    gain = jnp.where(release_p & (den > 0), (1 - lam) * w / safe, 0.0)
+    released = pm + a_next * gain * r + jnp.sqrt(jnp.maximum(1 - gain * (1 - lam), 0.0)) * (free - pm)
+    log_w = log_w + jnp.where(release_p, -0.5 * jnp.square(r) / safe, 0.0)
+    c = jnp.where(pinned_p, target, jnp.where(release_p, released, free))
+    return jnp.sum(log_w.reshape(log_w.shape[0], -1), axis=1), c, y_next
 
   def step(self, score_fn, k, state, keys):
     x, y, log_w = state
