@@ -241,6 +241,16 @@ def _named(error: ValueError, fields: dict, context: str) -> ValueError:
   return ValueError(f"{context}: {message}")
 
 
+def observed_picture(observation, y: np.ndarray, shape: tuple) -> np.ndarray:
+  """The observation as an image of the samples' ``shape``: A^+ y where the operator has a pseudo-inverse
+  (masks, super-resolution, grey level, matrices), y itself when it has the samples' shape (the blurs), else
+  A^T y."""
+  if observation.pinv is None and tuple(y.shape) == tuple(shape):
+    return np.asarray(y)
+  back = observation.pinv if observation.pinv is not None else observation.transpose
+  return np.asarray(jax.jit(back)(jnp.asarray(y))).reshape(shape)
+
+
 def consistency(y: np.ndarray, fitted: np.ndarray, live: np.ndarray, noise_std: float) -> float:
   """How well samples explain y (``fitted`` = A x): noisy, the mean over images of ||y - A x|| / (noise_std
   sqrt(m)) over the m observed coordinates (~1 for posterior samples, << 1 overfits the noise); noise-free,
@@ -265,7 +275,7 @@ def inverse_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   y of image i uses the noise eps_i ~ N(0, I) of fold_in(fold_in(sample key, NOISE_KEY_OFFSET), i): every
   algorithm of a run's config sees the same y. The metrics: ``nfe`` (network evaluations per image,
   particles included), ``psnr`` (mean per-image PSNR of the samples to the truth in [0, 1] pixels;
-  ``psnr_observed`` the same of A^+ y), ``consistency`` (noise_std > 0: the mean over images of
+  ``psnr_observed`` the same of ``observed_picture``), ``consistency`` (noise_std > 0: the mean over images of
   ||y - A x|| / (noise_std sqrt(m)), m observed coordinates, ~1 for posterior samples; noise-free: the
   largest |y - A x|), ``seconds_per_image`` (run time after compilation over the images; ``compile_s``
   apart) and the data set's completion metrics (digits: the classifier's label agreement, and per-class
@@ -301,8 +311,7 @@ def inverse_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   folder = os.path.join(workdir, eval_folder)
   os.makedirs(folder, exist_ok=True)
   name = f"inverse_step_{int(state.step)}"
-  back = observation.pinv if observation.pinv is not None else observation.transpose
-  observed = np.asarray(jax.jit(back)(jnp.asarray(y))).reshape(truth.shape)           # A^+ y: a picture of y
+  observed = observed_picture(observation, y, truth.shape)
   np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=samples, truth=truth, y=y, observed=observed)
   unit = lambda x: to_unit_range(x, bool(config.data.centered))
   fitted = np.asarray(jax.jit(observation.forward)(jnp.asarray(samples)))

@@ -12,15 +12,18 @@ Then ``--mode sample --config.sampling.condition=inverse`` on the first 100 test
 (c) box inpainting (bottom half unknown) with noise_std 0.05;
 
 and each algorithm (``ALGORITHMS``): replacement (noise-free problems only), SMC with 16 particles and with 2
-(the equal-compute row, beside the one-chain methods' 201-401 evaluations per image), DDRM (its own 20
-steps), PiGDM and DPS, all but DDRM on PC with 200 steps. Each row: network evaluations per image
-(particles and gradients included), PSNR to the truth in [0, 1] pixels (and of A^+ y, the observation
-alone), measurement consistency ||y - A x|| / (noise_std sqrt(m)) (~1 for posterior samples; noise-free:
-the largest |y - A x|), the share of solutions the digits classifier assigns to the true label, the
-per-class digits FID over its floor, and the sampling seconds per image after compilation. Every algorithm
-of a problem sees the same y.
+(the equal-compute row, beside the one-chain methods' 201-401 evaluations per image), DDRM (its own 20 steps),
+PiGDM and DPS, all but DDRM on PC with 200 steps. Each row: network evaluations per image (particles and
+gradients included), PSNR to the truth in [0, 1] pixels (and of the observation alone: A^+ y, or y itself for
+the blurs), measurement consistency ||y - A x|| / (noise_std sqrt(m)) (~1 for posterior samples; noise-free:
+the largest |y - A x|), the share of solutions the digits classifier assigns to the true label, the per-class
+digits FID over its floor, and the sampling seconds per image after compilation. Every algorithm of a problem
+sees the same y.
 
-    python -m benchmarks.conditional.digits_inverse [--sdes ve vp] [--root runs/bench_digits_inverse]
+    python -m benchmarks.conditional.digits_inverse [--sdes ve vp] [--root runs/bench_digits_inverse] [--reuse]
+
+``--reuse`` keeps the rows whose run folder (``<workdir>/inverse_<problem>_<algorithm>``) already holds a result:
+delete a folder to rerun its row.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def _copy_picture(path: str, name: str) -> str:
   return os.path.relpath(target, ROOT)
 
 
-def bench(sde: str, root: str) -> dict:
+def bench(sde: str, root: str, args) -> dict:
   config = f"configs/{sde}/digits.py"
   workdir = os.path.join(ROOT, "runs", "bench_digits", sde)
   if not os.path.isdir(os.path.join(workdir, "checkpoints", str(STEPS))):
@@ -87,9 +90,10 @@ def bench(sde: str, root: str) -> dict:
       if noise_free_only and not noise_free:
         continue
       folder = f"inverse_{problem}_{algorithm}"
-      run([f"--config={config}", f"--workdir={workdir}", "--mode=sample", f"--eval_folder={folder}",
-           "--config.sampling.condition=inverse", f"--config.eval.num_samples={N}", f"--config.eval.batch_size={N}",
-           *problem_flags, *flags])
+      if not (args.reuse and glob.glob(os.path.join(workdir, folder, "inverse_step_*.json"))):
+        run([f"--config={config}", f"--workdir={workdir}", "--mode=sample", f"--eval_folder={folder}",
+             "--config.sampling.condition=inverse", f"--config.eval.num_samples={N}",
+             f"--config.eval.batch_size={N}", *problem_flags, *flags])
       m = _newest(os.path.join(workdir, folder))
       ROWS.append(dict(sde=SDES[sde], problem=problem_label, algorithm=label, nfe=m["nfe"], psnr=m["psnr"],
                        psnr_observed=m["psnr_observed"], consistency=m["consistency"],
@@ -101,7 +105,9 @@ def bench(sde: str, root: str) -> dict:
 
 
 def main():
-  rows = run_per_sde(__doc__, SDES, bench, "bench_digits_inverse")
+  reuse = lambda parser: parser.add_argument("--reuse", action="store_true",
+                                             help="keep rows whose run folder already holds a result")
+  rows = run_per_sde(__doc__, SDES, bench, "bench_digits_inverse", reuse)
   report({r["sde"] for r in rows}, ROWS)
 
 
@@ -117,15 +123,16 @@ def report(fresh: set, rows: list[dict]) -> None:
       "(pixels in [-1, 1]). Every algorithm of a problem sees the same y (fixed noise key). nfe: network "
       "evaluations per image, every particle's and every gradient's (a forward and a backward pass) counted; "
       "SMC with 2 particles is the equal-compute row. psnr: mean per-image PSNR (dB) of the solutions to the "
-      "truth in [0, 1] pixels; psnr_observed: the same of A^+ y (the observation alone, the left row of the "
-      "picture). consistency: noisy problems, mean over images of ||y - A x|| / (noise_std sqrt(m)) (~1 for "
-      "posterior samples; well below 1: overfits the noise); noise-free, the largest |y - A x| (model units). "
+      "truth in [0, 1] pixels; psnr_observed: the same of the observation alone (the top row of the picture: "
+      "A^+ y, or y itself for the blurs). consistency: noisy problems, mean over images of ||y - A x|| / "
+      "(noise_std sqrt(m)) (~1 for posterior samples; well below 1: overfits the noise); noise-free, the "
+      "largest |y - A x| (model units). "
       "label_agreement: the share of solutions the digits classifier assigns to the true label (its accuracy "
       "on the complete test digits: 0.99). class_fid_over_floor: per true class, the digits FID of the "
       "solutions against the class's train digits over that of as many test digits (~10 per class here, so "
       "noisy), averaged over classes. seconds_per_image: sampling wall time after compilation / "
       f"{N} on 2 cores shared with other jobs (ratios within one SDE are meaningful, absolute values are not "
-      "idle-machine numbers). Pictures: observed (A^+ y) | solutions | truth, 16 digits."))
+      "idle-machine numbers). Pictures (rows): observed | solutions | truth, 16 digits."))
 
 
 if __name__ == "__main__":
