@@ -232,6 +232,18 @@ def get_inverse_solver(sde: SDE, shape, observation: Observation, algorithm: str
   common.check_choice("algorithm", algorithm, INVERSE_ALGORITHMS)
   if not isinstance(observation, Observation):
     raise ValueError(f"observation must be a samplers.Observation, got {type(observation).__name__}")
+  solve = _solver(sde, shape, observation, algorithm, method, options)
+  y_shape = tuple(jax.eval_shape(observation.forward, jax.ShapeDtypeStruct(shape, jnp.float32)).shape)
+
+  def checked(key: jax.Array, score_fn: ScoreFn, y: jax.Array):
+    if tuple(y.shape) != y_shape:
+      raise ValueError(f"y must have the observation's output shape {y_shape} (one row per sample), got {tuple(y.shape)}")
+    return solve(key, score_fn, y)
+
+  return checked
+
+
+def _solver(sde, shape, observation, algorithm, method, options):
   if algorithm in inpaint.INPAINT_ALGORITHMS:
     method = "pc" if method is None else method
     if method not in INVERSE_METHODS[algorithm]:

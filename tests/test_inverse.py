@@ -156,6 +156,13 @@ def test_bad_solver_arguments_raise_one_line(kwargs, match):
   assert "\n" not in str(err.value)
 
 
+def test_y_of_the_wrong_shape_raises_one_line(mixture):
+  obs = samplers.make_observation("superres", IMAGE)
+  solve = samplers.get_inverse_solver(SDE, (2,) + IMAGE, obs, "dps", num_steps=3)
+  with pytest.raises(ValueError, match=r"y must have the observation's output shape \(2, 2, 2, 1\)"):
+    solve(jax.random.key(0), _image_score(mixture, SDE), jnp.zeros((2, 4, 4, 1)))
+
+
 def _posterior_case(n, noise=0.1, seed=7):
   """(mixture, observation, y [n, ...] one observation repeated, exact posterior) for noisy x2 super-resolution
   of a mixture whose modes differ mostly where A does not look (means: 2 x A's null-space part + 0.5 x its
