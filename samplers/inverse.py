@@ -244,6 +244,7 @@ def get_inverse_solver(sde: SDE, shape, observation: Observation, algorithm: str
 
 
 def _solver(sde, shape, observation, algorithm, method, options):
+  """``get_inverse_solver``'s solve, before the check of y's shape."""
   if algorithm in inpaint.INPAINT_ALGORITHMS:
     method = "pc" if method is None else method
     if method not in INVERSE_METHODS[algorithm]:
