@@ -278,8 +278,9 @@ def inverse_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   ``psnr_observed`` the same of ``observed_picture``), ``consistency`` (noise_std > 0: the mean over images of
   ||y - A x|| / (noise_std sqrt(m)), m observed coordinates, ~1 for posterior samples; noise-free: the
   largest |y - A x|), ``seconds_per_image`` (run time after compilation over the images; ``compile_s``
-  apart) and the data set's completion metrics (digits: the classifier's label agreement, and per-class
-  digits FID over its floor through ``class_samples`` with the true labels).
+  apart), ``nonfinite_samples`` and, when every sample is finite, the data set's completion metrics
+  (digits: the classifier's label agreement, and per-class digits FID over its floor through
+  ``class_samples`` with the true labels).
   """
   config = as_config(config)
   method, algorithm, options = inverse_arguments(config)
@@ -328,11 +329,15 @@ def inverse_sample(config, workdir: str, eval_folder: str = "samples") -> str:
     shown = min(n, 16)
     path = metrics["picture"] = save_rows([unit(observed[:shown]), unit(samples[:shown]), unit(truth[:shown])],
                                           os.path.join(folder, f"{name}.png"), scale=4)
-  scorer = scorer_for(config, os.path.join(workdir, "eval"))
-  metrics.update(scorer.completions(samples, np.arange(n)))
-  if config.data.dataset in LABELLED_DATASETS:
-    per_class = scorer.class_samples(samples, data.labels(np.arange(n)))
-    metrics.update({k: per_class[k] for k in ("class_fid_over_floor", "per_class") if k in per_class})
+  metrics["nonfinite_samples"] = int(np.sum(~np.isfinite(samples.reshape(n, -1)).all(axis=1)))
+  if metrics["nonfinite_samples"]:                  # the feature metrics need finite images: reported as absent
+    logging.warning("%d of %d samples are not finite: no data set metrics", metrics["nonfinite_samples"], n)
+  else:
+    scorer = scorer_for(config, os.path.join(workdir, "eval"))
+    metrics.update(scorer.completions(samples, np.arange(n)))
+    if config.data.dataset in LABELLED_DATASETS:
+      per_class = scorer.class_samples(samples, data.labels(np.arange(n)))
+      metrics.update({k: per_class[k] for k in ("class_fid_over_floor", "per_class") if k in per_class})
   with open(os.path.join(folder, f"{name}.json"), "w") as f:
     json.dump(metrics, f, indent=1)
   logging.info("%s: %s", name, metrics)

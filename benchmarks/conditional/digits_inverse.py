@@ -97,7 +97,9 @@ def bench(sde: str, root: str, args) -> dict:
       m = _newest(os.path.join(workdir, folder))
       ROWS.append(dict(sde=SDES[sde], problem=problem_label, algorithm=label, nfe=m["nfe"], psnr=m["psnr"],
                        psnr_observed=m["psnr_observed"], consistency=m["consistency"],
-                       label_agreement=m["digits_label_agreement"], class_fid_over_floor=m["class_fid_over_floor"],
+                       label_agreement=m.get("digits_label_agreement", float("nan")),
+                       class_fid_over_floor=m.get("class_fid_over_floor", float("nan")),
+                       nonfinite=m.get("nonfinite_samples", 0),
                        seconds_per_image=m["seconds_per_image"], compile_s=m["compile_s"],
                        picture=_copy_picture(m["picture"], f"digits_{sde}_{folder}.png")))
       print(ROWS[-1], flush=True)
@@ -116,7 +118,7 @@ def report(fresh: set, rows: list[dict]) -> None:
   print(write("digits_inverse", "Inverse problems on test digits through main.py", merge_rows(
       "digits_inverse", rows, "sde", fresh),
       ["sde", "problem", "algorithm", "nfe", "psnr", "psnr_observed", "consistency", "label_agreement",
-       "class_fid_over_floor", "seconds_per_image", "picture", "commit"],
+       "class_fid_over_floor", "nonfinite", "seconds_per_image", "picture", "commit"],
       f"`python -m benchmarks.conditional.digits_inverse`: `main.py --mode sample "
       f"--config.sampling.condition=inverse` on the first {N} test digits (one batch of {N}) with the "
       f"unconditional default model of configs/<sde>/digits.py at step {STEPS}; noise_std in model units "
@@ -130,7 +132,8 @@ def report(fresh: set, rows: list[dict]) -> None:
       "label_agreement: the share of solutions the digits classifier assigns to the true label (its accuracy "
       "on the complete test digits: 0.99). class_fid_over_floor: per true class, the digits FID of the "
       "solutions against the class's train digits over that of as many test digits (~10 per class here, so "
-      "noisy), averaged over classes. seconds_per_image: sampling wall time after compilation / "
+      "noisy), averaged over classes (both nan when a sample is not finite; nonfinite: how many of the "
+      f"{N} are not). seconds_per_image: sampling wall time after compilation / "
       f"{N} on 2 cores shared with other jobs (ratios within one SDE are meaningful, absolute values are not "
       "idle-machine numbers). Pictures (rows): observed | solutions | truth, 16 digits."))
 
