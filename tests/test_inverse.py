@@ -179,8 +179,8 @@ def _posterior_case(n, noise=0.1, seed=7):
   return mixture, obs, jnp.repeat(y1, n, axis=0), post
 
 
-@pytest.mark.parametrize("sde", [pytest.param(s, marks=() if i == 1 else pytest.mark.slow) for i, s in enumerate(all_sdes())],
-                         ids=SDE_IDS)
+@pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+@pytest.mark.slow
 def test_particle_error_falls_with_particles(sde):
   """Noisy super-resolution, 200 steps: one particle (no reweighting) misweights the modes; the TV distance of
   the mode weights to the exact posterior's falls with every 4x more particles by more than the sampling noise
