@@ -196,7 +196,8 @@ def test_bad_masks_and_shapes_raise(key):
 # ------------------------------------------------------------------------- through main.py
 @pytest.mark.slow
 def test_main_inpaints_test_digits_and_reports_agreement(tmp_path):
-  """--mode sample --config.sampling.condition=inpaint: completions keep the observed half exactly, the
+  """--mode sample --config.sampling.condition=inpaint: the inverse path's noise-free mask operator (its json has
+  the inverse metrics: operator, m, psnr, consistency), completions keep the observed half exactly, the
   picture has the rows observed | completions | truth, and digits report the classifier agreement."""
   import json
 
@@ -215,12 +216,54 @@ def test_main_inpaints_test_digits_and_reports_agreement(tmp_path):
     metrics = json.load(f)
   assert metrics["observed_error"] == 0.0 and metrics["n"] == 20 and metrics["algorithm"] == "smc"
   assert 0.0 <= metrics["digits_label_agreement"] <= 1.0 and metrics["nfe"] == 2 * (3 + 1)      # 2 particles
+  assert (metrics["operator"], metrics["noise_std"], metrics["params"]) == ("mask", 0.0, {"mask": "bottom_half"})
+  assert metrics["m"] == 32 and metrics["consistency"] == 0.0 and metrics["options"]["n_particles"] == 2
+  assert np.isfinite(metrics["psnr"]) and metrics["nonfinite_samples"] == 0
   with np.load(tmp_path / "samples" / "inpaint_step_2.npz") as f:
-    samples, truth = f["samples"], f["truth"]
-  assert samples.shape == truth.shape == (20, 8, 8, 1)
+    samples, truth, y = f["samples"], f["truth"], f["y"]
+  assert samples.shape == truth.shape == y.shape == (20, 8, 8, 1)
   np.testing.assert_array_equal(samples[:, :4], truth[:, :4])          # bottom_half unknown: the top half is kept
+  np.testing.assert_array_equal(y[:, :4], truth[:, :4])                # y = mask * truth, noise-free
+  assert not y[:, 4:].any()
   assert not np.allclose(samples[:, 4:], truth[:, 4:])
   picture = Image.open(metrics["picture"])
   assert picture.size == (4 * (16 * 9 + 1), 4 * (3 * 9 + 1))           # 16 columns, 3 rows of 8x8 with 1 px gaps
   colour = run_main(flags + ["--mode=sample", "--config.sampling.condition=colorize", "--config.sampling.method=pc"])
   assert colour.returncode == 2 and "data.num_channels=3" in colour.stderr.strip().splitlines()[-1]
+  bad = run_main(sample + ["--config.sampling.inpaint.algorithm=repaint", "--config.sampling.method=dpm_solver_pp"])
+  last = bad.stderr.strip().splitlines()[-1]                           # the solver's message, naming the section
+  assert bad.returncode == 2 and last.startswith("error: sampling.inpaint.algorithm='repaint'") and "'pc'" in last, last
+
+
+@pytest.mark.slow
+def test_main_colorizes_through_the_inverse_path(tmp_path):
+  """--mode sample --config.sampling.condition=colorize on RGB images: the noise-free "colour" operator of the
+  inverse path; every completion's grey level is the truth's, the observed row shows that grey level."""
+  import json
+
+  from PIL import Image
+
+  from tests.test_pipeline import run_main, tiny_flags
+
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "rgb.npz", train=rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8),
+           test=rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8))
+  flags = tiny_flags(tmp_path, 2) + ["--config.data.dataset=ARRAY", f"--config.data.path={tmp_path / 'rgb.npz'}",
+                                     "--config.data.num_channels=3", "--config.training.batch_size=4"]
+  trained = run_main(flags + ["--mode=train"])
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  done = run_main(flags + ["--mode=sample", "--config.sampling.condition=colorize", "--config.sampling.method=pc",
+                           "--config.sampling.pc.num_steps=3", "--config.sampling.inpaint.n_particles=2",
+                           "--config.eval.num_samples=5", "--config.eval.batch_size=4"])
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(tmp_path / "samples" / "colorize_step_2.json") as f:
+    metrics = json.load(f)
+  assert (metrics["operator"], metrics["noise_std"], metrics["algorithm"]) == ("colour", 0.0, "smc")
+  assert metrics["n"] == 5 and metrics["m"] == 64 and metrics["nfe"] == 2 * (3 + 1)
+  assert metrics["consistency"] < 1e-5 and np.isfinite(metrics["psnr"])
+  with np.load(tmp_path / "samples" / "colorize_step_2.npz") as f:
+    samples, truth, observed = f["samples"], f["truth"], f["observed"]
+  assert samples.shape == truth.shape == (5, 8, 8, 3) and not np.allclose(samples, truth)
+  np.testing.assert_allclose(samples.mean(-1), truth.mean(-1), atol=1e-5)
+  np.testing.assert_allclose(observed, np.repeat(truth.mean(-1, keepdims=True), 3, axis=-1), atol=1e-6)
+  assert Image.open(metrics["picture"]).size == (4 * (5 * 9 + 1), 4 * (3 * 9 + 1))

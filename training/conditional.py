@@ -9,16 +9,15 @@ one by a noise-conditional classifier (``sampling.classifier_config`` / ``classi
 and the data set's class metrics (``evaluation.scorer_for(...).class_samples``; on the embedded digits, the
 share the digits classifier assigns to the requested class and a per-class digits FID beside its floor).
 
-``inpaint`` / ``colorize``:
-an unconditional model completes the unobserved part of the first ``eval.num_samples`` test images
-(``samplers.get_inpainter`` / ``get_colorizer`` with ``sampling.inpaint.algorithm`` and the step
-rule of ``sampling.method``). The run writes the completions, a picture whose rows are
-observed | completions | truth, and the data set's completion metrics (``...completions``; on the embedded
-digits, the share of completions the digits classifier assigns to the original digit's label).
-
-``inverse``: the same test images observed as y = A x + noise_std eps (``samplers.make_observation`` with
-``sampling.inverse.operator``, its parameters and ``noise_std``), solved by ``samplers.get_inverse_solver``
-with ``sampling.inverse.algorithm`` on the steps of ``sampling.method`` (``inverse_sample``).
+``inpaint`` / ``colorize`` / ``inverse``: an unconditional model conditioned on an observation y = A x +
+noise_std eps of the first ``eval.num_samples`` test images, all through one path (``solve_observed``:
+``samplers.get_inverse_solver`` on the steps of ``sampling.method``). ``inpaint`` and ``colorize`` are two of
+its operators, noise-free: the mask ``sampling.inpaint.mask`` and the grey level ("colour"), with the algorithm
+and options of ``sampling.inpaint`` (``conditional_sample``); ``inverse`` takes the operator, its parameters,
+``noise_std`` and the algorithm from ``sampling.inverse`` (``inverse_sample``). The run writes the samples, a
+picture whose rows are observed | samples | truth, PSNR, consistency with y and the data set's completion
+metrics (``...completions``; on the embedded digits, the share of completions the digits classifier assigns
+to the original digit's label).
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ from schema import (LABELLED_DATASETS, as_config, inpainter_arguments, inverse_a
 from training.images import save_grid, save_rows, to_unit_range
 from training.train import evaluation_state, setup
 
-CONDITION_KEY_OFFSET = 10**6 + 1          # fold_in(sample_key, .): apart from --mode sample's unconditional draws
-CLASS_KEY_OFFSET = 10**6 + 2              # ... and apart from the inpainting draws
+CONDITION_KEY_OFFSET = 10**6 + 1          # fold_in(sample_key, .): inpaint / colorize, apart from --mode sample's
+CLASS_KEY_OFFSET = 10**6 + 2              # ... class-conditional draws
 INVERSE_KEY_OFFSET = 10**6 + 3            # ... the inverse solver's draws
 NOISE_KEY_OFFSET = 10**6 + 4              # ... the observation noise eps of y = A x + noise_std eps
 CLASS_PICTURE_COLUMNS = 10                # samples shown per class
@@ -160,9 +159,21 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   return metrics.get("picture", os.path.join(folder, f"{name}.npz"))
 
 
+# ------------------------------------------------------------------------- conditioning on an observation
 def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> str:
-  """Inpaints or colorizes the test split's first eval.num_samples images with the newest checkpoint;
-  returns the picture's path. Writes <workdir>/<eval_folder>/<condition>_step_<N>.{npz,png,json}."""
+  """Inpaints, colorizes or solves ``sampling.inverse`` for the test split's first eval.num_samples images
+  with the newest checkpoint; returns the picture's path (or the npz's). Writes
+  <workdir>/<eval_folder>/<condition>_step_<N>.{npz,png,json}.
+
+  ``inpaint`` and ``colorize`` are inverse problems (``solve_observed``): the noise-free mask of
+  ``sampling.inpaint.mask`` (``samplers.make_observation("mask", ...)``) and the noise-free grey level ("colour"),
+  with the algorithm, method and options of ``sampling.inpaint`` (``schema.inpainter_arguments``). Their json
+  adds ``mask`` and ``observed_error`` (inpaint: the largest |completion - truth| on observed pixels, 0: kept
+  exactly) to the inverse metrics. ``inverse``: ``inverse_sample``.
+
+  Raises:
+    ValueError: not image data, colorize without 3 channels, or as ``solve_observed``.
+  """
   config = as_config(config)
   s = config.sampling
   if s.condition == "inverse":
@@ -173,37 +184,132 @@ def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> st
     raise ValueError(f"sampling.condition={s.condition!r} needs image data, got data.dataset={config.data.dataset!r}")
   if s.condition == "colorize" and run.data_shape[-1] != 3:
     raise ValueError(f"sampling.condition='colorize' needs data.num_channels=3, got {run.data_shape[-1]}")
-  state = evaluation_state(run, workdir)
+  operator, params = ("mask", {"mask": s.inpaint.mask}) if s.condition == "inpaint" else ("colour", {})
+  observation = samplers.make_observation(operator, run.data_shape, 0.0, **params)
+  extra = None
+  if s.condition == "inpaint":
+    one = image_mask(s.inpaint.mask, run.data_shape)                  # [H, W, C], 1: observed
+    extra = lambda samples, truth: dict(mask=s.inpaint.mask,
+                                        observed_error=float(np.max(np.abs((samples - truth) * one))))
+  return solve_observed(config, run, observation, workdir=workdir, eval_folder=eval_folder, condition=s.condition,
+                        operator=operator, params=params, method=method, algorithm=algorithm, options=options,
+                        section="sampling.inpaint", key_offset=CONDITION_KEY_OFFSET, extra_metrics=extra)
+
+
+def inverse_sample(config, workdir: str, eval_folder: str = "samples") -> str:
+  """Solves y = A x + noise_std eps (``samplers.make_observation`` with sampling.inverse's operator, its
+  parameters and noise_std) for the test split's first eval.num_samples images with the newest checkpoint by
+  ``samplers.get_inverse_solver`` with sampling.inverse.algorithm on the steps of sampling.method
+  (``solve_observed``); returns the picture's path (or the npz's). Writes
+  <workdir>/<eval_folder>/inverse_step_<N>.{npz,png,json}.
+
+  Raises:
+    ValueError: a bad operator parameter or algorithm option (the message names sampling.inverse's field).
+  """
+  config = as_config(config)
+  method, algorithm, options = inverse_arguments(config)
+  operator, noise_std, params = observation_arguments(config)
+  run = setup(config)
+  try:
+    observation = samplers.make_observation(operator, run.data_shape, noise_std, **params)
+  except ValueError as e:
+    raise _named(e, params, f"sampling.inverse.operator={operator!r}", "sampling.inverse") from None
+  return solve_observed(config, run, observation, workdir=workdir, eval_folder=eval_folder, condition="inverse",
+                        operator=operator, params=params, method=method, algorithm=algorithm, options=options,
+                        section="sampling.inverse", key_offset=INVERSE_KEY_OFFSET)
+
+
+def solve_observed(config, run, observation, *, workdir: str, eval_folder: str, condition: str, operator: str,
+                   params: dict, method: str | None, algorithm: str, options: dict, section: str, key_offset: int,
+                   extra_metrics=None) -> str:
+  """The one path of every condition given an observation: builds ``samplers.get_inverse_solver(run.sde,
+  shape, observation, algorithm, method, **options)``, observes the test split's first eval.num_samples images
+  (``observe``), compiles the jitted solver once, runs it in rounds of eval.batch_size (``in_rounds``), writes
+  <workdir>/<eval_folder>/<condition>_step_<N>.{npz,png,json} and computes the metrics.
+
+  Keys: y of image i uses the noise eps_i ~ N(0, I) of fold_in(fold_in(sample key, NOISE_KEY_OFFSET), i),
+  times noise_std (so every algorithm of a run's config sees the same y; noise-free, eps is drawn and
+  multiplied by 0). The solver's round r uses fold_in(fold_in(sample key, ``key_offset``), r): inverse passes
+  INVERSE_KEY_OFFSET; inpaint and colorize CONDITION_KEY_OFFSET, the offset they used before they were routed
+  here.
+
+  The npz holds samples, truth, y and ``observed`` (``observed_picture``: A^+ y); the picture's rows are
+  observed | samples | truth (16 images at most). The json's metrics: ``nfe`` (network evaluations per image,
+  particles included), ``m`` (observed coordinates), ``psnr`` (mean per-image PSNR of the samples to the
+  truth in [0, 1] pixels; ``psnr_observed`` the same of ``observed``), ``consistency`` (noise_std > 0: the
+  mean over images of ||y - A x|| / (noise_std sqrt(m)), ~1 for posterior samples; noise-free: the largest
+  |y - A x|), ``seconds_per_image`` (run time after compilation over the images; ``compile_s`` apart),
+  ``nonfinite_samples`` and, when every sample is finite, the data set's completion metrics (digits: the
+  classifier's label agreement, and per-class digits FID over its floor through ``class_samples`` with the
+  true labels).
+
+  Arguments:
+    config, run: the typed config and its ``training.train.setup``.
+    observation: a ``samplers.Observation`` of samples [B, *run.data_shape].
+    condition: names the files and the json's ``condition``.
+    operator, params: reported as the json's ``operator`` and ``params``.
+    method, algorithm, options: ``get_inverse_solver``'s.
+    section: the config section of the algorithm's options, named in error messages.
+    key_offset: the solver's key offset (see Keys).
+    extra_metrics: None, or ``(samples, truth) -> dict`` of json fields added to the metrics.
+
+  Returns:
+    The picture's path (the npz's for data that are not images).
+
+  Raises:
+    ValueError: a bad algorithm option or algorithm/method/noise pair (the message names ``section``).
+  """
   data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
   n = min(int(config.eval.num_samples), len(data))
   batch = min(int(config.eval.batch_size), n)
-  truth = data.examples(range(n))
   shape = (batch,) + run.data_shape
-  if s.condition == "inpaint":
-    one = image_mask(s.inpaint.mask, run.data_shape)                  # [H, W, C]
-    mask = np.broadcast_to(one, shape)
-    build = samplers.get_inpainter(run.sde, shape, method, algorithm, **options)
-    fn = jax.jit(lambda key, params, known: build(key, run.score_fn(params), known, mask))
-    observed_picture = lambda x: np.where(one > 0, x, -1.0 if config.data.centered else 0.0)   # unknown: black
-  else:
-    build = samplers.get_colorizer(run.sde, shape, method, algorithm, **options)
-    fn = jax.jit(lambda key, params, known: build(key, run.score_fn(params), known))
-    observed_picture = lambda x: np.repeat(np.mean(x, axis=-1, keepdims=True), 3, axis=-1)
-  key = jax.random.fold_in(run.sample_key, CONDITION_KEY_OFFSET)
-  samples, nfe = in_rounds(lambda k, known: fn(k, state.ema_params, known), key, truth, batch, s.condition)
+  try:
+    solve = samplers.get_inverse_solver(run.sde, shape, observation, algorithm, method, **options)
+  except ValueError as e:
+    raise _named(e, options, f"{section}.algorithm={algorithm!r}, sampling.method={method!r}", section) from None
+  state = evaluation_state(run, workdir)
+  truth = data.examples(range(n))
+  y, live = observe(observation, truth, jax.random.fold_in(run.sample_key, NOISE_KEY_OFFSET))
+  fn = jax.jit(lambda key, params, y: solve(key, run.score_fn(params), y))
+  key = jax.random.fold_in(run.sample_key, key_offset)
+  start = time.perf_counter()
+  compiled = fn.lower(key, state.ema_params, y[:batch]).compile()
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  samples, nfe = in_rounds(lambda k, rows: compiled(k, state.ema_params, rows), key, y, batch, condition)
+  seconds = time.perf_counter() - start
   folder = os.path.join(workdir, eval_folder)
   os.makedirs(folder, exist_ok=True)
-  name = f"{s.condition}_step_{int(state.step)}"
-  np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=samples, truth=truth)
-  shown = min(n, 16)
+  name = f"{condition}_step_{int(state.step)}"
+  observed = observed_picture(observation, y, truth.shape)
+  np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=samples, truth=truth, y=y, observed=observed)
   unit = lambda x: to_unit_range(x, bool(config.data.centered))
-  path = save_rows([unit(observed_picture(truth[:shown])), unit(samples[:shown]), unit(truth[:shown])],
-                   os.path.join(folder, f"{name}.png"), scale=4)
-  metrics = {"condition": s.condition, "algorithm": algorithm, "method": method, "nfe": int(nfe), "n": n,
-             "step": int(state.step), "picture": path}
-  if s.condition == "inpaint":
-    metrics.update(mask=s.inpaint.mask, observed_error=float(np.max(np.abs((samples - truth) * one))))
-  metrics.update(scorer_for(config, os.path.join(workdir, "eval")).completions(samples, np.arange(n)))
+  fitted = np.asarray(jax.jit(observation.forward)(jnp.asarray(samples)))
+  noise_std = observation.noise_std
+  metrics = {"condition": condition, "operator": operator, "noise_std": noise_std, "params": params,
+             "algorithm": algorithm, "method": method,
+             "options": {k: v for k, v in options.items() if k != "options"}, "nfe": int(nfe), "n": n,
+             "step": int(state.step), "m": int(live.sum()),
+             "psnr": float(np.mean(psnr(unit(samples), unit(truth)))),
+             "psnr_observed": float(np.mean(psnr(unit(observed), unit(truth)))),
+             "consistency": consistency(y, fitted, live, noise_std), "seconds_per_image": seconds / n,
+             "compile_s": compile_s}
+  if extra_metrics is not None:
+    metrics.update(extra_metrics(samples, truth))
+  path = os.path.join(folder, f"{name}.npz")
+  if samples.ndim == 4:
+    shown = min(n, 16)
+    path = metrics["picture"] = save_rows([unit(observed[:shown]), unit(samples[:shown]), unit(truth[:shown])],
+                                          os.path.join(folder, f"{name}.png"), scale=4)
+  metrics["nonfinite_samples"] = int(np.sum(~np.isfinite(samples.reshape(n, -1)).all(axis=1)))
+  if metrics["nonfinite_samples"]:                  # the feature metrics need finite images: reported as absent
+    logging.warning("%d of %d samples are not finite: no data set metrics", metrics["nonfinite_samples"], n)
+  else:
+    scorer = scorer_for(config, os.path.join(workdir, "eval"))
+    metrics.update(scorer.completions(samples, np.arange(n)))
+    if config.data.dataset in LABELLED_DATASETS:
+      per_class = scorer.class_samples(samples, data.labels(np.arange(n)))
+      metrics.update({k: per_class[k] for k in ("class_fid_over_floor", "per_class") if k in per_class})
   with open(os.path.join(folder, f"{name}.json"), "w") as f:
     json.dump(metrics, f, indent=1)
   logging.info("%s: %s", name, metrics)
@@ -211,7 +317,7 @@ def conditional_sample(config, workdir: str, eval_folder: str = "samples") -> st
   return path
 
 
-# ------------------------------------------------------------------------------------- inverse problems
+# ------------------------------------------------------------------------------------- helpers
 def observed_rows(observation, sample_shape: tuple, y_shape: tuple) -> np.ndarray:
   """1.0 where a coordinate of y [*y_shape] is observed (a nonzero row of A), else 0.0 (a mask's zeros).
 
@@ -231,13 +337,13 @@ def observe(observation, truth: np.ndarray, key: jax.Array) -> tuple[np.ndarray,
   return clean + observation.noise_std * np.asarray(eps) * live, live
 
 
-def _named(error: ValueError, fields: dict, context: str) -> ValueError:
-  """A library's message about one of sampling.inverse's ``fields`` as the config field's ("factor must ..."
-  -> "sampling.inverse.factor must ..."); other messages after ``context``."""
+def _named(error: ValueError, fields: dict, context: str, section: str) -> ValueError:
+  """A library's message about one of the config ``section``'s ``fields`` as the config field's ("factor must
+  ..." -> "sampling.inverse.factor must ..."); other messages after ``context``."""
   message = str(error)
   first = message.split(" ", 1)[0]
   if first in fields:
-    return ValueError(f"sampling.inverse.{message}")
+    return ValueError(f"{section}.{message}")
   return ValueError(f"{context}: {message}")
 
 
@@ -265,81 +371,3 @@ def psnr(x_unit: np.ndarray, truth_unit: np.ndarray) -> np.ndarray:
   """Per-image PSNR in dB of [0, 1] images (peak 1): 10 log10(1 / mse), [N] (mse floored at 1e-10: 100 dB)."""
   mse = np.mean((x_unit - truth_unit).reshape(len(x_unit), -1) ** 2, axis=1)
   return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))
-
-
-def inverse_sample(config, workdir: str, eval_folder: str = "samples") -> str:
-  """Solves y = A x + noise_std eps for the test split's first eval.num_samples images with the newest
-  checkpoint; returns the picture's path (or the npz's). Writes <workdir>/<eval_folder>/inverse_step_<N>.
-  {npz,png,json}.
-
-  y of image i uses the noise eps_i ~ N(0, I) of fold_in(fold_in(sample key, NOISE_KEY_OFFSET), i): every
-  algorithm of a run's config sees the same y. The metrics: ``nfe`` (network evaluations per image,
-  particles included), ``psnr`` (mean per-image PSNR of the samples to the truth in [0, 1] pixels;
-  ``psnr_observed`` the same of ``observed_picture``), ``consistency`` (noise_std > 0: the mean over images of
-  ||y - A x|| / (noise_std sqrt(m)), m observed coordinates, ~1 for posterior samples; noise-free: the
-  largest |y - A x|), ``seconds_per_image`` (run time after compilation over the images; ``compile_s``
-  apart), ``nonfinite_samples`` and, when every sample is finite, the data set's completion metrics
-  (digits: the classifier's label agreement, and per-class digits FID over its floor through
-  ``class_samples`` with the true labels).
-  """
-  config = as_config(config)
-  method, algorithm, options = inverse_arguments(config)
-  operator, noise_std, params = observation_arguments(config)
-  run = setup(config)
-  try:
-    observation = samplers.make_observation(operator, run.data_shape, noise_std, **params)
-  except ValueError as e:
-    raise _named(e, params, f"sampling.inverse.operator={operator!r}") from None
-  data = get_dataset(config.data, "test", evaluation=True, seed=int(config.seed))
-  n = min(int(config.eval.num_samples), len(data))
-  batch = min(int(config.eval.batch_size), n)
-  shape = (batch,) + run.data_shape
-  try:
-    solve = samplers.get_inverse_solver(run.sde, shape, observation, algorithm, method, **options)
-  except ValueError as e:
-    raise _named(e, options, f"sampling.inverse.algorithm={algorithm!r}, sampling.method={method!r}") from None
-  state = evaluation_state(run, workdir)
-  truth = data.examples(range(n))
-  y, live = observe(observation, truth, jax.random.fold_in(run.sample_key, NOISE_KEY_OFFSET))
-  fn = jax.jit(lambda key, params, y: solve(key, run.score_fn(params), y))
-  key = jax.random.fold_in(run.sample_key, INVERSE_KEY_OFFSET)
-  start = time.perf_counter()
-  compiled = fn.lower(key, state.ema_params, y[:batch]).compile()
-  compile_s = time.perf_counter() - start
-  start = time.perf_counter()
-  samples, nfe = in_rounds(lambda k, rows: compiled(k, state.ema_params, rows), key, y, batch, "inverse")
-  seconds = time.perf_counter() - start
-  folder = os.path.join(workdir, eval_folder)
-  os.makedirs(folder, exist_ok=True)
-  name = f"inverse_step_{int(state.step)}"
-  observed = observed_picture(observation, y, truth.shape)
-  np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=samples, truth=truth, y=y, observed=observed)
-  unit = lambda x: to_unit_range(x, bool(config.data.centered))
-  fitted = np.asarray(jax.jit(observation.forward)(jnp.asarray(samples)))
-  metrics = {"condition": "inverse", "operator": operator, "noise_std": noise_std, "params": params,
-             "algorithm": algorithm, "method": method,
-             "options": {k: v for k, v in options.items() if k != "options"}, "nfe": int(nfe), "n": n,
-             "step": int(state.step), "m": int(live.sum()),
-             "psnr": float(np.mean(psnr(unit(samples), unit(truth)))),
-             "psnr_observed": float(np.mean(psnr(unit(observed), unit(truth)))),
-             "consistency": consistency(y, fitted, live, noise_std), "seconds_per_image": seconds / n,
-             "compile_s": compile_s}
-  path = os.path.join(folder, f"{name}.npz")
-  if samples.ndim == 4:
-    shown = min(n, 16)
-    path = metrics["picture"] = save_rows([unit(observed[:shown]), unit(samples[:shown]), unit(truth[:shown])],
-                                          os.path.join(folder, f"{name}.png"), scale=4)
-  metrics["nonfinite_samples"] = int(np.sum(~np.isfinite(samples.reshape(n, -1)).all(axis=1)))
-  if metrics["nonfinite_samples"]:                  # the feature metrics need finite images: reported as absent
-    logging.warning("%d of %d samples are not finite: no data set metrics", metrics["nonfinite_samples"], n)
-  else:
-    scorer = scorer_for(config, os.path.join(workdir, "eval"))
-    metrics.update(scorer.completions(samples, np.arange(n)))
-    if config.data.dataset in LABELLED_DATASETS:
-      per_class = scorer.class_samples(samples, data.labels(np.arange(n)))
-      metrics.update({k: per_class[k] for k in ("class_fid_over_floor", "per_class") if k in per_class})
-  with open(os.path.join(folder, f"{name}.json"), "w") as f:
-    json.dump(metrics, f, indent=1)
-  logging.info("%s: %s", name, metrics)
-  print(json.dumps(metrics))
-  return path
