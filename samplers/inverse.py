@@ -95,7 +95,7 @@ class DDRMStepper:
     self.nfe, self.step_nfe = options.num_steps, 1
 
   def times(self):
-    return jnp.linspace(self.sde.T, self.t_min, self.o.num_steps)
+    return jnp.linspace(self.sde.t_end, self.t_min, self.o.num_steps)
 
   def _tau(self):
     s = self.sp.s

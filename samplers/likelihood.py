@@ -91,7 +91,7 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, t_min
       drift_fn = lambda v: rsde.sde(v, common.full_time(t, batch))[0]
       return drift_and_divergence(drift_fn, y, probes, divergence)
 
-    (z, delta), nfe = solve(vector_field, (x, jnp.zeros(batch)), t_min, sde.T, solver=solver, rtol=rtol,
+    (z, delta), nfe = solve(vector_field, (x, jnp.zeros(batch)), t_min, sde.t_end, solver=solver, rtol=rtol,
                             atol=atol, num_steps=num_steps, max_steps=max_steps, adjoint=adjoint)
     return sde.prior_logp(z) + delta, z, nfe
 

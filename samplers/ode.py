@@ -144,7 +144,7 @@ def get_ode_sampler(sde: SDE, shape, options: ODEOptions | None = None, **overri
   def sample_fn(key: jax.Array, score_fn: ScoreFn):
     x = steps.prior_draw(sde, shape, common.per_sample_keys(key, batch))
     rsde = sde.reverse(score_fn, probability_flow=True)
-    x, nfe = solve(lambda t, y: rsde.sde(y, common.full_time(t, batch))[0], x, sde.T, t_min, solver=o.solver,
+    x, nfe = solve(lambda t, y: rsde.sde(y, common.full_time(t, batch))[0], x, sde.t_end, t_min, solver=o.solver,
                    rtol=o.rtol, atol=o.atol, num_steps=o.num_steps, max_steps=o.max_steps, adjoint=o.adjoint)
     if o.denoise:
       x, nfe = common.tweedie_denoise(sde, score_fn, x, common.full_time(t_min, batch)), nfe + 1

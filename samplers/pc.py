@@ -212,7 +212,7 @@ class PCStepper:
   def times(self):
     if self.options.ladder:
       return self.sde.discrete_time(jnp.arange(self.N - 1, -2, -1))
-    return jnp.linspace(self.sde.T, self.t_min, self.N + 1)
+    return jnp.linspace(self.sde.t_end, self.t_min, self.N + 1)
 
   def init(self, score_fn, x, keys):
     return x, x

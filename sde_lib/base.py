@@ -59,6 +59,13 @@ class SDE(abc.ABC):
   def __init__(self, N: int):
     self.N = check_positive_int("N", N)
 
+  @property
+  def t_end(self) -> float:
+    """The last time at which the process moves: T, or earlier for a process held still after it
+    (``ScheduleSDE``). The marginal at T is that of t_end, so samplers and the likelihood integrate from t_end.
+    """
+    return self.T
+
   # ----------------------------------------------------------------- closed forms (subclasses)
   @abc.abstractmethod
   def marginal_coefs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -97,6 +104,13 @@ class SDE(abc.ABC):
     """Mean a(t) x (shaped like x) and std s(t) ([B]) of the perturbation kernel p_0t(x(t) | x)."""
     a, s = self.marginal_coefs(t)
     return batch_broadcast(a, x) * x, s
+
+  def marginal_rates(self, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(a, s, da/dt, ds/dt) at t, each shaped like t (forward-mode autodiff of ``marginal_coefs``): the
+    coefficients of the velocity v = a' x(0) + s' z of x(t) = a x(0) + s z (``models.get_score_fn``)."""
+    t = jnp.asarray(t, jnp.float32)
+    (a, s), (da, ds) = jax.jvp(self.marginal_coefs, (t,), (jnp.ones_like(t),))
+    return a, s, da, ds
 
   def sigma(self, t: jax.Array) -> jax.Array:
     """Noise level sigma(t) = s(t)/a(t): x(t)/a(t) = x(0) + sigma(t) z (EDM, Karras et al. 2022 eq. 10)."""
