@@ -22,8 +22,9 @@ def key():
 
 
 def all_sdes(N: int = 1000):
-  """One instance of every SDE with score_sde's CIFAR-10 parameters."""
-  return [sde_lib.VESDE(0.01, 50.0, N), sde_lib.VPSDE(0.1, 20.0, N), sde_lib.subVPSDE(0.1, 20.0, N)]
+  """One instance of every SDE with score_sde's CIFAR-10 parameters, and rectified flow."""
+  return [sde_lib.VESDE(0.01, 50.0, N), sde_lib.VPSDE(0.1, 20.0, N), sde_lib.subVPSDE(0.1, 20.0, N),
+          sde_lib.RectifiedFlow(N)]
 
 
-SDE_IDS = ["ve", "vp", "subvp"]
+SDE_IDS = ["ve", "vp", "subvp", "rf"]

@@ -193,7 +193,7 @@ def test_class_log_likelihood_gradient(key):
   n = 8
   x = jax.random.normal(k1, (3 * n, 3))
   t = jax.random.uniform(k2, (n,), minval=0.05, maxval=0.5)
-  a, s = (jnp.concatenate(v) for v in zip(*(sde.marginal_coefs(t) for sde in all_sdes())))    # [3 n]
+  a, s = (jnp.concatenate(v) for v in zip(*(sde.marginal_coefs(t) for sde in all_sdes()[:3])))    # [3 n]
   comps = [1, 2]
   r = g.restrict(comps)
   h = 1e-2

@@ -36,7 +36,8 @@ def test_marginal_prob_matches_simulated_forward_sde(sde, key):
   if isinstance(sde, sde_lib.VESDE):
     # score_sde's VE kernel N(x, sigma(t)^2) counts sigma_min^2 of noise already present at t = 0.
     x0 = x0 + sde.sigma_min * jax.random.normal(jax.random.key(1), x0.shape)
-  times = [0.1, 0.5, 1.0]
+  # a held schedule's SDE is stiff just before it is held (RF: f = -x / (1 - t)): simulated up to 0.9 there
+  times = [0.1, 0.5, 1.0 if getattr(sde, "t_end", sde.T) == sde.T else 0.9]
   states = _simulate_forward(sde, key, x0, n_steps, [round(t * n_steps) for t in times])
   for t, x in zip(times, states):
     mean, std = sde.marginal_prob(jnp.full((1, 1), x_data), jnp.array([t]))
@@ -63,12 +64,13 @@ def test_sigma_and_its_inverse(sde):
   t = jnp.linspace(0.01, 1.0, 50)
   a, s = sde.marginal_coefs(t)
   np.testing.assert_allclose(sde.sigma(t), s / a, rtol=1e-6)
-  np.testing.assert_allclose(sde.t_from_sigma(sde.sigma(t)), t, rtol=2e-4, atol=1e-5)
+  held = jnp.minimum(t, getattr(sde, "t_end", sde.T))       # a held schedule's sigma is constant after t_end
+  np.testing.assert_allclose(sde.t_from_sigma(sde.sigma(t)), held, rtol=2e-4, atol=1e-5)
 
 
 def test_closed_forms_of_each_sde():
   t = jnp.array([0.3])
-  ve, vp, subvp = SDES
+  ve, vp, subvp = SDES[:3]
   assert np.allclose(ve.sigma(t), 0.01 * 5000**0.3)
   assert np.allclose(ve.diffusion(t), 0.01 * 5000**0.3 * np.sqrt(2 * np.log(5000)))
   b = 0.1 * 0.3 + 0.5 * 0.09 * 19.9
@@ -90,7 +92,7 @@ def _chain_marginal(sde):
   return a, np.sqrt(var)
 
 
-@pytest.mark.parametrize("cls", [sde_lib.VESDE, sde_lib.VPSDE, sde_lib.subVPSDE], ids=SDE_IDS)
+@pytest.mark.parametrize("cls", [sde_lib.VESDE, sde_lib.VPSDE, sde_lib.subVPSDE], ids=SDE_IDS[:3])
 def test_discretize_reproduces_marginal_at_T(cls):
   errors = []
   for n in (100, 1000):
@@ -106,7 +108,7 @@ def test_discretize_reproduces_marginal_at_T(cls):
 
 
 def test_discrete_chains_are_smld_and_ddpm():
-  ve, vp, subvp = SDES
+  ve, vp, subvp = SDES[:3]
   i = jnp.array([0, 1, 500, 999])
   t = ve.discrete_time(i)
   sig = np.exp(np.linspace(np.log(0.01), np.log(50.0), 1000))
@@ -117,7 +119,7 @@ def test_discrete_chains_are_smld_and_ddpm():
   alpha, v = vp.transition_coefs(t)
   np.testing.assert_allclose(alpha, np.sqrt(1 - betas[i]), rtol=1e-6)
   np.testing.assert_allclose(v, betas[i], rtol=2e-3)
-  for sde in SDES[1:]:
+  for sde in SDES[1:3]:
     np.testing.assert_allclose(sde.langevin_alpha(t), 1 - betas[i], rtol=1e-6)
   assert np.all(np.asarray(subvp.transition_coefs(ve.discrete_time(jnp.arange(1000)))[1]) > 0)
 
