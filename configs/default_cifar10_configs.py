@@ -23,6 +23,7 @@ def get_default_configs():
   training.continuous = True                 # continuous-time DSM (else the discrete SMLD/DDPM ladder)
   training.reduce_mean = False               # mean over dimensions (else half the sum)
   training.likelihood_weighting = False      # lambda(t) = g(t)^2 (else the kernel variance)
+  training.weighting = "score"               # lambda(t): score (s^2), likelihood (g^2), velocity (flow matching)
   training.steps_per_call = 1                # optimisation steps per jitted call (lax.scan)
   training.t_min = 1e-5                      # the loss's smallest time
   training.task = "score"                    # score | classifier (a noise-conditional classifier, model.name=classifier)

@@ -5,6 +5,8 @@ and score = -output / s(t); on VE it predicts the score, divided by sigma when `
 (score_sde divides inside the network; here the network stays SDE-agnostic and the division is
 done below -- the same function). ``"epsilon"`` takes that noise prediction on every SDE.
 ``"edm"`` is Karras et al.'s preconditioning (2022, Table 1) in the scaled variable x / a(t).
+``"velocity"``: the network predicts v = a'(t) x(0) + s'(t) z, the probability-flow drift (flow matching; the
+conversion is ``sde_lib.parameterization.score_from_velocity``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import jax
 import jax.numpy as jnp
 
 from sde_lib import SDE, batch_broadcast
+from sde_lib.parameterization import score_from_velocity
 
 # score_sde's continuous VP labels: t in [0, 1] stretched to DDPM's 1000-step range [0, 999].
 VP_CONTINUOUS_LABEL_SCALE = 999.0
-PARAMETERIZATIONS = ("reference", "epsilon", "edm")
+PARAMETERIZATIONS = ("reference", "epsilon", "edm", "velocity")
 
 
 def noise_labels(sde: SDE, t: jax.Array, continuous: bool) -> jax.Array:
@@ -67,10 +70,12 @@ def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous: bool = Tru
     train, rngs: passed to apply_fn (dropout during training).
 
   Raises:
-    ValueError: an unknown parameterization.
+    ValueError: an unknown parameterization; "velocity" with continuous=False.
   """
   if parameterization not in PARAMETERIZATIONS:
     raise ValueError(f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {parameterization!r}")
+  if parameterization == "velocity" and not continuous:
+    raise ValueError("parameterization 'velocity' needs a continuous-time model (training.continuous=True)")
   coefs = sde.marginal_coefs if continuous else (lambda t: discrete_coefs(sde, t))
 
   def network(x, t):
@@ -89,6 +94,8 @@ def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous: bool = Tru
       residual = -batch_broadcast(jnp.square(sigma) / norm2, x) * x_hat + batch_broadcast(c_out, x) * out   # D - x_hat
       return residual / batch_broadcast(jnp.square(sigma) * a, x)
     out = network(x, t)
+    if parameterization == "velocity":
+      return score_from_velocity(sde, x, t, out)
     if parameterization == "epsilon" or not sde.variance_exploding:
       return -out / batch_broadcast(s, x)                                  # eps-prediction: score = -eps / s
     return out / batch_broadcast(s, x) if scale_by_sigma else out          # VE: s = sigma

@@ -80,6 +80,20 @@ def euler_maruyama(sde, score_fn, x, t, t_next, noise, probability_flow):
   return x_mean + batch_broadcast(g * jnp.sqrt(-dt), x) * noise, x_mean
 
 
+def scaled_euler_maruyama(noise_scale: float) -> FunctionPredictor:
+  """Euler-Maruyama on the reverse SDE with diffusion eta g(t), eta = noise_scale (``sde_lib.ReverseSDE``):
+  x' = x + [f - (1 + eta^2)/2 g^2 s] dt + eta g sqrt(|dt|) z. eta = 1 is ``euler_maruyama``, eta = 0 its
+  probability-flow step."""
+
+  def step(sde, score_fn, x, t, t_next, noise, probability_flow):
+    dt = t_next - t
+    drift, w = sde.reverse(score_fn, probability_flow, noise_scale).sde(x, t)
+    x_mean = x + drift * batch_broadcast(dt, x)
+    return x_mean + batch_broadcast(w * jnp.sqrt(-dt), x) * noise, x_mean
+
+  return FunctionPredictor(step, nfe=1, supports_probability_flow=True, supports_ladder=False)
+
+
 def reverse_diffusion(sde, score_fn, x, t, t_next, noise, probability_flow):
   """The reverse of the forward step t_next -> t: x' = x - [f - G^2 s] + G z (Song et al. 2021 eq. 46)."""
   rev_f, rev_G = sde.reverse(score_fn, probability_flow).discretize(x, t, t_next)
@@ -170,7 +184,9 @@ class PCOptions(checks.Options):
   n_steps_each). num_steps: predictor steps (None: the SDE's N). t_min: the last time, in (0, T).
   denoise: finish with x = E[x(0) | x(t_min)] (1 NFE). probability_flow: predict with the probability-flow
   ODE. langevin_step_rule: "batch" (score_sde's batch-averaged step size) or "expected" (batch-independent).
-  ladder: step on the SDE's discrete ladder (discrete-time models). checkpoint: rematerialise each step in
+  ladder: step on the SDE's discrete ladder (discrete-time models). noise_scale: (euler_maruyama only) eta of
+  the reverse SDE with diffusion eta g(t), the sampling noise chosen after training (None: 1, the reverse SDE;
+  0: the probability-flow ODE). checkpoint: rematerialise each step in
   the backward pass (``jax.checkpoint``: one state per step stored instead of the network's activations).
   """
 
@@ -184,6 +200,7 @@ class PCOptions(checks.Options):
   probability_flow: bool = checks.spec(False, checks.boolean)
   langevin_step_rule: str = checks.spec("batch", checks.choice(*LANGEVIN_STEP_RULES))
   ladder: bool = checks.spec(False, checks.boolean)
+  noise_scale: float | None = checks.spec(None, checks.optional(checks.number(0.0)))
   checkpoint: bool = checks.spec(False, checks.boolean)
 
 
@@ -195,6 +212,10 @@ class PCStepper:
     self.sde, self.shape, self.options = sde, common.check_shape(shape), options
     o = options
     self.pred = o.predictor if not isinstance(o.predictor, str) else PREDICTORS[o.predictor]
+    if o.noise_scale is not None:
+      if o.predictor != "euler_maruyama":
+        raise ValueError(f"noise_scale needs predictor='euler_maruyama', got predictor={o.predictor!r}")
+      self.pred = scaled_euler_maruyama(o.noise_scale)
     self.corr = o.corrector if not isinstance(o.corrector, str) else CORRECTORS[o.corrector]
     self.N = sde.N if o.num_steps is None else o.num_steps
     self.t_min = common.check_t_min(sde, o.t_min)
@@ -264,7 +285,8 @@ class PCStepper:
     if name == "reverse_diffusion":
       std = self.sde.discretize(x, t, t_next)[1]                     # rev_G = G (eq. 46)
     elif name == "euler_maruyama":
-      std = self.sde.sde(x, t)[1] * jnp.sqrt(t - t_next)             # g(t) sqrt(|dt|) (seed 004 eq. 3)
+      eta = 1.0 if self.options.noise_scale is None else self.options.noise_scale
+      std = eta * self.sde.sde(x, t)[1] * jnp.sqrt(t - t_next)       # eta g(t) sqrt(|dt|) (seed 004 eq. 3)
     else:
       std = self.sde.ancestral_step_coefs(t, t_next)[2]              # the DDPM posterior std
     return mean, std

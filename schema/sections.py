@@ -76,6 +76,9 @@ class Training(Section):
   continuous: bool = spec(True, boolean)
   reduce_mean: bool = spec(False, boolean)
   likelihood_weighting: bool = spec(False, boolean)
+  # the loss's lambda(t) (sde_lib.get_loss_fn): "score" s^2, "likelihood" g^2 (as likelihood_weighting=True),
+  # "velocity" the conditional flow-matching loss |v_theta - v|^2
+  weighting: str = spec("score", choice(*sde_lib.losses.WEIGHTINGS))
   steps_per_call: int = spec(1, POSITIVE, ("n_jitted_steps",))
   t_min: float = spec(1e-5, TIME_FLOOR)                        # the loss's smallest time
   # A class-conditional network (model.num_classes > 0): the share of labels replaced by the null label,

@@ -209,38 +209,51 @@ class SDE(abc.ABC):
     return jnp.square(alpha)
 
   # ------------------------------------------------------------------------------- reverse
-  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
-    """The reverse-time SDE (Song et al. 2021 eq. 6) or, if ``probability_flow``, the ODE (eq. 13)."""
-    return ReverseSDE(self, score_fn, probability_flow)
+  def reverse(self, score_fn: ScoreFn, probability_flow: bool = False, noise_scale: float | None = None) -> "ReverseSDE":
+    """The reverse-time SDE (Song et al. 2021 eq. 6) or, if ``probability_flow``, the ODE (eq. 13); with
+    ``noise_scale`` eta, the member of their family with diffusion eta g(t) (``ReverseSDE``)."""
+    return ReverseSDE(self, score_fn, probability_flow, noise_scale)
 
 
 @dataclasses.dataclass(frozen=True)
 class ReverseSDE:
-  """dx = [f - c g^2 score] dt + [c=1: g, c=1/2: 0] dw-bar, integrated from T down to 0.
+  """dx = [f - c g^2 score] dt + eta g dw-bar with c = (1 + eta^2) / 2, integrated from T down to 0.
 
-  c = 1 for the reverse SDE (Song et al. 2021 eq. 6, Anderson 1982), c = 1/2 and no noise for
-  the probability-flow ODE (eq. 13).
+  Every eta >= 0 has the forward process's marginals (Karras et al. 2022 eq. 6; SiT, Ma et al. 2024, eq. 9 with
+  w = eta^2 g^2 / 2): eta = 1 (the default) is the reverse SDE (Song et al. 2021 eq. 6, Anderson 1982),
+  eta = 0 (or ``probability_flow``) the probability-flow ODE (eq. 13); the sampling noise is chosen after
+  training. ``discretize`` (the ladder's reverse step) exists for eta in {0, 1} only.
   """
 
   forward: SDE
   score_fn: ScoreFn
   probability_flow: bool = False
+  noise_scale: float | None = None
+
+  @property
+  def _eta(self) -> float:
+    if self.probability_flow:
+      return 0.0
+    return 1.0 if self.noise_scale is None else float(self.noise_scale)
 
   @property
   def _c(self) -> float:
-    return 0.5 if self.probability_flow else 1.0
+    return 0.5 * (1.0 + self._eta**2)
 
   def sde(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Reverse drift (shaped like x) and diffusion ([B]; zeros for the probability flow)."""
+    """Reverse drift (shaped like x) and diffusion eta g ([B]; zeros for the probability flow)."""
     drift, g = self.forward.sde(x, t)
     drift = drift - self._c * batch_broadcast(jnp.square(g), x) * self.score_fn(x, t)
-    return drift, jnp.zeros_like(g) if self.probability_flow else g
+    return drift, jnp.zeros_like(g) if self._eta == 0 else self._eta * g
 
   def discretize(self, x: jax.Array, t: jax.Array, t_prev: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """One reverse step of the chain: x_{t_prev} = x_t - rev_f + rev_G z (Song et al. 2021 eq. 46).
 
     rev_f = f - c G^2 score with (f, G) = forward.discretize(x, t, t_prev); rev_G = G (0 for the flow).
     """
+    if self._eta not in (0.0, 1.0):
+      raise ValueError(f"the reverse step of the chain exists for the reverse SDE and the probability flow only, "
+                       f"got noise_scale={self.noise_scale!r}")
     f, G = self.forward.discretize(x, t, t_prev)
     rev_f = f - self._c * batch_broadcast(jnp.square(G), x) * self.score_fn(x, t)
     return rev_f, jnp.zeros_like(G) if self.probability_flow else G

@@ -18,11 +18,13 @@ import jax.numpy as jnp
 
 from sde_lib import checks
 from sde_lib.base import SDE, ScoreFn, batch_broadcast, check_positive_int
+from sde_lib.parameterization import velocity_weight
 
 LossFn = Callable[[jax.Array, ScoreFn, jax.Array], jax.Array]
 
 METHODS = ("dsm", "ssm")
 PROJECTIONS = ("rademacher", "gaussian")
+WEIGHTINGS = ("score", "likelihood", "velocity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,7 @@ def get_per_example_loss_fn(
     continuous: bool = True,
     reduce_mean: bool = False,
     likelihood_weighting: bool = False,
+    weighting: str | None = None,
     t_min: float = 1e-5,
     projection: str = "rademacher",
     n_projections: int = 1,
@@ -84,7 +87,11 @@ def get_per_example_loss_fn(
       ladder loss over N levels: on VE this is the SMLD/NCSN loss with lambda(sigma_i) = sigma_i^2
       (Song & Ermon 2019 eq. 6), on VP the DDPM epsilon loss (Ho et al. 2020 eq. 14).
     reduce_mean: average over data dimensions instead of half the sum.
-    likelihood_weighting: lambda(t) = g(t)^2 (Song et al. 2021b, Thm. 1) instead of s(t)^2.
+    weighting: lambda(t) of J = E[lambda/2 |s_theta - target|^2]: "score" s(t)^2 (Song et al. 2021 eq. 7's
+      default), "likelihood" g(t)^2 (Song et al. 2021b, Thm. 1), or "velocity" s^2 ((a s' - a' s) / a)^2, under
+      which J is half the conditional flow-matching loss E|v_theta - (a' x0 + s' z)|^2 (Lipman et al. 2023
+      eq. 23) of the model's velocity (``sde_lib.parameterization.velocity_weight``).
+    likelihood_weighting: True is weighting="likelihood" (score_sde's flag).
     t_min: smallest time, in (0, T) (``eps``: its former name, still accepted).
     projection, n_projections, variance_reduction: the ``"ssm"`` projections v (Rademacher or
       Gaussian, E[v v^T] = I), how many per example, and whether 1/2|s|^2 is computed in closed
@@ -96,19 +103,25 @@ def get_per_example_loss_fn(
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  if likelihood_weighting and weighting not in (None, "likelihood"):
+    raise ValueError(f"likelihood_weighting=True is weighting='likelihood', got weighting={weighting!r} too")
+  weighting = "likelihood" if likelihood_weighting else (weighting or "score")
+  checks.check_choice("weighting", weighting, WEIGHTINGS)
   t_min = checks.check_time("t_min", t_min if eps is None else eps, sde.T)
   if projection not in PROJECTIONS:
     raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
   check_positive_int("n_projections", n_projections)
-  if not continuous and (method != "dsm" or likelihood_weighting):
+  if not continuous and (method != "dsm" or weighting != "score"):
     raise ValueError("continuous=False (the discrete SMLD/DDPM ladder loss) supports method='dsm' "
-                     f"without likelihood_weighting, got method={method!r}, likelihood_weighting={likelihood_weighting!r}")
+                     f"with weighting='score', got method={method!r}, weighting={weighting!r}")
 
   def weight(p: Perturbation) -> jax.Array:
     """lambda(t) / s(t)^2 -- the losses below are written premultiplied by s^2."""
-    if not likelihood_weighting:
-      return jnp.ones_like(p.s)
-    return jnp.square(sde.diffusion(p.t) / p.s)
+    if weighting == "velocity":
+      return velocity_weight(sde, p.t)
+    if weighting == "likelihood":
+      return jnp.square(sde.diffusion(p.t) / p.s)
+    return jnp.ones_like(p.s)
 
   def dsm(key, score_fn, x):
     # lambda/2 |score + z/s|^2 = (lambda/s^2)/2 |s score + z|^2   (target = grad log N(x_t; a x, s^2) = -z/s)

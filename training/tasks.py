@@ -46,18 +46,21 @@ class ScoreTask:
   """
 
   def __init__(self, sde: sde_lib.SDE, score_fn_of: Callable, *, continuous: bool = True, reduce_mean: bool = False,
-               likelihood_weighting: bool = False, t_min: float = 1e-5, num_classes: int = 0,
-               label_dropout: float = 0.0):
+               likelihood_weighting: bool = False, weighting: str | None = None, t_min: float = 1e-5,
+               num_classes: int = 0, label_dropout: float = 0.0):
     self.score_fn_of = score_fn_of
     self.num_classes, self.label_dropout = int(num_classes), float(label_dropout)
     self.loss_fn = sde_lib.get_loss_fn(sde, continuous=continuous, reduce_mean=reduce_mean,
-                                       likelihood_weighting=likelihood_weighting, t_min=t_min)
+                                       likelihood_weighting=likelihood_weighting, weighting=weighting,
+                                       t_min=t_min)
 
   @classmethod
   def from_run(cls, run) -> ScoreTask:
     tc = run.config.training
     return cls(run.sde, run.score_fn, continuous=tc.continuous, reduce_mean=tc.reduce_mean,
-               likelihood_weighting=tc.likelihood_weighting, t_min=tc.t_min, num_classes=run.config.num_classes,
+               likelihood_weighting=tc.likelihood_weighting, t_min=tc.t_min,
+               weighting=None if tc.likelihood_weighting and tc.weighting == "score" else tc.weighting,
+               num_classes=run.config.num_classes,
                label_dropout=tc.label_dropout)
 
   def objective(self, params, batch, key: jax.Array, train: bool) -> jax.Array:
