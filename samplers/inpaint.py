@@ -145,22 +145,18 @@ def prepare_observed(sde: SDE, observation: Observation, y: jax.Array, shape, pr
   proj, data, sp = projector if projector is not None else observation.as_projector(shape)
   tau = 0.0
   if observation.noise_std > 0:
-    tau = jnp.broadcast_to(jnp.where(sp.s > 0, observation.noise_std / jnp.where(sp.s > 0, sp.s, 1.0), 0.0),
-                           (shape[0], math.prod(shape[1:])))
+    tau = jnp.broadcast_to(sp.noise_levels(observation.noise_std), (shape[0], math.prod(shape[1:])))
   return _Observed(sde, proj, data(y), shape, tau)
 
 
-class ResampleStepper:
+class ResampleStepper(steps.WrappedStepper):
   """replacement (``n_resample`` = 1) and RePaint as a ``steps.Stepper`` around a method's stepper."""
 
   def __init__(self, inner, observed: _Observed, n_resample: int):
-    self.inner, self.observed, self.U = inner, observed, n_resample
-    self.sde, self.shape = inner.sde, inner.shape
-    self.start, self.stop, self.checkpoint = inner.start, inner.stop, inner.checkpoint
+    super().__init__(inner)
+    self.observed, self.U = observed, n_resample
     self.nfe = inner.nfe + (n_resample - 1) * (inner.stop - inner.start) * inner.step_nfe
-
-  def times(self):
-    return self.inner.times()
+    self.step_nfe = n_resample * inner.step_nfe
 
   def init(self, score_fn, x, keys):
     x = self.observed.impose(x, keys, self.times()[0], (0, 0))               # a consistent x(T)
@@ -186,15 +182,6 @@ class ResampleStepper:
       return inner.with_x(state, k, back), nxt
 
     return jax.lax.fori_loop(0, self.U, redo, (state, state))[1]
-
-  def x_of(self, state, k):
-    return self.inner.x_of(state, k)
-
-  def with_x(self, state, k, x):
-    return self.inner.with_x(state, k, x)
-
-  def denoised_of(self, state):
-    return self.inner.denoised_of(state)
 
   def finish(self, score_fn, state, keys):
     return self.observed.obs.replace_observed(self.inner.finish(score_fn, state, keys), self.observed.y)

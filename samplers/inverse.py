@@ -98,8 +98,7 @@ class DDRMStepper:
     return jnp.linspace(self.sde.t_end, self.t_min, self.o.num_steps)
 
   def _tau(self):
-    s = self.sp.s
-    return jnp.where(s > 0, self.noise_std / jnp.where(s > 0, s, 1.0), jnp.inf)
+    return self.sp.noise_levels(self.noise_std, jnp.inf)
 
   def _eps(self, keys, k):
     return self.sp.vt(inpaint._noise(keys, (DDRM_STREAM, k), self.shape))
@@ -146,24 +145,17 @@ class DDRMStepper:
     return self.sp.v(self._update(score_fn, x, self.times()[self.stop], zero, jnp.zeros_like(self.y_bar)))
 
 
-class DPSStepper:
+class DPSStepper(steps.WrappedStepper):
   """DPS (Chung et al. 2023, Alg. 1) around a method's stepper: each step k -> k + 1 is the method's, then
   x_{k+1} -= step_size grad_{x_k} ||y - A D(x_k)|| (the authors' code steps by the norm's gradient, i.e. Alg.
   1's zeta_i = step_size / ||y - A D(x_k)|| times the squared norm's). One extra network evaluation (with its
   backward pass) per step."""
 
   def __init__(self, inner, observation: Observation, y: jax.Array, step_size: float):
-    self.inner, self.obs, self.y, self.step_size = inner, observation, y, step_size
-    self.sde, self.shape = inner.sde, inner.shape
-    self.start, self.stop, self.checkpoint = inner.start, inner.stop, inner.checkpoint
+    super().__init__(inner)
+    self.obs, self.y, self.step_size = observation, y, step_size
     self.step_nfe = inner.step_nfe + 1
     self.nfe = inner.nfe + (inner.stop - inner.start)
-
-  def times(self):
-    return self.inner.times()
-
-  def init(self, score_fn, x, keys):
-    return self.inner.init(score_fn, x, keys)
 
   def step(self, score_fn, k, state, keys):
     inner, batch = self.inner, self.shape[0]
@@ -177,18 +169,6 @@ class DPSStepper:
     grad = jax.grad(residual_norms)(x)
     nxt = inner.step(score_fn, k, state, keys)
     return inner.with_x(nxt, k + 1, inner.x_of(nxt, k + 1) - self.step_size * grad)
-
-  def x_of(self, state, k):
-    return self.inner.x_of(state, k)
-
-  def with_x(self, state, k, x):
-    return self.inner.with_x(state, k, x)
-
-  def denoised_of(self, state):
-    return self.inner.denoised_of(state)
-
-  def finish(self, score_fn, state, keys):
-    return self.inner.finish(score_fn, state, keys)
 
 
 def pigdm_score_fn(sde: SDE, score_fn: ScoreFn, spectral: Spectral, y: jax.Array, noise_std: float,

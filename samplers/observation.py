@@ -47,9 +47,18 @@ class Spectral:
     """1.0 where s > 0, else 0.0: [d] or [B, d]."""
     return (self.s > 0).astype(jnp.float32)
 
+  def inverse(self, numerator, unobserved=0.0) -> jax.Array:
+    """numerator / s where s > 0, else ``unobserved``: S^+ applied coordinate-wise, [d] or [B, d]."""
+    return jnp.where(self.s > 0, numerator / jnp.where(self.s > 0, self.s, 1.0), unobserved)
+
   def pseudo_data(self, y: jax.Array) -> jax.Array:
     """S^+ U^T y [B, d]: the observed coordinates V^T x as the data says (0 where unobserved)."""
-    return jnp.where(self.s > 0, self.ut(y) / jnp.where(self.s > 0, self.s, 1.0), 0.0)
+    return self.inverse(self.ut(y))
+
+  def noise_levels(self, noise_std: float, unobserved=0.0) -> jax.Array:
+    """noise_std / s where s > 0, else ``unobserved``: the noise of the pseudo-data S^+ U^T y in V^T x's
+    coordinates (MCGdiff's tau_i, DDRM's sigma_y / s_i), [d] or [B, d]."""
+    return self.inverse(jnp.float32(noise_std), unobserved)
 
 
 def dense_spectral(A, sample_shape) -> Spectral:

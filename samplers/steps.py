@@ -69,6 +69,38 @@ class Stepper(Protocol):
     """The sample [B, ...] from the state at level ``stop``."""
 
 
+class WrappedStepper:
+  """A ``Stepper`` that runs ``inner``'s steps and changes some of them (conditioning between or inside steps):
+  every member is the inner stepper's until a subclass overrides it; nfe and step_nfe too."""
+
+  def __init__(self, inner: Stepper):
+    self.inner = inner
+    self.sde, self.shape = inner.sde, inner.shape
+    self.start, self.stop, self.checkpoint = inner.start, inner.stop, inner.checkpoint
+    self.nfe, self.step_nfe = inner.nfe, inner.step_nfe
+
+  def times(self):
+    return self.inner.times()
+
+  def init(self, score_fn, x, keys):
+    return self.inner.init(score_fn, x, keys)
+
+  def step(self, score_fn, k, state, keys):
+    return self.inner.step(score_fn, k, state, keys)
+
+  def x_of(self, state, k):
+    return self.inner.x_of(state, k)
+
+  def with_x(self, state, k, x):
+    return self.inner.with_x(state, k, x)
+
+  def denoised_of(self, state):
+    return self.inner.denoised_of(state)
+
+  def finish(self, score_fn, state, keys):
+    return self.inner.finish(score_fn, state, keys)
+
+
 def prior_draw(sde, shape, keys: jax.Array) -> jax.Array:
   """x(T) ~ N(0, prior_std^2 I), sample b from its own key (``common.per_sample_normal`` stream 0)."""
   return sde.prior_std * common.per_sample_normal(keys, 0, shape)
