@@ -106,3 +106,13 @@ def set_small_pc_sampler(sampling, sde: str, num_steps: int = 500):
   sampling.pc.corrector = "langevin" if sde == "vesde" else "none"
   sampling.pc.num_steps = num_steps
   return sampling
+
+
+def set_flow_matching(config):
+  """Flow matching on a schedule process (rectified_flow, cosine): the network predicts the velocity
+  v = a'(t) x(0) + s'(t) eps (models.get_score_fn) and the DSM loss is weighted to equal the conditional
+  flow-matching loss |v_theta - v|^2 (Lipman et al. 2023; Liu et al. 2023), in continuous time."""
+  config.training.continuous = True
+  config.training.weighting = "velocity"
+  config.model.parameterization = "velocity"
+  return config
