@@ -82,7 +82,9 @@ class EDMHeunStepper:
     gamma = jnp.where((o.s_tmin <= sigma) & (sigma <= o.s_tmax), min(o.s_churn / (self.M + 1), math.sqrt(2) - 1), 0.0)
     sigma_hat = jnp.minimum(sigma * (1 + gamma), sigmas[0])
     noise = common.per_sample_normal(keys, k + 1, self.shape)
-    return x_hat + jnp.sqrt(sigma_hat**2 - sigma**2) * o.s_noise * noise, sigma_hat
+    # max(., 0): at the cap sigma_hat = sigma, and XLA may contract sigma_hat^2 - sigma^2 into an FMA whose exact
+    # product minus the rounded square is a tiny negative: sqrt gave NaN on VP and sub-VP (any s_churn > 0).
+    return x_hat + jnp.sqrt(jnp.maximum(sigma_hat**2 - sigma**2, 0.0)) * o.s_noise * noise, sigma_hat
 
   def _euler(self, D, k, x_hat, keys):
     sigmas = self._sigmas()

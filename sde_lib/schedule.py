@@ -52,6 +52,9 @@ class ScheduleSDE(SDE):
       convention of i + 1 noising steps).
     alpha_min: the signal at which the process is held (module docstring), in (0, 1).
 
+  g(t) is computed from the schedule's derivatives; where one is infinite (sigma ~ sqrt(t) at t = 0) it is NaN
+  at that point, which no sampler reaches (they stop at t_min > 0).
+
   Raises:
     ValueError: one line naming the field (alpha_fn, sigma_fn, T, N, alpha_min) that breaks a rule above.
   """
@@ -84,6 +87,12 @@ class ScheduleSDE(SDE):
                        f"> sigma({t[i + 1]:.4g}) = {sigma[i + 1]:.6g}")
     if not sigma[-1] > sigma[0]:
       raise ValueError(f"sigma_fn must grow on [0, T], got sigma(0) = {sigma[0]:.6g}, sigma(T) = {sigma[-1]:.6g}")
+    moving = alpha > alpha_min                       # before the hold: sigma / alpha must increase (g > 0)
+    ratio = sigma[moving] / alpha[moving]
+    if np.any(np.diff(ratio) <= 0):
+      i = int(np.argmin(np.diff(ratio)))
+      raise ValueError(f"sigma_fn / alpha_fn must increase on [0, t_end], got {ratio[i]:.6g} at t = {t[moving][i]:.4g} "
+                       f"and {ratio[i + 1]:.6g} at t = {t[moving][i + 1]:.4g}")
     self._t_end = self._hold_time(alpha[-1])
     self._prior_std = float(sigma[-1])
 

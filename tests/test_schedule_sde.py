@@ -74,13 +74,17 @@ BAD = [
     (_line, lambda t: t, dict(T=0.0), r"^T must be a finite number > 0"),
     (_line, lambda t: t, dict(T=-1.0), r"^T must be a finite number > 0"),
     (_line, lambda t: t, dict(N=0), r"^N must be an integer >= 1"),
+    # both flat on [0.25, 0.7]: monotone, but sigma / alpha stands still there (g = 0, t(sigma) ambiguous)
+    (lambda t: jnp.clip(1 - 2 * t, 0.5, 1) * jnp.where(t > 0.7, 1 - (t - 0.7) * 3.3, 1.0),
+     lambda t: jnp.clip(2 * t, 0, 0.5) + jnp.where(t > 0.7, (t - 0.7) * 5 / 3, 0.0), {},
+     r"sigma_fn / alpha_fn must increase"),
 ]
 
 
 @pytest.mark.parametrize("alpha_fn, sigma_fn, kwargs, match", BAD,
                          ids=["alpha_bump", "sigma_dip", "sigma_T", "alpha_0", "sigma_nan", "alpha_inf",
                               "alpha_scalar", "alpha_min_0", "alpha_min_neg", "alpha_min_nan", "alpha_min_1",
-                              "alpha_min_big", "T_0", "T_neg", "N_0"])
+                              "alpha_min_big", "T_0", "T_neg", "N_0", "ratio_flat"])
 def test_bad_schedules_raise_one_line_naming_the_field(alpha_fn, sigma_fn, kwargs, match):
   with pytest.raises(ValueError, match=match) as err:
     sde_lib.ScheduleSDE(alpha_fn, sigma_fn, **kwargs)
