@@ -12,6 +12,7 @@ callback=...)``, the one loop of every fixed-grid method and of conditioning.
 
 from __future__ import annotations
 
+from samplers.adaptive import SDEAdaptiveOptions, get_sde_adaptive_sampler
 from samplers.annealed import ALDOptions, get_ald_sampler
 from samplers.guidance import classifier_free_score_fn, guided_score_fn
 from samplers.heun import EDMHeunOptions, get_edm_heun_sampler
@@ -40,4 +41,5 @@ __all__ = ["guided_score_fn", "classifier_free_score_fn", "get_inpainter", "get_
            "Corrector", "FunctionPredictor", "FunctionCorrector", "LANGEVIN_STEP_RULES",
            "get_likelihood_fn", "DIVERGENCES", "bits_per_dim", "dequantize", "drift_and_divergence", "SOLVERS", "ADJOINTS", "solve",
            "get_pc_sampler", "get_ode_sampler", "get_ald_sampler", "get_edm_heun_sampler",
-           "get_dpm_solver_pp_sampler", "get_unipc_sampler", "FAST_METHODS", "GRIDS", "sigma_grid"]
+           "get_dpm_solver_pp_sampler", "get_unipc_sampler", "SDEAdaptiveOptions", "get_sde_adaptive_sampler",
+           "FAST_METHODS", "GRIDS", "sigma_grid"]

@@ -11,7 +11,7 @@ import dataclasses
 import types
 from typing import Callable
 
-from samplers import annealed, heun, multistep, ode, pc
+from samplers import adaptive, annealed, heun, multistep, ode, pc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Method:
   build: ``(sde, shape, options, /, **overrides) -> sample_fn(key, score_fn) -> (x, nfe)``.
   options: its frozen options dataclass (``sde_lib.checks.Options``): every option and its default.
   stepper: ``(sde, shape, options) -> steps.Stepper``, or None for a method that is not a fixed-grid loop
-    (the adaptive ODE); the conditioning algorithms run on steppers.
+    (the adaptive ODE and SDE); the conditioning algorithms run on steppers.
   aliases: other libraries' names of its options (score_sde's ``eps``, ``n_steps``; EDM's ``S_churn``...).
   """
 
@@ -59,6 +59,9 @@ METHODS: types.MappingProxyType = types.MappingProxyType({
                             multistep.dpm_solver_pp_stepper, _aliases(eps="t_min", sigma_min="sigma_floor")),
     "unipc": Method(multistep.get_unipc_sampler, multistep.UniPCOptions, multistep.unipc_stepper,
                     _aliases(eps="t_min", sigma_min="sigma_floor")),
+    # the reference code's names (score_sde_fast_sampling: abstol, reltol, safety, exp)
+    "sde_adaptive": Method(adaptive.get_sde_adaptive_sampler, adaptive.SDEAdaptiveOptions, None,
+                           _aliases(eps="t_min", abstol="atol", reltol="rtol", safety="theta", exp="r")),
 })
 
 # The fast methods: they take ``nfe=``, an exact budget of score evaluations (final denoising included).
@@ -104,8 +107,8 @@ def get_sampler(sde, shape, method: str = "pc", options=None, **overrides):
 
   ``sample_fn`` is pure and traceable: ``jax.jit(lambda key, params: sample_fn(key, partial(score, params)))``.
   ``options`` is the method's options dataclass (``METHODS[method].options``: ``PCOptions``, ``ODEOptions``,
-  ``ALDOptions``, ``EDMHeunOptions``, ``DPMSolverPPOptions``, ``UniPCOptions``) or None; keyword overrides
-  name its fields (or their ``ALIASES``). The fast methods (``FAST_METHODS``) take ``nfe=``, an exact
+  ``ALDOptions``, ``EDMHeunOptions``, ``DPMSolverPPOptions``, ``UniPCOptions``, ``SDEAdaptiveOptions``) or None;
+  keyword overrides name its fields (or their ``ALIASES``). The fast methods (``FAST_METHODS``) take ``nfe=``, an exact
   score-evaluation budget.
 
   Raises:
@@ -118,7 +121,7 @@ def get_stepper(sde, shape, method: str = "pc", options=None, **overrides):
   """The ``steps.Stepper`` of a fixed-grid method (``STEPPER_METHODS``), for conditioning or your own loop.
 
   Raises:
-    ValueError: a method without steps (the adaptive ODE) or a bad option.
+    ValueError: a method without steps (the adaptive ODE and SDE) or a bad option.
   """
   m = _method(method)
   if m.stepper is None:

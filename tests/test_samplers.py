@@ -216,7 +216,7 @@ def test_other_libraries_option_names_are_aliases(method, old, new, mixture, key
 
 
 @pytest.mark.parametrize("method, options, match", [
-    ("heun_sde", {}, r"method must be one of \['ald', 'dpm_solver_pp', 'edm_heun', 'ode', 'pc', 'unipc'\]"),
+    ("heun_sde", {}, r"method must be one of \['ald', 'dpm_solver_pp', 'edm_heun', 'ode', 'pc', 'sde_adaptive', 'unipc'\]"),
     ("pc", dict(predictor="ddim"), r"predictor must be one of \['ancestral_sampling', 'euler_maruyama', 'none', 'reverse_diffusion'\]"),
     ("pc", dict(corrector="hmc"), r"corrector must be one of \['ald', 'langevin', 'none'\]"),
     ("pc", dict(snr=0.0), "snr must be"),
