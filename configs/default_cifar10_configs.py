@@ -33,6 +33,8 @@ def get_default_configs():
   # (pc | ode | ald | edm_heun | dpm_solver_pp | unipc; each the sampler's options dataclass, e.g.
   # samplers.PCOptions); sampling.t_min / denoise / nfe apply to every method (None: its own default);
   # sampling.condition = none | inpaint | colorize | class | inverse with sampling.inpaint, the class fields
+  # (class_label, guidance_scale, guidance_interval: () or the noise levels (sigma_lo, sigma_hi] where the scale
+  # applies, e.g. --config.sampling.guidance_interval=0.3,5.0; classifier_config, classifier_workdir)
   # and sampling.inverse (operator, noise_std, algorithm, the operator's parameters, the algorithm's options).
   config.sampling = sampling_config()
 

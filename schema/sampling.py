@@ -14,7 +14,8 @@ import typing
 
 import samplers
 import samplers.inpaint
-from schema.fields import Section, boolean, build_section, choice, integer, number, optional, record_read, spec, text
+from schema.fields import (Section, boolean, build_section, choice, integer, labelled, number, optional, record_read,
+                           spec, text)
 
 SHARED = ("t_min", "denoise", "nfe")
 DERIVED = ("ladder",)
@@ -74,7 +75,20 @@ def _inverse_fields() -> list:
 Inverse = dataclasses.make_dataclass("Inverse", _inverse_fields(), bases=(Section,), frozen=True)
 
 
-def _nfe_only_for_fast_methods(self):
+def _guidance_interval(v, where):
+  """sampling.guidance_interval: () / None (guidance everywhere) or (sigma_lo, sigma_hi) with 0 <= sigma_lo <
+  sigma_hi <= inf (``samplers.guidance.check_interval``)."""
+  if v is None or (isinstance(v, (tuple, list)) and len(v) == 0):
+    return None
+  return samplers.guidance.check_interval(v, where)
+
+
+labelled(_guidance_interval, "interval")
+
+
+def _sampling_post_init(self):
+  if self.guidance_interval == ():
+    object.__setattr__(self, "guidance_interval", None)        # the dataclass default: guidance everywhere
   if self.nfe and self.method not in samplers.FAST_METHODS:
     raise ValueError(f"sampling.nfe ({self.nfe}) is a budget for {list(samplers.FAST_METHODS)} only; "
                      f"sampling.method={self.method!r} counts sampling.{self.method}.num_steps (set sampling.nfe=0)")
@@ -102,6 +116,10 @@ _SAMPLING_FIELDS = [
     # unconditional network a noise-conditional classifier (its config file and its run's workdir).
     ("class_label", int, spec(-1, integer(-1))),
     ("guidance_scale", float, spec(1.0, number(0.0))),
+    # The noise levels (sigma_lo, sigma_hi] of sigma(t) = s(t)/a(t) where guidance_scale applies (Kynkaanniemi et
+    # al. 2024 eq. 2); outside it the conditional score alone (scale 1). () or None: every noise level. On the
+    # command line: --config.sampling.guidance_interval=0.3,5.0 (or "(0.3, 5.0)").
+    ("guidance_interval", tuple, spec((), _guidance_interval)),
     ("classifier_config", str, spec("", text)),
     ("classifier_workdir", str, spec("", text)),
 ] + [(name, m.options, dataclasses.field(default_factory=m.options)) for name, m in samplers.METHODS.items()] + [
@@ -110,7 +128,7 @@ _SAMPLING_FIELDS = [
 
 Sampling = dataclasses.make_dataclass(
     "Sampling", _SAMPLING_FIELDS, bases=(Section,), frozen=True,
-    namespace={"__post_init__": _nfe_only_for_fast_methods, "options": property(_options),
+    namespace={"__post_init__": _sampling_post_init, "options": property(_options),
                "__doc__": "The sampling section (see the module docstring)."})
 
 

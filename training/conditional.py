@@ -2,7 +2,8 @@
 inverse problems.
 
 ``class``: ``eval.num_samples`` images of the requested classes, with any sampler of
-``sampling.method`` and a guided score at ``sampling.guidance_scale``: classifier-free guidance
+``sampling.method`` and a guided score at ``sampling.guidance_scale`` (only at the noise levels of
+``sampling.guidance_interval`` when it is set, the conditional score elsewhere): classifier-free guidance
 (``samplers.classifier_free_score_fn``) of a class-conditional network (``model.num_classes > 0``,
 trained with label dropout), or classifier guidance (``samplers.guided_score_fn``) of an unconditional
 one by a noise-conditional classifier (``sampling.classifier_config`` / ``classifier_workdir``). The run writes the samples with their classes, a picture with one row per class
@@ -110,12 +111,13 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   run = setup(config)
   state = evaluation_state(run, workdir)
   num_classes = config.num_classes
+  interval = s.guidance_interval                    # None: every noise level; else (sigma_lo, sigma_hi]
   if num_classes:                                   # classifier-free guidance (Ho & Salimans 2022)
     guidance = "classifier_free"
 
     def guided_score(params, labels):
-      return samplers.classifier_free_score_fn(run.score_fn(params[0], class_labels=labels),
-                                               run.score_fn(params[0]), s.guidance_scale)
+      return samplers.classifier_free_score_fn(run.score_fn(params[0], class_labels=labels), run.score_fn(params[0]),
+                                               s.guidance_scale, interval=interval, sde=run.sde)
 
     params = (state.ema_params,)
   else:                                             # classifier guidance (Song et al. 2021 sec. 5, eq. 14)
@@ -127,7 +129,7 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
 
     def guided_score(params, labels):
       return samplers.guided_score_fn(run.score_fn(params[0]), log_likelihood(params[1], labels),
-                                      s.guidance_scale)
+                                      s.guidance_scale, interval=interval, sde=run.sde)
 
     params = (state.ema_params, clf_params)
   n = int(config.eval.num_samples)
@@ -143,7 +145,8 @@ def class_sample(config, workdir: str, eval_folder: str = "samples") -> str:
   name = f"class_step_{int(state.step)}"
   np.savez_compressed(os.path.join(folder, f"{name}.npz"), samples=x, classes=classes)
   unit = to_unit_range(x, bool(config.data.centered))
-  metrics = {"condition": "class", "guidance": guidance, "guidance_scale": s.guidance_scale, "method": s.method,
+  metrics = {"condition": "class", "guidance": guidance, "guidance_scale": s.guidance_scale,
+             "guidance_interval": list(interval) if interval else None, "method": s.method,
              "nfe": int(nfe), "n": n, "step": int(state.step)}
   if x.ndim == 4:
     shown = [unit[classes == c][:CLASS_PICTURE_COLUMNS] for c in np.unique(classes)]
