@@ -21,12 +21,20 @@ mode): tv of the within-class mode weights against the exact 0.7 / 0.3, the smal
 worst mode-mean / spread errors, each beside the 99% floor of exact class-A samples of the same size
 (``metric_floor``); off_class: the share of samples nearer a class-B mode than to any A mode.
 
-    python -m benchmarks.conditional.guidance_interval_gmm [--n 8192]
+Digits (``--digits``): a class-conditional VP digits network (``configs/vp/digits.py --config.model.num_classes=10``,
+trained here if ``--digits-root`` holds no checkpoint) sampled through ``main.py --mode sample
+--config.sampling.condition=class`` (500 samples, 50 per class, DPM-Solver++ 21 NFE) at classifier-free scales
+2 and 3 with and without intervals; the digits classifier's share of the requested class and the per-class digits
+FID over its floor, as ``benchmarks/results/digits_class_conditional.md``.
+
+    python -m benchmarks.conditional.guidance_interval_gmm [--n 8192] [--digits [--digits-root DIR]]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
 import time
 
@@ -35,7 +43,7 @@ import numpy as np
 
 import samplers
 import sde_lib
-from benchmarks.common import ROOT, write
+from benchmarks.common import ROOT, RESULTS, run_main, write
 from datasets import GaussianMixture
 
 MIXTURE = GaussianMixture([0.35, 0.15, 0.15, 0.35], [[-4.0], [1.0], [-1.0], [4.0]], [[0.25], [0.16], [0.16], [0.25]])
@@ -124,10 +132,64 @@ def picture(samples: dict, n: int, path: str = PICTURE) -> None:
   print("wrote", path, flush=True)
 
 
+DIGITS_N = 500
+DIGITS_ROWS = [(1.0, None)] + [(w, i) for w in (2.0, 3.0) for i in (None, (0.0, 1.0), (0.3, 3.0))]
+DIGITS_COLUMNS = ["scale", "interval", "nfe", "class_share", "worst_class_share", "class_fid_over_floor", "sample_s"]
+
+
+def digits_rows(root: str) -> list[dict]:
+  config, workdir = "configs/vp/digits.py", os.path.join(root, "vp_class_conditional")
+  cond = ["--config.model.num_classes=10"]
+  if not glob.glob(os.path.join(workdir, "checkpoints", "*")):
+    run_main([f"--config={config}", f"--workdir={workdir}", "--mode=train", *cond])
+  out = []
+  for scale, interval in DIGITS_ROWS:
+    folder = f"class_{scale:g}_" + ("all" if interval is None else f"{interval[0]:g}_{interval[1]:g}")
+    flags = cond + ["--config.sampling.condition=class", f"--config.sampling.guidance_scale={scale}",
+                    "--config.sampling.method=dpm_solver_pp", "--config.sampling.dpm_solver_pp.num_steps=20",
+                    f"--config.eval.num_samples={DIGITS_N}", f"--config.eval.batch_size={DIGITS_N}"]
+    if interval is not None:
+      flags.append(f"--config.sampling.guidance_interval={interval[0]:g},{interval[1]:g}")
+    seconds = run_main([f"--config={config}", f"--workdir={workdir}", "--mode=sample", f"--eval_folder={folder}",
+                        *flags])
+    path = sorted(glob.glob(os.path.join(workdir, folder, "class_step_*.json")), key=os.path.getmtime)[-1]
+    with open(path) as f:
+      m = json.load(f)
+    out.append(dict(scale=scale, interval=_label(interval), nfe=m["nfe"], class_share=m["class_share"],
+                    worst_class_share=min(v["share"] for v in m["per_class"].values()),
+                    class_fid_over_floor=m["class_fid_over_floor"], sample_s=seconds))
+    print(out[-1], flush=True)
+  return out
+
+
+def append_digits(rows: list[dict], name: str = "guidance_interval_gmm") -> None:
+  """Adds the digits table to results/NAME.{json,md} written by ``write``."""
+  with open(os.path.join(RESULTS, name + ".json")) as f:
+    data = json.load(f)
+  data["digits_rows"] = rows
+  with open(os.path.join(RESULTS, name + ".json"), "w") as f:
+    json.dump(data, f, indent=1)
+  fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
+  lines = ["", "## Digits: classifier-free guidance of a class-conditional VP network through main.py", "",
+           f"`--digits`: `main.py --mode sample --config.sampling.condition=class --config.model.num_classes=10` on "
+           f"configs/vp/digits.py's trained network (label dropout 0.1), {DIGITS_N} samples (50 per class), "
+           "DPM-Solver++ 20 steps; interval via `--config.sampling.guidance_interval=lo,hi`. class_share: the share "
+           "the digits FID classifier assigns to the requested class; worst_class_share: the lowest class's; "
+           "class_fid_over_floor: per-class digits FID over its floor, averaged over classes (as "
+           "digits_class_conditional.md). sample_s: wall seconds of the main.py run.", "",
+           "| " + " | ".join(DIGITS_COLUMNS) + " |", "|" + "---|" * len(DIGITS_COLUMNS)]
+  lines += ["| " + " | ".join(fmt(r[c]) for c in DIGITS_COLUMNS) + " |" for r in rows]
+  with open(os.path.join(RESULTS, name + ".md"), "a") as f:
+    f.write("\n".join(lines) + "\n")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=8192)
+  parser.add_argument("--digits", action="store_true", help="also the digits rows (trains a network if needed)")
+  parser.add_argument("--digits-root", default=os.path.join(ROOT, "runs", "guidance_interval_digits"))
   args = parser.parse_args()
+  digits = digits_rows(args.digits_root) if args.digits else None
   out, kept = rows(args.n)
   write("guidance_interval_gmm", "A guidance interval on the oracle: class A's modes under guidance", out,
         ["sde", "guidance", "scale", "interval", "nfe", "tv", "tv_floor", "tv_over_floor", "small_mode_share",
@@ -142,6 +204,8 @@ def main():
         f"samples of the same size (n = {args.n}); off_class: share nearer a class-B mode. Scale 1 samples p(x | A) "
         "exactly, so the error of a scale > 1 row is guidance's. seconds include compilation. Figure: "
         "docs/guidance_interval_gmm.png.")
+  if digits:
+    append_digits(digits)
   picture(kept, args.n)
 
 
