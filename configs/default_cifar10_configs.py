@@ -73,6 +73,15 @@ def get_default_configs():
   data.num_channels = 3
   data.data_dir = ""                         # tensorflow-datasets directory ("" = its default)
   data.path = ""                             # FOLDER: a folder of images, ARRAY: an .npz (datasets/images.py)
+  # Image data are bounded: the data-prediction samplers clip their x0 = D(x, t) to the data range (static
+  # thresholding, Saharia et al. 2022 sec. 2.3; samplers.common.thresholder), [-1, 1] if data.centered else
+  # [0, 1] (a reference: a variant that sets data.centered moves it). Static, not dynamic: on the digits default
+  # it keeps every sample inside PC's range at the same FID, dynamic costs FID
+  # (benchmarks/results/thresholding_digits.md). The samplers' own default is "none".
+  for method in ("edm_heun", "dpm_solver_pp", "unipc"):
+    config.sampling[method].thresholding = "static"
+    config.sampling[method].data_min = data.get_ref("centered").to_float() * -1.0 + 0.0   # -1 or 0
+    config.sampling[method].data_max = 1.0
 
   config.model = model = ml_collections.ConfigDict()
   model.name = "ncsnpp"                      # ncsnpp | ddpm | mlp

@@ -33,7 +33,11 @@ class EDMHeunOptions(checks.Options):
   lowest level is sigma_lo = max(sigma_floor, sigma(t_min)) (0.01: where every SDE ends). denoise: a last
   Euler step from sigma_lo to sigma = 0, which lands on D (1 NFE). s_churn, s_tmin, s_tmax, s_noise: Alg. 2's
   S_churn, S_tmin, S_tmax, S_noise (stochasticity; 0 churn: deterministic). checkpoint: rematerialise each
-  Heun step in the backward pass.
+  Heun step in the backward pass. thresholding: "none", "static" (clip the denoiser's output D to [data_min,
+  data_max]) or "dynamic" (Saharia et al. 2022 sec. 2.3 with quantile ``threshold_percentile``;
+  ``common.dynamic_threshold``): D is corrected where it is formed, so the ODE's direction (x_hat - D) / sigma
+  and the final denoising use it. data_min, data_max: the data range (image configs: [-1, 1] if data.centered
+  else [0, 1]).
   """
 
   num_steps: int = checks.spec(18, checks.integer(2))
@@ -48,6 +52,14 @@ class EDMHeunOptions(checks.Options):
   s_tmax: float = checks.spec(math.inf, checks.number(0.0, allow_inf=True))
   s_noise: float = checks.spec(1.0, checks.number(0.0))
   checkpoint: bool = checks.spec(False, checks.boolean)
+  thresholding: str = checks.spec("none", common.THRESHOLDING)
+  data_min: float = checks.spec(-1.0, common.DATA_BOUND)
+  data_max: float = checks.spec(1.0, common.DATA_BOUND)
+  threshold_percentile: float = checks.spec(0.995, common.PERCENTILE)
+
+  def __post_init__(self):
+    super().__post_init__()
+    common.check_data_range(self)
 
 
 class EDMHeunStepper:
@@ -66,6 +78,11 @@ class EDMHeunStepper:
     self.start, self.stop, self.checkpoint = self.euler, self.M, o.checkpoint
     self.step_nfe = 2
     self.nfe = 2 * self.heun + self.euler + int(o.denoise)
+    self.threshold = common.thresholder(o)
+
+  def _D(self, score_fn):
+    """EDM's denoiser D(x_hat; sigma) (Tweedie's formula, thresholded if asked)."""
+    return common.scaled_denoiser(self.sde, score_fn, self.shape[0], self.threshold)
 
   def _sigmas(self):
     return jnp.asarray(self.sigma_list, jnp.float32)
@@ -98,11 +115,11 @@ class EDMHeunStepper:
     x_hat = x / a_T
     denoised = jnp.zeros_like(x_hat)
     if self.euler:
-      _, _, _, x_hat, denoised = self._euler(common.scaled_denoiser(self.sde, score_fn, self.shape[0]), 0, x_hat, keys)
+      _, _, _, x_hat, denoised = self._euler(self._D(score_fn), 0, x_hat, keys)
     return x_hat, denoised
 
   def step(self, score_fn, k, state, keys):
-    D = common.scaled_denoiser(self.sde, score_fn, self.shape[0])
+    D = self._D(score_fn)
     x_hat, _ = state
     x_hat, sigma_hat, d, x_next, _ = self._euler(D, k, x_hat, keys)
     sigma_next = self._sigmas()[k + 1]
@@ -129,7 +146,7 @@ class EDMHeunStepper:
       a_lo = self.sde.marginal_coefs(common.full_time(self.sde.t_from_sigma(sigmas[self.M]), batch))[0]
       return batch_broadcast(a_lo, x_hat) * x_hat
     x_hat, sigma_hat = self._churn(self.M, x_hat, keys) if self.options.s_churn > 0 else (x_hat, sigmas[self.M])
-    return common.scaled_denoiser(self.sde, score_fn, batch)(x_hat, sigma_hat)   # Euler to sigma = 0 lands on D
+    return self._D(score_fn)(x_hat, sigma_hat)                            # Euler to sigma = 0 lands on D
 
 
 def get_edm_heun_sampler(sde: SDE, shape, options: EDMHeunOptions | None = None, **overrides):

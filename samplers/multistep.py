@@ -13,9 +13,15 @@ loop (``run_multistep``). The tables are jax functions of lambda, so a grid can 
 descent through the sampler (``samplers.fit_grid``).
 
 Orders: step k uses order min(order, k + 1) (the warm-up: only k + 1 predictions exist), and with
-``lower_order_final`` also min(., N - k), so the last steps drop to 2nd and 1st order (Lu et al. 2022b
-sec. 3.4 and its code: it stabilises sampling below ~15 NFE; dpm-solver's and UniPC's
-``lower_order_final``).
+``lower_order_final`` also min(., N - k), so the last steps drop to 2nd and 1st order, as each reference
+code applies it: DPM-Solver++ only when N < 10 (LuChengTHU/dpm-solver, ``DPM_Solver.sample``, method
+"multistep": "We only use lower order for steps < 10"; its docstring says < 15, and diffusers' scheduler
+uses < 15), UniPC at every N (wl-zhao/UniPC, ``UniPC.sample``). It stabilises sampling at few steps
+(Lu et al. 2022b sec. 3.4).
+
+Thresholding (``thresholding`` = "static" | "dynamic"): the data prediction m = D(x_hat; sigma) is clipped to
+the data range, or dynamically thresholded (Saharia et al. 2022 sec. 2.3), where it is formed
+(``common.tweedie_denoise``), as DPM-Solver++'s ``correcting_x0_fn`` does (Lu et al. 2022b sec. 5).
 """
 
 from __future__ import annotations
@@ -29,11 +35,17 @@ from samplers import common, schedules, steps
 from sde_lib import SDE, ScoreFn, checks
 
 MAX_ORDER = 3
+# lower_order_final acts only below this many steps: DPM-Solver++'s reference (``DPM_Solver.sample``, "steps <
+# 10"); UniPC's reference lowers at every step count (None).
+DPM_SOLVER_PP_FINAL_BELOW = 10
+UNIPC_VARIANTS = ("bh1", "bh2")
 
 
-def step_orders(n: int, order: int, lower_order_final: bool) -> list[int]:
-  """The order of each of the n steps (warm-up from 1; lower orders at the end if asked)."""
-  return [min(order, k + 1, n - k if lower_order_final else order) for k in range(n)]
+def step_orders(n: int, order: int, lower_order_final: bool, below: int | None = None) -> list[int]:
+  """The order of each of the n steps: warm-up from 1; with ``lower_order_final`` and n < ``below`` (None: any
+  n) min(order, n - k) on the last steps (module docstring)."""
+  lower = lower_order_final and (below is None or n < below)
+  return [min(order, k + 1, n - k if lower else order) for k in range(n)]
 
 
 def _unit(j: int):
@@ -87,12 +99,13 @@ def unipc_tables(lams, orders, variant: str = "bh2"):
       x_pred = e^{-h} x - phi_1 m_0 - B(h) sum_{i<p} a^P_i D_i
       x_corr = e^{-h} x - phi_1 m_0 - B(h) (sum_{i<p} a^C_i D_i + a^C_p (m_new - m_0))
   """
+  common.check_choice("variant", variant, UNIPC_VARIANTS)
   ratios, preds, corrs = [], [], []
   for k, p in enumerate(orders):
     h = lams[k + 1] - lams[k]
     hh = -h
     phi1 = jnp.expm1(hh)
-    b_h = phi1 if variant == "bh2" else hh
+    b_h = phi1 if variant == "bh2" else hh           # B(h): bh2 e^{-h} - 1, bh1 -h (ibid. sec. 3.3; UniPC's code)
     rks = [(lams[k - i] - lams[k]) / h for i in range(1, p)] + [jnp.asarray(1.0)]
     diffs = [(_unit(i) - _unit(0)) / rks[i - 1] for i in range(1, p)] + [_unit(3) - _unit(0)]
     rks = jnp.stack(rks)
@@ -150,13 +163,14 @@ def run_multistep(x_hat, denoise_k, ratios, preds, corrs=None, checkpoint: bool 
   return combine(ratios[n - 1], preds[n - 1], x_hat, hist)
 
 
-def scaled_denoiser_on_levels(sde: SDE, score_fn: ScoreFn, times, batch: int):
-  """``D(x_hat, k)``: Tweedie's E[x_0 | x = a_k x_hat] at the level's time t_k (one NFE)."""
+def scaled_denoiser_on_levels(sde: SDE, score_fn: ScoreFn, times, batch: int, threshold=None):
+  """``D(x_hat, k)``: Tweedie's E[x_0 | x = a_k x_hat] at the level's time t_k (one NFE), corrected by
+  ``threshold`` (``common.thresholder``) when given."""
   a = sde.marginal_coefs(times)[0]
 
   def denoise_k(x_hat, k):
     t = common.full_time(times[k], batch)
-    return common.tweedie_denoise(sde, score_fn, a[k] * x_hat, t)
+    return common.tweedie_denoise(sde, score_fn, a[k] * x_hat, t, threshold)
 
   return denoise_k
 
@@ -168,10 +182,14 @@ class MultistepOptions(checks.Options):
   num_steps: solver steps N over the grid from sigma(T) to sigma_lo = max(sigma_floor, sigma(t_min)).
   nfe: the exact budget of score evaluations, final denoising included; overrides num_steps with
   N = nfe - denoise. None: use num_steps. order: 1, 2 or 3 (DPM-Solver++: 2M / 3M; UniPC: UniP's order p,
-  UniC corrects to p + 1). lower_order_final: drop to lower orders on the last steps (see the module
-  docstring). grid: "edm" (rho-grid, as k-diffusion's "DPM++ 2M Karras"), "logsnr" (uniform lambda) or
-  "fitted:<name>" (``samplers.schedules``). denoise: return Tweedie's D at sigma_lo (+1 NFE), else
-  a(t_lo) x_hat. checkpoint: rematerialise each step in the backward pass.
+  UniC corrects to p + 1). lower_order_final: drop to lower orders on the last steps (DPM-Solver++ only
+  when N < 10, UniPC always: see the module docstring). grid: "edm" (rho-grid, as k-diffusion's "DPM++ 2M
+  Karras"), "logsnr" (uniform lambda) or "fitted:<name>" (``samplers.schedules``). denoise: return
+  Tweedie's D at sigma_lo (+1 NFE), else a(t_lo) x_hat. checkpoint: rematerialise each step in the
+  backward pass. thresholding: "none", "static" (clip the data prediction to [data_min, data_max]) or
+  "dynamic" (Saharia et al. 2022's, quantile ``threshold_percentile`` of |x0| per sample;
+  ``common.dynamic_threshold``). data_min, data_max: the data range (image configs: [-1, 1] if
+  data.centered else [0, 1]).
   """
 
   num_steps: int = checks.spec(20, checks.integer(1))
@@ -184,6 +202,14 @@ class MultistepOptions(checks.Options):
   sigma_floor: float = checks.spec(0.01, common.POSITIVE_FLOAT)
   denoise: bool = checks.spec(True, checks.boolean)
   checkpoint: bool = checks.spec(False, checks.boolean)
+  thresholding: str = checks.spec("none", common.THRESHOLDING)
+  data_min: float = checks.spec(-1.0, common.DATA_BOUND)
+  data_max: float = checks.spec(1.0, common.DATA_BOUND)
+  threshold_percentile: float = checks.spec(0.995, common.PERCENTILE)
+
+  def __post_init__(self):
+    super().__post_init__()
+    common.check_data_range(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,9 +219,11 @@ class DPMSolverPPOptions(MultistepOptions):
 
 @dataclasses.dataclass(frozen=True)
 class UniPCOptions(MultistepOptions):
-  """Options of ``get_unipc_sampler`` (``MultistepOptions``; its grid defaults to "logsnr")."""
+  """Options of ``get_unipc_sampler`` (``MultistepOptions``; its grid defaults to "logsnr"). variant: B(h) of
+  the UniPC updates, "bh2" (e^{-h} - 1) or "bh1" (-h) (Zhao et al. 2023 sec. 3.3, ``unipc_tables``)."""
 
   grid: str = checks.spec("logsnr", schedules.GRID)
+  variant: str = checks.spec("bh2", checks.choice(*UNIPC_VARIANTS))
 
 
 class MultistepStepper:
@@ -206,14 +234,15 @@ class MultistepStepper:
   predictor-only step (its level's prediction would be the final denoising's) and the final denoising.
   """
 
-  def __init__(self, sde: SDE, shape, options: MultistepOptions, tables_fn):
+  def __init__(self, sde: SDE, shape, options: MultistepOptions, tables_fn, final_below: int | None = None):
     self.sde, self.shape, self.options = sde, common.check_shape(shape), options
     o = options
     t_min = common.check_t_min(sde, o.t_min)
     self.n = schedules.steps_for_budget(o.nfe, o.denoise) if o.nfe is not None else o.num_steps
     self.sigmas = schedules.sigma_grid(sde, self.n, o.grid, t_min=t_min, sigma_floor=o.sigma_floor, rho=o.rho)
     lams = -jnp.log(jnp.asarray(self.sigmas, jnp.float32))
-    self.tables = tables_fn(lams, step_orders(self.n, o.order, o.lower_order_final))
+    self.tables = tables_fn(lams, step_orders(self.n, o.order, o.lower_order_final, final_below))
+    self.threshold = common.thresholder(o)
     self.start, self.stop, self.checkpoint = 0, self.n - 1, o.checkpoint
     self.step_nfe = 1
     self.nfe = self.n + int(o.denoise)
@@ -222,7 +251,7 @@ class MultistepStepper:
     return schedules.times_of(self.sde, self.sigmas)
 
   def _denoiser(self, score_fn):
-    return scaled_denoiser_on_levels(self.sde, score_fn, self.times(), self.shape[0])
+    return scaled_denoiser_on_levels(self.sde, score_fn, self.times(), self.shape[0], self.threshold)
 
   def init(self, score_fn, x, keys):
     x_hat = x / self.sde.marginal_coefs(self.times())[0][0]
@@ -264,15 +293,16 @@ def get_dpm_solver_pp_sampler(sde: SDE, shape, options: DPMSolverPPOptions | Non
 
 
 def get_unipc_sampler(sde: SDE, shape, options: UniPCOptions | None = None, **overrides):
-  """UniPC-bh2 with the data prediction (Zhao et al. 2023, Alg. 3; ``UniPCOptions``): UniP-p predictor, UniC
+  """UniPC-bh2 (or bh1: ``variant``) with the data prediction (Zhao et al. 2023, Alg. 3; ``UniPCOptions``): UniP-p predictor, UniC
   corrector of order p + 1 reusing the next step's model evaluation (no extra NFE; none after the last step).
   Returns ``sample_fn(key, score_fn) -> (x, nfe)``, nfe = N + denoise."""
   return steps.sampler_from_stepper(unipc_stepper(sde, shape, UniPCOptions.build(options, **overrides)))
 
 
 def dpm_solver_pp_stepper(sde: SDE, shape, options: MultistepOptions) -> MultistepStepper:
-  return MultistepStepper(sde, shape, options, dpm_solver_pp_tables)
+  return MultistepStepper(sde, shape, options, dpm_solver_pp_tables, DPM_SOLVER_PP_FINAL_BELOW)
 
 
-def unipc_stepper(sde: SDE, shape, options: MultistepOptions) -> MultistepStepper:
-  return MultistepStepper(sde, shape, options, lambda lams, orders: unipc_tables(lams, orders, "bh2"))
+def unipc_stepper(sde: SDE, shape, options: UniPCOptions) -> MultistepStepper:
+  variant = getattr(options, "variant", "bh2")
+  return MultistepStepper(sde, shape, options, lambda lams, orders: unipc_tables(lams, orders, variant))

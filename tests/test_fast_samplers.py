@@ -59,6 +59,25 @@ def test_step_orders_warm_up_and_lower_the_final_steps():
   assert multistep.step_orders(1, 2, False) == [1]
 
 
+def test_lower_order_final_acts_only_below_the_references_step_count(key):
+  """DPM-Solver++'s reference lowers the final orders only when steps < 10 (dpm-solver's ``DPM_Solver.sample``);
+  UniPC's at every step count (UniPC's ``UniPC.sample``)."""
+  below = multistep.DPM_SOLVER_PP_FINAL_BELOW
+  assert below == 10
+  assert multistep.step_orders(9, 3, True, below) == [1, 2, 3, 3, 3, 3, 3, 2, 1]
+  assert multistep.step_orders(10, 3, True, below) == [1, 2] + [3] * 8
+  assert multistep.step_orders(12, 3, True) == [1, 2] + [3] * 8 + [2, 1]
+  sde, mixture = sde_lib.VPSDE(), example_mixture(2)
+
+  def run(method, n, lower):
+    fn = samplers.get_sampler(sde, (32, 2), method, num_steps=n, order=3, lower_order_final=lower)
+    return np.asarray(jax.jit(lambda k: fn(k, mixture.score_fn(sde)))(key)[0])
+
+  np.testing.assert_array_equal(run("dpm_solver_pp", below, True), run("dpm_solver_pp", below, False))
+  assert not np.array_equal(run("dpm_solver_pp", below - 1, True), run("dpm_solver_pp", below - 1, False))
+  assert not np.array_equal(run("unipc", below + 2, True), run("unipc", below + 2, False))
+
+
 def _gaussian_case(sde, c=0.8, mu=1.5):
   """Data N(mu, c^2) in 1-D (batch of 64 prior draws): score and the exact probability-flow map.
 
@@ -76,9 +95,10 @@ def _gaussian_case(sde, c=0.8, mu=1.5):
   return score_fn, exact
 
 
-@pytest.mark.parametrize("method,order,expected", [("dpm_solver_pp", 1, 1), ("dpm_solver_pp", 2, 2),
-                                                   ("dpm_solver_pp", 3, 3), ("unipc", 1, 2), ("unipc", 2, 3)])
-def test_error_shrinks_at_the_solvers_order_as_steps_double(method, order, expected, key):
+@pytest.mark.parametrize("method,order,expected,variant", [
+    ("dpm_solver_pp", 1, 1, None), ("dpm_solver_pp", 2, 2, None), ("dpm_solver_pp", 3, 3, None),
+    ("unipc", 1, 2, "bh2"), ("unipc", 2, 3, "bh2"), ("unipc", 1, 2, "bh1"), ("unipc", 2, 3, "bh1")])
+def test_error_shrinks_at_the_solvers_order_as_steps_double(method, order, expected, variant, key):
   """A high-order solver's global error on the closed-form Gaussian ODE falls as h^order (UniPC-p: p + 1).
 
   From 16 to 64 steps. (Far beyond, 3M's error falls as h^2: its first, warm-up step is 1st order, a
@@ -96,7 +116,7 @@ def test_error_shrinks_at_the_solvers_order_as_steps_double(method, order, expec
   steps = (16, 32, 64)
   for n in steps:
     sample_fn = samplers.get_sampler(sde, (64, 1), method, num_steps=n, order=order, grid="logsnr", t_min=t_min,
-                                     denoise=False, lower_order_final=False)
+                                     denoise=False, lower_order_final=False, **({"variant": variant} if variant else {}))
     x, _ = jax.jit(lambda k: sample_fn(k, score_fn))(key)
     errors.append(float(np.max(np.abs(np.asarray(x) - want))))
   slopes = -np.diff(np.log(errors)) / np.log(2)
@@ -192,3 +212,26 @@ def test_ten_and_twenty_nfe_reproduce_the_mixture(sde, mixture, floor, key):
     tv = mixture.mode_metrics(x)["tv"]
     assert tv <= TOLERANCE * floor["tv"], (nfe, tv, floor["tv"])
     assert mixture.spread_bias(x, ref) <= bound, (nfe, mixture.spread_bias(x, ref))
+
+
+@pytest.mark.parametrize("variant", multistep.UNIPC_VARIANTS)
+def test_both_unipc_variants_reproduce_the_mixture(variant, mixture, floor, key):
+  """UniPC-bh1 and -bh2 (B(h) = -h, e^{-h} - 1; Zhao et al. 2023 sec. 3.3) on the oracle at 40 NFE (log-SNR
+  grid): mode-weight TV <= 1.5x the floor of exact samples and every mode's spread within 5% of a 400-step
+  solve's (bh2 on this grid: 9.6% at 20 NFE, README)."""
+  sde = sde_lib.VPSDE()
+  score_fn = mixture.score_fn(sde)
+  ref_fn = samplers.get_sampler(sde, (N_SAMPLES, 2), "dpm_solver_pp", num_steps=400, grid="logsnr")
+  ref = jax.jit(lambda k: ref_fn(k, score_fn))(key)[0]
+  fn = samplers.get_sampler(sde, (N_SAMPLES, 2), "unipc", nfe=40, variant=variant)
+  x = jax.jit(lambda k: fn(k, score_fn))(key)[0]
+  assert mixture.mode_metrics(x)["tv"] <= TOLERANCE * floor["tv"]
+  assert mixture.spread_bias(x, ref) <= SPREAD[20], mixture.spread_bias(x, ref)
+  other = samplers.get_sampler(sde, (N_SAMPLES, 2), "unipc", nfe=40, variant="bh1" if variant == "bh2" else "bh2")
+  assert not np.array_equal(np.asarray(x), np.asarray(jax.jit(lambda k: other(k, score_fn))(key)[0]))
+
+
+def test_a_bad_unipc_variant_fails_in_one_line():
+  with pytest.raises(ValueError, match="variant must be one of") as err:
+    samplers.get_sampler(sde_lib.VPSDE(), (4, 2), "unipc", variant="bh3")
+  assert "\n" not in str(err.value)
