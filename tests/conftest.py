@@ -2,11 +2,18 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+from jax.experimental import io_callback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sde_lib  # noqa: E402
+from datasets.gmm import example_mixture  # noqa: E402
+
+# Samples per oracle sampler test; ``floor`` is of exact samples of the same size.
+ORACLE_SAMPLES = 4096
 
 
 def pytest_configure(config):
@@ -21,6 +28,19 @@ def key():
   return jax.random.key(0)
 
 
+@pytest.fixture(scope="session")
+def mixture():
+  """The 2-D oracle mixture of the sampler tests (``datasets.gmm.example_mixture(2)``); a test module may
+  define its own."""
+  return example_mixture(2)
+
+
+@pytest.fixture(scope="session")
+def floor(mixture):
+  """99th percentile of each mode metric over 200 exact samples of ORACLE_SAMPLES."""
+  return mixture.metric_floor(jax.random.key(123), ORACLE_SAMPLES)
+
+
 def all_sdes(N: int = 1000):
   """One instance of every SDE with score_sde's CIFAR-10 parameters, and rectified flow."""
   return [sde_lib.VESDE(0.01, 50.0, N), sde_lib.VPSDE(0.1, 20.0, N), sde_lib.subVPSDE(0.1, 20.0, N),
@@ -28,3 +48,20 @@ def all_sdes(N: int = 1000):
 
 
 SDE_IDS = ["ve", "vp", "subvp", "rf"]
+
+
+class EvaluationCounter:
+  """Counts score evaluations as they execute (not as they are traced): ``counter.wrap(score_fn)``."""
+
+  def __init__(self):
+    self.count = 0
+
+  def _inc(self):
+    self.count += 1
+    return np.int32(0)
+
+  def wrap(self, fn):
+    def counted(*args):
+      token = io_callback(self._inc, jax.ShapeDtypeStruct((), jnp.int32), ordered=True)
+      return jax.tree.map(lambda v: v + 0 * token, fn(*args))
+    return counted

@@ -11,8 +11,7 @@ import samplers
 import sde_lib
 from datasets import example_mixture
 from samplers import fit_grid, multistep, schedules
-from tests.conftest import SDE_IDS, all_sdes
-from tests.test_samplers import _Counter
+from tests.conftest import EvaluationCounter, ORACLE_SAMPLES, SDE_IDS, all_sdes
 
 FAST = {"edm_heun": {}, "dpm_solver_pp": {}, "dpm_solver_pp_3m": dict(order=3), "unipc": {},
         "unipc_3": dict(order=3)}
@@ -28,7 +27,7 @@ def _method(name):
 def test_the_budget_is_exact_and_counts_every_score_evaluation(name, denoise, key):
   sde, mixture = sde_lib.subVPSDE(), example_mixture(2)
   for nfe in ((10,) if denoise else (3,)):
-    counter = _Counter()
+    counter = EvaluationCounter()
     sample_fn = samplers.get_sampler(sde, (8, 2), _method(name), nfe=nfe, denoise=denoise, **FAST[name])
     x, used = jax.jit(lambda k: sample_fn(k, counter.wrap(mixture.score_fn(sde))))(key)
     jax.block_until_ready(x)
@@ -174,21 +173,12 @@ def test_grids_span_the_same_levels_and_fitted_grids_load_by_name(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the oracle
-N_SAMPLES = 4096
+N_SAMPLES = ORACLE_SAMPLES
 TOLERANCE = 1.5
 # The best configuration per budget (see benchmarks/results/fast_samplers_gmm.md).
 BEST = dict(method="unipc", order=2)
 SPREAD = {10: 0.10, 20: 0.05}
 
-
-@pytest.fixture(scope="module")
-def mixture():
-  return example_mixture(2)
-
-
-@pytest.fixture(scope="module")
-def floor(mixture):
-  return mixture.metric_floor(jax.random.key(123), N_SAMPLES)
 
 
 

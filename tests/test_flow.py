@@ -11,13 +11,12 @@ import pytest
 import models
 import samplers
 import sde_lib
-from datasets.gmm import GaussianMixture, example_mixture
 from sde_lib import parameterization as param
-from tests.conftest import SDE_IDS, all_sdes
+from tests.conftest import ORACLE_SAMPLES, SDE_IDS, all_sdes
 
 SDES = all_sdes() + [sde_lib.CosineSDE()]
 IDS = SDE_IDS + ["cosine"]
-N_SAMPLES = 4000
+N_SAMPLES = ORACLE_SAMPLES
 TOLERANCE = 1.5
 
 
@@ -81,15 +80,6 @@ def test_bad_weighting_raises_one_line():
   with pytest.raises(ValueError, match=r"likelihood_weighting=True is weighting='likelihood'"):
     sde_lib.get_loss_fn(sde, weighting="velocity", likelihood_weighting=True)
 
-
-@pytest.fixture(scope="module")
-def mixture():
-  return example_mixture(2)
-
-
-@pytest.fixture(scope="module")
-def floor(mixture):
-  return mixture.metric_floor(jax.random.key(123), N_SAMPLES)
 
 
 @pytest.mark.parametrize("sde", [all_sdes()[1], all_sdes()[3]], ids=["vp", "rf"])

@@ -10,22 +10,11 @@ import pytest
 from jax.experimental import io_callback
 
 import samplers
-from datasets import example_mixture
-from tests.conftest import SDE_IDS, all_sdes
+from tests.conftest import EvaluationCounter, ORACLE_SAMPLES, SDE_IDS, all_sdes
 
-N_SAMPLES = 4096
+N_SAMPLES = ORACLE_SAMPLES
 TOLERANCE = 1.5          # the project's target: within 1.5x the noise floor of an exact sample
 
-
-@pytest.fixture(scope="module")
-def mixture():
-  return example_mixture(2)
-
-
-@pytest.fixture(scope="module")
-def floor(mixture):
-  """99th percentile of each metric over 200 exact samples of the same size."""
-  return mixture.metric_floor(jax.random.key(123), N_SAMPLES)
 
 
 CASES = {
@@ -130,23 +119,6 @@ def test_batch_averaged_langevin_couples_a_sample_to_its_batch(mixture, key):
   assert not np.allclose(a, c[:8], rtol=1e-4)
 
 
-class _Counter:
-  """Counts score evaluations as they execute (not as they are traced)."""
-
-  def __init__(self):
-    self.count = 0
-
-  def _inc(self):
-    self.count += 1
-    return np.int32(0)
-
-  def wrap(self, fn):
-    def counted(*args):
-      token = io_callback(self._inc, jax.ShapeDtypeStruct((), jnp.int32), ordered=True)
-      return jax.tree.map(lambda v: v + 0 * token, fn(*args))
-    return counted
-
-
 NFE_CASES = {
     "pc": ("pc", dict(predictor="reverse_diffusion", corrector="langevin", num_steps=5, corrector_steps=2)),
     "pc_no_denoise": ("pc", dict(predictor="euler_maruyama", corrector="ald", num_steps=4, denoise=False)),
@@ -171,7 +143,7 @@ NFE_CASES = {
 def test_reported_nfe_equals_executed_score_evaluations(name, mixture, key):
   sde = all_sdes()[2]
   method, options = NFE_CASES[name]
-  counter = _Counter()
+  counter = EvaluationCounter()
   sample_fn = samplers.get_sampler(sde, (64, 2), method, **options)
   x, nfe = jax.jit(lambda k: sample_fn(k, counter.wrap(mixture.score_fn(sde))))(key)
   jax.block_until_ready(x)

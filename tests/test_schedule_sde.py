@@ -18,7 +18,7 @@ import sde_lib
 from datasets import gmm
 from datasets.gmm import example_mixture
 from testkit.posterior_metrics import posterior_floor, posterior_metrics
-from tests.conftest import all_sdes
+from tests.conftest import ORACLE_SAMPLES, all_sdes
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -190,7 +190,7 @@ def test_the_ladder_is_the_marginal_at_i_plus_one_steps(name, N):
 
 
 # ------------------------------------------------------------------------------------ 3. the oracle
-N_SAMPLES = 4000
+N_SAMPLES = ORACLE_SAMPLES
 TOLERANCE = 1.5          # within 1.5x the 99% noise floor of exact samples of the same size (tests/test_samplers.py)
 
 SAMPLERS = {
@@ -201,15 +201,6 @@ SAMPLERS = {
     "unipc": ("unipc", dict(nfe=20, grid="logsnr"), 20),
 }
 
-
-@pytest.fixture(scope="module")
-def mixture():
-  return example_mixture(2)
-
-
-@pytest.fixture(scope="module")
-def floor(mixture):
-  return mixture.metric_floor(jax.random.key(123), N_SAMPLES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,24 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import io_callback
 
 import samplers
-from datasets import example_mixture
-from tests.conftest import SDE_IDS, all_sdes
+from tests.conftest import EvaluationCounter, ORACLE_SAMPLES, SDE_IDS, all_sdes
 
-N_SAMPLES = 4000
+N_SAMPLES = ORACLE_SAMPLES
 TOLERANCE = 1.5          # within 1.5x the 99% noise floor of an exact sample, as tests/test_samplers.py
 
-
-@pytest.fixture(scope="module")
-def mixture():
-  return example_mixture(2)
-
-
-@pytest.fixture(scope="module")
-def floor(mixture):
-  return mixture.metric_floor(jax.random.key(123), N_SAMPLES)
 
 
 def _sample(sde, score_fn, key, shape=(N_SAMPLES, 2), **options):
@@ -58,27 +47,10 @@ def test_a_tighter_tolerance_spends_more_evaluations(mixture, key):
   assert nfes[0] < nfes[1] < nfes[2], nfes
 
 
-class _Counter:
-  """Counts score evaluations as they execute (not as they are traced)."""
-
-  def __init__(self):
-    self.count = 0
-
-  def _inc(self):
-    self.count += 1
-    return np.int32(0)
-
-  def wrap(self, fn):
-    def counted(*args):
-      token = io_callback(self._inc, jax.ShapeDtypeStruct((), jnp.int32), ordered=True)
-      return jax.tree.map(lambda v: v + 0 * token, fn(*args))
-    return counted
-
-
 @pytest.mark.parametrize("denoise", [True, False])
 def test_reported_nfe_equals_executed_score_evaluations(denoise, mixture, key):
   sde = all_sdes()[2]
-  counter = _Counter()
+  counter = EvaluationCounter()
   sample_fn = samplers.get_sampler(sde, (64, 2), "sde_adaptive", rtol=0.1, denoise=denoise)
   x, nfe = jax.jit(lambda k: sample_fn(k, counter.wrap(mixture.score_fn(sde))))(key)
   jax.block_until_ready(x)
