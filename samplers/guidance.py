@@ -10,7 +10,7 @@ Classifier-free guidance (Ho & Salimans 2022) takes the likelihood term as the d
 conditional and an unconditional score, grad_x log p_t(y | x) = s(x, t | y) - s(x, t).
 
 A guidance interval (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample
-and Distribution Quality in Diffusion Models", eq. 2) applies the scale only where the EDM noise level
+and Distribution Quality in Diffusion Models", their guidance interval; the equation number is not checked here) applies the scale only where the EDM noise level
 sigma(t) = s(t)/a(t) (``sde.sigma``) lies in (sigma_lo, sigma_hi]; elsewhere the score is the unguided
 conditional one, scale 1 (their w = 1).
 """
@@ -68,7 +68,7 @@ def _interval_mask(interval, sde, name: str):
 
   def inside(x, t):
     sigma = sde.sigma(jnp.asarray(t))
-    mask = (sigma > lo) & (sigma <= hi)                     # (sigma_lo, sigma_hi], Kynkäänniemi et al. eq. 2
+    mask = (sigma > lo) & (sigma <= hi)                     # (sigma_lo, sigma_hi], Kynkäänniemi et al. 2024
     return jnp.reshape(mask, jnp.shape(mask) + (1,) * (jnp.ndim(x) - jnp.ndim(mask)))
 
   return inside
@@ -79,7 +79,7 @@ def guided_score_fn(score_fn: ScoreFn, log_likelihood_fn: LogLikelihoodFn, scale
   """``score'(x, t) = score(x, t) + w(t) * grad_x log p_t(y | x)`` (eq. 14 above), [B, ...].
 
   Without ``interval``, w(t) = ``scale`` at every t. With ``interval = (sigma_lo, sigma_hi)`` (Kynkäänniemi
-  et al. 2024, eq. 2):
+  et al. 2024):
 
       w(t) = scale   if sigma_lo < sigma(t) <= sigma_hi,        sigma(t) = s(t)/a(t) = ``sde.sigma(t)``
       w(t) = 1       otherwise
@@ -130,7 +130,7 @@ def classifier_free_score_fn(conditional_score_fn: ScoreFn, unconditional_score_
   ``scale`` is the w of Kynkäänniemi et al. 2024 eq. 1 (D_w = w D(x; sigma, c) + (1 - w) D(x; sigma)).
 
   With ``interval = (sigma_lo, sigma_hi)`` the guided score applies only where sigma_lo < sigma(t) <=
-  sigma_hi (``sde.sigma(t)``, the EDM noise level; Kynkäänniemi et al. 2024 eq. 2); elsewhere the score is
+  sigma_hi (``sde.sigma(t)``, the EDM noise level; Kynkäänniemi et al. 2024); elsewhere the score is
   the conditional one, s(x, t | y) (their w = 1: no guidance), exactly. Where no row of a call lies in the
   interval only the conditional score is evaluated (``lax.cond``), saving the unconditional call.
 

@@ -1,4 +1,4 @@
-"""The guidance interval (Kynkäänniemi et al. 2024 eq. 2) against the oracle: guidance only where sigma(t) lies in
+"""The guidance interval (Kynkäänniemi et al. 2024) against the oracle: guidance only where sigma(t) lies in
 (sigma_lo, sigma_hi], the conditional score (scale 1) elsewhere; None is guidance everywhere, unchanged."""
 
 import jax

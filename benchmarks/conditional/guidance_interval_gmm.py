@@ -9,8 +9,8 @@ the other class's side:
 At high noise the classes' big modes dominate each side, so the exact p_t(A | x) is small around A's small mode
 at +1: guidance at scale w > 1 there pushes its mass to -4 (over-sharpening drops the mode). At low noise the
 modes are separated and p_t(A | x) ~ 1 on both of A's modes, so guidance changes little. Kynkäänniemi et al.
-2024 ("Applying Guidance in a Limited Interval Improves Sample and Distribution Quality in Diffusion Models",
-eq. 2) apply the guidance only for sigma(t) = s(t)/a(t) in (sigma_lo, sigma_hi], the conditional score alone
+2024 ("Applying Guidance in a Limited Interval Improves Sample and Distribution Quality in Diffusion Models")
+apply the guidance only for sigma(t) = s(t)/a(t) in (sigma_lo, sigma_hi], the conditional score alone
 (w = 1) elsewhere; ``samplers.classifier_free_score_fn(..., interval=, sde=)``.
 
 Scores are exact (``datasets.GaussianMixture``): the conditional one is ``restrict(CLASS)``'s, the unconditional
@@ -197,7 +197,7 @@ def main():
         f"`python -m benchmarks.conditional.guidance_interval_gmm --n {args.n}`: the 1-D two-class mixture of the "
         "script's docstring (class A: N(-4, 0.5^2) and N(+1, 0.4^2), within-class weights 0.7 / 0.3), exact "
         "scores; DPM-Solver++ 20 steps (21 NFE). interval: the noise levels sigma(t) = s(t)/a(t) where the scale "
-        "applies (Kynkaanniemi et al. 2024 eq. 2), the conditional score (w = 1) elsewhere; everywhere = no "
+        "applies (Kynkaanniemi et al. 2024), the conditional score (w = 1) elsewhere; everywhere = no "
         "interval. tv: total variation of A's within-class mode weights (each sample to A's nearest mode) against "
         "the exact 0.7 / 0.3; small_mode_share: the share at A's mode at +1 (exact 0.3); mean_err / std_err: the "
         "worst mode-mean error (in mode stds) and |std ratio - 1|; *_floor: 99% quantile over 200 exact class-A "
