@@ -212,5 +212,5 @@ def test_get_sde_from_config():
   cfg.training.sde = "VESDE"
   assert isinstance(sde_lib.get_sde(cfg), sde_lib.VESDE)
   cfg.training.sde = "edm"
-  with pytest.raises(ValueError, match=r"training.sde must be one of \['subvpsde', 'vesde', 'vpsde'\]"):
+  with pytest.raises(ValueError, match=r"training.sde must be one of \['cosine', 'rectified_flow', 'subvpsde', 'vesde', 'vpsde'\]"):
     sde_lib.get_sde(cfg)
