@@ -219,8 +219,8 @@ class SDE(abc.ABC):
 class ReverseSDE:
   """dx = [f - c g^2 score] dt + eta g dw-bar with c = (1 + eta^2) / 2, integrated from T down to 0.
 
-  Every eta >= 0 has the forward process's marginals (Karras et al. 2022 eq. 6; SiT, Ma et al. 2024, eq. 9 with
-  w = eta^2 g^2 / 2): eta = 1 (the default) is the reverse SDE (Song et al. 2021 eq. 6, Anderson 1982),
+  Every eta >= 0 has the forward process's marginals (Karras et al. 2022 eq. 6; SiT, Ma et al. 2024, whose
+  dx = [v - w score / 2] dt + sqrt(w) dw-bar is this with w = eta^2 g^2, v the probability-flow drift): eta = 1 (the default) is the reverse SDE (Song et al. 2021 eq. 6, Anderson 1982),
   eta = 0 (or ``probability_flow``) the probability-flow ODE (eq. 13); the sampling noise is chosen after
   training. ``discretize`` (the ladder's reverse step) exists for eta in {0, 1} only.
   """

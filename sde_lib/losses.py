@@ -89,8 +89,8 @@ def get_per_example_loss_fn(
     reduce_mean: average over data dimensions instead of half the sum.
     weighting: lambda(t) of J = E[lambda/2 |s_theta - target|^2]: "score" s(t)^2 (Song et al. 2021 eq. 7's
       default), "likelihood" g(t)^2 (Song et al. 2021b, Thm. 1), or "velocity" s^2 ((a s' - a' s) / a)^2, under
-      which J is half the conditional flow-matching loss E|v_theta - (a' x0 + s' z)|^2 (Lipman et al. 2023
-      eq. 23) of the model's velocity (``sde_lib.parameterization.velocity_weight``).
+      which J is half the conditional flow-matching loss E|v_theta - (a' x0 + s' z)|^2 (Lipman et al. 2023)
+      of the model's velocity (its mean over dimensions with reduce_mean) (``sde_lib.parameterization.velocity_weight``).
     likelihood_weighting: True is weighting="likelihood" (score_sde's flag).
     t_min: smallest time, in (0, T) (``eps``: its former name, still accepted).
     projection, n_projections, variance_reduction: the ``"ssm"`` projections v (Rademacher or

@@ -5,7 +5,7 @@ x(t) = a(t) x(0) + s(t) z (``SDE.marginal_rates``): the one place they are writt
 * noise    eps = E[z | x] = -s score
 * denoised x0 = E[x(0) | x] = (x + s^2 score) / a                                 (Tweedie)
 * velocity v = E[a' x(0) + s' z | x], the probability-flow drift dx/dt
-                                      (Lipman et al. 2023, eq. 20; Salimans & Ho 2022's v for VP up to a factor)
+                                      (Lipman et al. 2023, sec. 4; Salimans & Ho 2022's v for VP up to a factor)
 
 With c = a s' - a' s = a^2 d(s/a)/dt > 0, solving x = a x0 + s eps and v = a' x0 + s' eps for eps gives
     eps = (a v - a' x) / c,        x0 = (s' x - s v) / c,

@@ -1,7 +1,7 @@
 """Processes defined by their schedule, x(t) = alpha(t) x(0) + sigma(t) eps: rectified flow, the cosine
 schedule, or any (alpha, sigma) a user gives.
 
-The SDE form is derived from the schedule (Kingma et al. 2021, App. A; Lipman et al. 2023, sec. 4):
+The SDE form is derived from the schedule (Kingma et al. 2021; as written in Lu et al. 2022, DPM-Solver, sec. 2):
 
     f(x, t) = (d log alpha / dt) x,        g(t)^2 = d sigma^2 / dt - 2 (d log alpha / dt) sigma^2
                                                   = 2 sigma^2 d log(sigma / alpha) / dt,
