@@ -40,7 +40,8 @@ def _solve(sde, score_fn, x_T, sigmas, method, order):
   n = sigmas.shape[0] - 1
   times = sde.t_from_sigma(sigmas).at[0].set(sde.T)
   lams = -jnp.log(sigmas)
-  tables = TABLES[method](lams, multistep.step_orders(n, order, True))
+  below = multistep.DPM_SOLVER_PP_FINAL_BELOW if method == "dpm_solver_pp" else None   # as the sampler lowers
+  tables = TABLES[method](lams, multistep.step_orders(n, order, True, below))
   denoise_k = multistep.scaled_denoiser_on_levels(sde, score_fn, times, x_T.shape[0])
   x_hat = x_T / sde.marginal_coefs(times[0])[0]
   return denoise_k(multistep.run_multistep(x_hat, denoise_k, *tables), n)
