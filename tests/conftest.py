@@ -17,7 +17,7 @@ ORACLE_SAMPLES = 4096
 
 
 def pytest_configure(config):
-  # The two tiers: `bash scripts/test.sh -m "not slow"` runs the fast one (every change; under 3 minutes on 2
+  # The two tiers: `bash scripts/test.sh -m "not slow"` runs the fast one (every change; under 4 minutes on 2
   # cores), `bash scripts/test.sh` everything (CI). A test is marked slow when it took >= 4 s on 2 cores
   # (its slowest case, call + setup; measured with --durations=0).
   config.addinivalue_line("markers", "slow: takes >= 4 s; left out of the fast tier (-m 'not slow')")
