@@ -127,7 +127,7 @@ def classifier_free_score_fn(conditional_score_fn: ScoreFn, unconditional_score_
   The difference s(x, t | y) - s(x, t) is grad_x log p_t(y | x) by Bayes' rule, so this is
   ``guided_score_fn`` with an implicit classifier: scale 1 gives the conditional score, 0 the
   unconditional one, > 1 sharpens towards y. Two score calls per evaluation (one when scale is 0 or 1).
-  ``scale`` is the w of Kynkäänniemi et al. 2024 eq. 1 (D_w = w D(x; sigma, c) + (1 - w) D(x; sigma)).
+  ``scale`` is the w of Kynkäänniemi et al. 2024 (D_w = w D(x; sigma, c) + (1 - w) D(x; sigma)).
 
   With ``interval = (sigma_lo, sigma_hi)`` the guided score applies only where sigma_lo < sigma(t) <=
   sigma_hi (``sde.sigma(t)``, the EDM noise level; Kynkäänniemi et al. 2024); elsewhere the score is
