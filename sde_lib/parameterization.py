@@ -26,16 +26,20 @@ def _rates(sde: SDE, t: jax.Array, x: jax.Array):
   return tuple(batch_broadcast(v, x) for v in (a, s, da, ds))
 
 
-def noise_from_velocity(sde: SDE, x: jax.Array, t: jax.Array, v: jax.Array) -> jax.Array:
-  """eps = (a v - a' x) / (a s' - a' s): x, v [B, ...], t [B]."""
-  a, s, da, ds = _rates(sde, t, x)
+def _noise(rates, x, v):
+  a, s, da, ds = rates
   return (a * v - da * x) / (a * ds - da * s)
 
 
+def noise_from_velocity(sde: SDE, x: jax.Array, t: jax.Array, v: jax.Array) -> jax.Array:
+  """eps = (a v - a' x) / (a s' - a' s): x, v [B, ...], t [B]."""
+  return _noise(_rates(sde, t, x), x, v)
+
+
 def score_from_velocity(sde: SDE, x: jax.Array, t: jax.Array, v: jax.Array) -> jax.Array:
-  """score = -eps / s with eps from ``noise_from_velocity``."""
-  s = batch_broadcast(sde.marginal_coefs(t)[1], x)
-  return -noise_from_velocity(sde, x, t, v) / s
+  """score = -eps / s with eps from ``noise_from_velocity`` (one evaluation of the schedule's rates)."""
+  rates = _rates(sde, t, x)
+  return -_noise(rates, x, v) / rates[1]
 
 
 def velocity_from_score(sde: SDE, x: jax.Array, t: jax.Array, score: jax.Array) -> jax.Array:
