@@ -150,7 +150,7 @@ def main(argv):
   runtime.configure(runtime.default_cache_dir() if cache is None else cache)   # before JAX's first computation
   import jax
 
-  from datasets.images import DatasetNotFoundError
+  from data_lib.images import DatasetNotFoundError
   from training.train import NonFiniteLossError
 
   if distributed is not None:

@@ -72,7 +72,7 @@ def get_default_configs():
   data.uniform_dequantization = False
   data.num_channels = 3
   data.data_dir = ""                         # tensorflow-datasets directory ("" = its default)
-  data.path = ""                             # FOLDER: a folder of images, ARRAY: an .npz (datasets/images.py)
+  data.path = ""                             # FOLDER: a folder of images, ARRAY: an .npz (data_lib/images.py)
   # Image data are bounded: the data-prediction samplers clip their x0 = D(x, t) to the data range (static
   # thresholding, Saharia et al. 2022 sec. 2.3; samplers.common.thresholder), [-1, 1] if data.centered else
   # [0, 1] (a reference: a variant that sets data.centered moves it). Static, not dynamic: on the digits default

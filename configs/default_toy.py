@@ -1,4 +1,4 @@
-"""Toy problems: the oracle's 2-D Gaussian mixture (datasets.example_mixture) with a small MLP.
+"""Toy problems: the oracle's 2-D Gaussian mixture (data_lib.example_mixture) with a small MLP.
 
 Trains in a few minutes on two CPU cores (benchmarks/toy.py); evaluation compares samples with the exact mixture
 (mode weights, means and spreads against the noise floor of exact samples of the same size) and the
@@ -23,7 +23,7 @@ def get_toy_config(sde: str):
 
   data = config.data
   data.dataset = "GMM"
-  data.mixture = "example"                   # datasets.example_mixture(dim): four modes, weights .5/.25/.15/.10
+  data.mixture = "example"                   # data_lib.example_mixture(dim): four modes, weights .5/.25/.15/.10
   data.dim = 2
   data.test_size = 4096                      # the fixed test sample (likelihood, evaluation)
   for image_field in ("image_size", "random_flip", "centered", "uniform_dequantization", "num_channels", "data_dir"):

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from datasets.images import load_digits_arrays
+from data_lib.images import load_digits_arrays
 
 CACHE_NAME = "digits_classifier.npz"
 # The arrays of the cache, with their shapes: 64 -> 128 ReLU -> 10, and the labels of the 10 outputs.

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from datasets.images import DIGITS_TEST_SIZE, get_dataset, load_digits_arrays
+from data_lib.images import DIGITS_TEST_SIZE, get_dataset, load_digits_arrays
 from evaluation.digits_classifier import DigitsFeatures
 from evaluation.fid import feature_statistics, frechet_distance, kernel_distance
 from evaluation.pixels import to_unit_range
@@ -90,7 +90,7 @@ def mixture_scores(mixture, samples: np.ndarray, key: jax.Array) -> dict:
 
 
 class MixtureScorer(Scorer):
-  """The toy Gaussian mixture (``datasets.toy.get_mixture``): its mode metrics and their noise floor."""
+  """The toy Gaussian mixture (``data_lib.toy.get_mixture``): its mode metrics and their noise floor."""
 
   def __init__(self, mixture):
     self.mixture = mixture
@@ -239,7 +239,7 @@ def scorer_for(config, cache_dir: str) -> Scorer:
   ``cache_dir``."""
   data = config.data
   if data.dataset == "GMM":
-    from datasets.toy import get_mixture
+    from data_lib.toy import get_mixture
     return MixtureScorer(get_mixture(data))
   if data.dataset == "DIGITS":
     return DigitsScorer(data, cache_dir)

@@ -1,7 +1,7 @@
 """Draws the exact perturbed densities p_t of a 2-D Gaussian mixture under VE, VP and sub-VP.
 
 One row per SDE, one column per time t; the colour is log p_t (nats), the arrows the exact score
-grad log p_t (direction only). Everything comes from the oracle ``datasets.gmm``.
+grad log p_t (direction only). Everything comes from the oracle ``data_lib.gmm``.
 
     python examples/perturbed_densities.py --out outputs/perturbed_densities.png
 """
@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sde_lib  # noqa: E402
-from datasets import example_mixture  # noqa: E402
+from data_lib import example_mixture  # noqa: E402
 
 TIMES = (0.0, 0.05, 0.2, 0.5, 1.0)
 

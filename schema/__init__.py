@@ -3,7 +3,7 @@
 ``parse_config(config_dict) -> Config`` (sections ``sde``, ``model`` (the network), ``score`` (the
 parameterisation), ``ema``, ``training``, ``sampling``, ``eval``, ``data``, ``optim``);
 ``load_config_file(path) -> ConfigDict``; ``sampler_options(config) -> (method, options object)``.
-The schema imports the library parts whose options it types (sde_lib, models, samplers, datasets); none of
+The schema imports the library parts whose options it types (sde_lib, models, samplers, data_lib); none of
 them imports it.
 """
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import models
 import samplers
 import sde_lib
-from datasets.images import DATASETS
+from data_lib.images import DATASETS
 from schema.fields import Section, boolean, build_section, choice, integer, labelled, number, spec, text
 
 POSITIVE = integer(1)

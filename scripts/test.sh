@@ -10,6 +10,8 @@ REQUIREMENTS="${REQUIREMENTS:-requirements-lock.txt}"
 "${PYTHON:-python3}" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
+# The library itself, editable (pyproject.toml): importable from any folder, as README's install makes it.
+"$VENV/bin/python" -m pip install --quiet --no-deps -e .
 # Pin JAX to the CPU and keep its threads to the 2 cores CI has.
 export JAX_PLATFORMS=cpu
 # The suite is compile-bound (hundreds of small programs, each compiled once): XLA's backend optimisation

@@ -44,6 +44,8 @@ start=$SECONDS
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --upgrade pip
 "$work/venv/bin/python" -m pip install --quiet --upgrade -r requirements.txt
+# The library as a built wheel (not editable): tests/test_install.py then checks the wheel's contents.
+"$work/venv/bin/python" -m pip install --quiet --no-deps .
 echo "test_newest.sh: installed in $((SECONDS - start)) s:" \
   "$("$work/venv/bin/python" -c 'import sys; print("Python", sys.version.split()[0])')," \
   "$("$work/venv/bin/python" -m pip freeze | grep -iE '^(jax|jaxlib|flax|optax|orbax-checkpoint|diffrax|equinox|numpy|scipy)==' | tr '\n' ' ')"
@@ -52,6 +54,7 @@ export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0"
 JAX_COMPILATION_CACHE_DIR="$work/cache"
 export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 SUBSET=(                                     # 227 tests: ~3.3 min on 2 cores, the install ~36 s
+  tests/test_install.py                      # the installed wheel imports from any folder
   tests/test_sde.py                          # the SDEs against closed forms and simulation
   tests/test_losses.py                       # DSM / discrete / sliced losses against the oracle
   tests/test_samplers.py                     # PC, ALD, ODE (diffrax) samplers reproduce the mixture

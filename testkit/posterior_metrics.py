@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from datasets.gmm import GaussianMixture, MixturePosterior
+from data_lib.gmm import GaussianMixture, MixturePosterior
 
 PINNED_STD = 1e-6
 REFERENCE_SAMPLES = 100_000

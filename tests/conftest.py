@@ -10,7 +10,7 @@ from jax.experimental import io_callback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sde_lib  # noqa: E402
-from datasets.gmm import example_mixture  # noqa: E402
+from data_lib.gmm import example_mixture  # noqa: E402
 
 # Samples per oracle sampler test; ``floor`` is of exact samples of the same size.
 ORACLE_SAMPLES = 4096
@@ -30,7 +30,7 @@ def key():
 
 @pytest.fixture(scope="session")
 def mixture():
-  """The 2-D oracle mixture of the sampler tests (``datasets.gmm.example_mixture(2)``); a test module may
+  """The 2-D oracle mixture of the sampler tests (``data_lib.gmm.example_mixture(2)``); a test module may
   define its own."""
   return example_mixture(2)
 

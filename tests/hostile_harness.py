@@ -34,7 +34,7 @@ FIXTURE = os.path.join(DATA, "pytorch_r_ncsnpp_residual.pth")
 MSGPACK_FIXTURE = os.path.join(DATA, "jax_r_ncsnpp_residual_checkpoint_1")
 LIMIT_BYTES = 1 << 30
 TIME_LIMIT = 2.0
-PACKAGES = ("models", "evaluation", "configs", "training", "sde_lib", "samplers", "datasets", "schema", "tools", "safeio")
+PACKAGES = ("models", "evaluation", "configs", "training", "sde_lib", "samplers", "data_lib", "schema", "tools", "safeio")
 PWN_MODULE = "pwnmod_hostile"
 
 # The reduced NCSN++ of pytorch_r_ncsnpp_residual.pth (fir=False) and of jax_r_ncsnpp_residual_checkpoint_1

@@ -111,7 +111,7 @@ def test_class_condition_config_errors_name_the_field():
 
 
 def test_digits_batches_carry_the_labels_of_their_images():
-  from datasets.images import get_dataset, load_digits_arrays
+  from data_lib.images import get_dataset, load_digits_arrays
 
   config = parse_config(vp_digits.get_config())
   data = get_dataset(config.data, "train", seed=3)

@@ -152,7 +152,7 @@ SECTION_OF = {f"{src}.{field}": f"{dst}.{name}" for (src, field), (dst, name) in
 
 def _sde_and_shape(config):
   import sde_lib
-  from datasets.images import data_shape
+  from data_lib.images import data_shape
   return sde_lib.get_sde(config), (2,) + data_shape(config.data)
 
 

@@ -1,4 +1,4 @@
-"""Guidance, inpainting and colorization against the oracle's exact conditionals (datasets/gmm.py)."""
+"""Guidance, inpainting and colorization against the oracle's exact conditionals (data_lib/gmm.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import samplers
-from datasets import GaussianMixture, example_mixture
+from data_lib import GaussianMixture, example_mixture
 from samplers import guidance, inpaint
 from tests.conftest import SDE_IDS, all_sdes
 

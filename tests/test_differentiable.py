@@ -2,7 +2,7 @@
 
 The score is the exact one of the oracle mixture shifted by theta [D]: p_t^theta(x) = p_t(x - a(t) theta),
 so score^theta(x, t) = score_t(x - a(t) theta) (the shifted means a(t)(mu_k + theta), Gaussian
-convolution as in datasets/gmm.py). With fixed keys a sampler is a smooth function of theta, and the
+convolution as in data_lib/gmm.py). With fixed keys a sampler is a smooth function of theta, and the
 likelihood of x and theta. Everything runs in float64 (``jax.enable_x64``) so that central differences
 are accurate: with step h the error is h^2 f'''/6 (truncation) plus ~1e-16 |f| / h (rounding).
 """
@@ -14,7 +14,7 @@ import pytest
 
 import samplers
 import sde_lib
-from datasets import example_mixture
+from data_lib import example_mixture
 
 VE, VP, SUBVP = sde_lib.VESDE(0.01, 50.0, 1000), sde_lib.VPSDE(0.1, 20.0, 1000), sde_lib.subVPSDE(0.1, 20.0, 1000)
 MIXTURE = example_mixture(2)
@@ -151,7 +151,7 @@ def test_exact_likelihood_gradient_matches_the_closed_form(adjoint):
   grad_x, grad_theta = jax.jit(jax.grad(corrected, argnums=(0, 1)))(x, THETA)
   t = jnp.full(x.shape[:1], eps)
   a = float(sde.marginal_coefs(t)[0][0])
-  score = np.asarray(MIXTURE.score_t(x - a * THETA, t, sde))             # closed form, datasets/gmm.py
+  score = np.asarray(MIXTURE.score_t(x - a * THETA, t, sde))             # closed form, data_lib/gmm.py
   tol = 10 * rtol * np.max(np.abs(score))
   np.testing.assert_allclose(grad_x, score, rtol=0, atol=tol)
   np.testing.assert_allclose(grad_theta, -a * score.sum(0), rtol=0, atol=3 * tol)

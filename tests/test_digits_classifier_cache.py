@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.neural_network import MLPClassifier
 
-from datasets.images import load_digits_arrays
+from data_lib.images import load_digits_arrays
 from evaluation import digits_classifier
 from evaluation.digits_classifier import CACHE_NAME, SHAPES, DigitsFeatures, read_cache
 

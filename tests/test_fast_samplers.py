@@ -9,7 +9,7 @@ import pytest
 
 import samplers
 import sde_lib
-from datasets import example_mixture
+from data_lib import example_mixture
 from samplers import fit_grid, multistep, schedules
 from tests.conftest import EvaluationCounter, ORACLE_SAMPLES, SDE_IDS, all_sdes
 

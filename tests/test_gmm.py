@@ -7,7 +7,7 @@ import pytest
 from scipy import special, stats
 
 import sde_lib
-from datasets import GaussianMixture, example_mixture
+from data_lib import GaussianMixture, example_mixture
 from tests.conftest import SDE_IDS, all_sdes
 
 

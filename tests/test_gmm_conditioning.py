@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 from scipy.integrate import trapezoid
 
-from datasets import GaussianMixture
+from data_lib import GaussianMixture
 from tests.conftest import SDE_IDS, all_sdes
 
 # Unequal weights, correlated and unequal covariances, overlapping modes (so every weight matters).

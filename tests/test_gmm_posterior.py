@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from datasets import GaussianMixture, example_mixture
-from datasets.gmm import MixturePosterior
+from data_lib import GaussianMixture, example_mixture
+from data_lib.gmm import MixturePosterior
 from testkit.posterior_metrics import posterior_floor, posterior_metrics
 
 # Overlapping modes with unequal, correlated covariances, so every weight and cross term matters.

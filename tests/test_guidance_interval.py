@@ -8,7 +8,7 @@ import pytest
 
 import samplers
 import sde_lib
-from datasets import GaussianMixture
+from data_lib import GaussianMixture
 from samplers import guidance
 from tests.conftest import SDE_IDS, all_sdes
 

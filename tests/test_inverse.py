@@ -11,7 +11,7 @@ import pytest
 
 import samplers
 import sde_lib
-from datasets import gmm
+from data_lib import gmm
 from testkit.posterior_metrics import posterior_floor, posterior_metrics
 from tests.conftest import SDE_IDS, all_sdes
 

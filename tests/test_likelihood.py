@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import samplers
-from datasets import GaussianMixture, example_mixture
+from data_lib import GaussianMixture, example_mixture
 from tests.conftest import SDE_IDS, all_sdes
 
 EPS = 1e-5

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sde_lib
-from datasets import example_mixture
+from data_lib import example_mixture
 from tests.conftest import SDE_IDS, all_sdes
 
 N_DATA = 40000

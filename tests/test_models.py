@@ -15,7 +15,7 @@ import pytest
 
 import models
 import sde_lib
-from datasets import GaussianMixture
+from data_lib import GaussianMixture
 from models import fir, layers
 from tests.conftest import SDE_IDS, all_sdes
 

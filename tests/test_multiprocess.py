@@ -149,7 +149,7 @@ DATA_CHECK = textwrap.dedent("""
     import sys, importlib, jax, numpy as np
     jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
     from jax.experimental import multihost_utils
-    from datasets.images import get_dataset
+    from data_lib.images import get_dataset
     from training import step as step_lib
     config = importlib.import_module("configs.vp.digits").get_config()
     mesh = step_lib.make_mesh()

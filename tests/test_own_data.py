@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tools import data_stats as stats
-from datasets.images import DatasetNotFoundError, get_dataset, own_split_indices
+from data_lib.images import DatasetNotFoundError, get_dataset, own_split_indices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import sde_lib
-from datasets.images import get_dataset
+from data_lib.images import get_dataset
 from evaluation import feature_statistics, frechet_distance, kernel_distance
 from testkit.pipeline import ROOT, tiny_config, tiny_flags
 from training import step as step_lib, tasks
@@ -137,7 +137,7 @@ from testkit.pipeline import tiny_config
 from training import step as step_lib, tasks
 from training.train import setup
 from training.state import create_train_state
-from datasets.images import get_dataset
+from data_lib.images import get_dataset
 assert len(jax.devices()) == 4
 config = tiny_config()
 run = setup(config)
@@ -290,7 +290,7 @@ def test_toy_mixture_pipeline(tmp_path):
   """configs/toy/vp.py (MLP on the 2-D mixture), a few steps: scatter plots at snapshots; evaluation
   reports the samples' mode metrics beside the noise floor of exact samples, and the model's and the
   exact test NLL. (How well the full run learns is measured by benchmarks/pipeline/toy.py.)"""
-  from datasets.toy import get_mixture
+  from data_lib.toy import get_mixture
   from training.evaluate import evaluate
   config = importlib.import_module("configs.toy.vp").get_config()
   config.training.update(n_iters=4, snapshot_freq=4, snapshot_samples=64)

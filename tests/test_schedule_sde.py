@@ -15,8 +15,8 @@ import pytest
 
 import samplers
 import sde_lib
-from datasets import gmm
-from datasets.gmm import example_mixture
+from data_lib import gmm
+from data_lib.gmm import example_mixture
 from testkit.posterior_metrics import posterior_floor, posterior_metrics
 from tests.conftest import ORACLE_SAMPLES, all_sdes
 

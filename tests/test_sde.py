@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import sde_lib
-from datasets import GaussianMixture
+from data_lib import GaussianMixture
 from tests.conftest import SDE_IDS, all_sdes
 
 SDES = all_sdes()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import samplers
-from datasets import GaussianMixture, example_mixture
+from data_lib import GaussianMixture, example_mixture
 from samplers.vocabulary import markdown_table
 from tests.conftest import all_sdes
 

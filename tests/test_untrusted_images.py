@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from datasets import own_data as images_lib  # MAX_IMAGE_PIXELS, NPZ_MAX_BYTES (read by the FOLDER / ARRAY sources)
-from datasets.images import DatasetNotFoundError, get_dataset, read_image
+from data_lib import own_data as images_lib  # MAX_IMAGE_PIXELS, NPZ_MAX_BYTES (read by the FOLDER / ARRAY sources)
+from data_lib.images import DatasetNotFoundError, get_dataset, read_image
 from tests.test_own_data import TINY, data_config, write_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

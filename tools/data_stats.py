@@ -112,7 +112,7 @@ def training_split(config):
     ValueError: the toy GMM (not an image data set), or any get_dataset error.
     DatasetNotFoundError: the data is not on disk.
   """
-  from datasets.images import get_dataset, is_image_data
+  from data_lib.images import get_dataset, is_image_data
 
   if not is_image_data(config.data):
     raise ValueError(f"data.dataset={config.data.dataset}: tools.data_stats reads image data sets (FOLDER, ARRAY, "
@@ -243,7 +243,7 @@ def main(argv) -> None:
   del argv
   from absl import flags
 
-  from datasets.images import DatasetNotFoundError
+  from data_lib.images import DatasetNotFoundError
   from schema import parse_config
 
   flag_values = flags.FLAGS

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 import models
 import samplers
-from datasets.images import get_dataset
+from data_lib.images import get_dataset
 from evaluation import scorer_for
 from samplers.observation import image_mask
 from schema import (LABELLED_DATASETS, as_config, inpainter_arguments, inverse_arguments, load_config_file,

@@ -22,7 +22,7 @@ from tqdm import tqdm
 import models
 import samplers
 from safeio.untrusted import read_npz
-from datasets.images import get_dataset, is_image_data
+from data_lib.images import get_dataset, is_image_data
 from evaluation import scorer_for
 from evaluation.scorers import MAX_CACHE_BYTES, split_batches
 from schema import as_config, likelihood_options
@@ -119,7 +119,7 @@ def bits_per_dim_on_split(config, run: Setup, fn, params, key: jax.Array, max_ex
 def mixture_nll(config, run: Setup, fn, params, key: jax.Array, max_examples: int | None = None) -> dict:
   """Toy data: mean negative log-likelihood (nats per dimension) of the test sample under the model
   (``fn = make_logp_fn(...)``) and, exactly, under the data's perturbed density p_eps."""
-  from datasets.toy import get_mixture
+  from data_lib.toy import get_mixture
 
   mixture, data = get_mixture(config.data), get_dataset(config.data, "test", seed=int(config.seed))
   eps = config.eval.bpd_t_min                                    # the likelihood's time floor

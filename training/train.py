@@ -19,7 +19,7 @@ from tqdm import tqdm
 import models
 import samplers
 import sde_lib
-from datasets.images import data_shape, get_dataset
+from data_lib.images import data_shape, get_dataset
 from training import step as step_lib
 from training import tasks
 from training.checkpoint import Checkpointer
@@ -152,7 +152,7 @@ def train(config, workdir: str) -> TrainState:
 
   Raises:
     NonFiniteLossError: a NaN/inf loss; nothing after the last good checkpoint is written.
-    ValueError, DatasetNotFoundError: bad data (datasets.images.get_dataset), including an image whose
+    ValueError, DatasetNotFoundError: bad data (data_lib.images.get_dataset), including an image whose
       body fails to decode mid-run (the message names the file).
   """
   config = as_config(config)

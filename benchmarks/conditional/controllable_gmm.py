@@ -24,7 +24,7 @@ import numpy as np
 import samplers
 import sde_lib
 from benchmarks.common import write
-from datasets import GaussianMixture, example_mixture
+from data_lib import GaussianMixture, example_mixture
 from samplers import guidance, inpaint
 
 SDES = {"VE": sde_lib.VESDE(0.01, 50.0, 1000), "VP": sde_lib.VPSDE(0.1, 20.0, 1000),

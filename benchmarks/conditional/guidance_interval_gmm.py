@@ -13,7 +13,7 @@ modes are separated and p_t(A | x) ~ 1 on both of A's modes, so guidance changes
 apply the guidance only for sigma(t) = s(t)/a(t) in (sigma_lo, sigma_hi], the conditional score alone
 (w = 1) elsewhere; ``samplers.classifier_free_score_fn(..., interval=, sde=)``.
 
-Scores are exact (``datasets.GaussianMixture``): the conditional one is ``restrict(CLASS)``'s, the unconditional
+Scores are exact (``data_lib.GaussianMixture``): the conditional one is ``restrict(CLASS)``'s, the unconditional
 one the whole mixture's (classifier-free guidance); classifier guidance (VP rows) uses the exact classifier
 ``class_log_likelihood_t``. The target is p(x | A) exactly; scale 1 samples it, so every error of a scale > 1
 row is guidance's. Metrics (``GaussianMixture.mode_metrics`` of p(x | A), each sample assigned to A's nearest
@@ -44,7 +44,7 @@ import numpy as np
 import samplers
 import sde_lib
 from benchmarks.common import ROOT, RESULTS, run_main, write
-from datasets import GaussianMixture
+from data_lib import GaussianMixture
 
 MIXTURE = GaussianMixture([0.35, 0.15, 0.15, 0.35], [[-4.0], [1.0], [-1.0], [4.0]], [[0.25], [0.16], [0.16], [0.25]])
 CLASS = (0, 1)                                  # components of class A; (2, 3) are class B

@@ -46,7 +46,7 @@ import numpy as np
 import samplers
 import sde_lib
 from benchmarks.common import RESULTS, commit, machine
-from datasets import gmm
+from data_lib import gmm
 from testkit.posterior_metrics import posterior_floor, posterior_metrics
 
 NAME = "inverse_gmm"

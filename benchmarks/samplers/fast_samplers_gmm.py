@@ -34,7 +34,7 @@ import numpy as np
 import samplers
 import sde_lib
 from benchmarks.common import RESULTS, write
-from datasets import example_mixture
+from data_lib import example_mixture
 
 SAMPLERS = {"edm_heun": ("edm_heun", {}), "dpm++2m": ("dpm_solver_pp", dict(order=2)),
             "dpm++3m": ("dpm_solver_pp", dict(order=3)), "unipc2": ("unipc", dict(order=2))}

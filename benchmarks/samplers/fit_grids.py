@@ -20,7 +20,7 @@ import numpy as np
 
 import sde_lib
 from benchmarks.common import commit
-from datasets import example_mixture
+from data_lib import example_mixture
 from samplers import fit_grid, schedules
 
 SDES = {"ve": sde_lib.VESDE, "vp": sde_lib.VPSDE, "subvp": sde_lib.subVPSDE}

@@ -23,7 +23,7 @@ from scipy import integrate
 import samplers
 import sde_lib
 from benchmarks.common import time_compiled, write
-from datasets import example_mixture
+from data_lib import example_mixture
 from samplers import drift_and_divergence
 
 EPS = 1e-5

@@ -26,7 +26,7 @@ from scipy import integrate
 import samplers
 import sde_lib
 from benchmarks.common import sliced_wasserstein, time_compiled, write
-from datasets import example_mixture
+from data_lib import example_mixture
 
 CONFIGS = {
     "pc rd+langevin": ("pc", "num_steps", [5, 10, 17, 50, 500], dict(predictor="reverse_diffusion", corrector="langevin")),

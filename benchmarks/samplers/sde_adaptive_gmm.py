@@ -25,7 +25,7 @@ import numpy as np
 import samplers
 import sde_lib
 from benchmarks.common import write
-from datasets import example_mixture
+from data_lib import example_mixture
 
 SDES = {"ve": sde_lib.VESDE(), "vp": sde_lib.VPSDE(), "subvp": sde_lib.subVPSDE()}
 RTOLS = (0.2, 0.1, 0.05, 0.02, 0.01)

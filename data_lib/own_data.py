@@ -11,9 +11,9 @@ Split: a folder holding both ``train/`` and ``test/`` subfolders, or an .npz hol
 chosen by a fixed permutation (seed 0) independent of the training seed, and N >= 2 is required.
 Images are converted to ``data.num_channels`` channels (1: pillow's grey "L", the ITU-R 601-2 luma;
 3: "RGB"; an alpha channel is dropped), then go through the same ``ImageData`` preprocessing
-(``datasets.images``) as the tensorflow-datasets sets.
+(``data_lib.images``) as the tensorflow-datasets sets.
 
-Files we did not write are read defensively (``datasets.untrusted_images``: regular files only, the
+Files we did not write are read defensively (``data_lib.untrusted_images``: regular files only, the
 decoders of IMAGE_FORMATS only, at most MAX_IMAGE_PIXELS, 16-bit grey scaled); each refusal is a
 ValueError of one line naming the file. In addition:
 
@@ -34,8 +34,8 @@ import zipfile
 
 import numpy as np
 
-from datasets.errors import DatasetNotFoundError
-from datasets.untrusted_images import (  # noqa: F401  (MAX_IMAGE_PIXELS: the cap own_source documents)
+from data_lib.errors import DatasetNotFoundError
+from data_lib.untrusted_images import (  # noqa: F401  (MAX_IMAGE_PIXELS: the cap own_source documents)
     MAX_IMAGE_PIXELS, _PIL_MODE, _first_line, _open_image, _regular_file, convert_channels, read_image)
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")   # FOLDER: the files read (case-insensitive)

@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from datasets.gmm import GaussianMixture, example_mixture
+from data_lib.gmm import GaussianMixture, example_mixture
 
 
 @dataclasses.dataclass
@@ -41,7 +41,7 @@ class MixtureData:
 
 
 def get_mixture(data_config) -> GaussianMixture:
-  """The mixture of config.data (``mixture="example"``: ``datasets.example_mixture(dim)``)."""
+  """The mixture of config.data (``mixture="example"``: ``data_lib.example_mixture(dim)``)."""
   name = str(data_config.get("mixture", "example"))
   if name != "example":
     raise ValueError(f"data.mixture must be one of ['example'], got {name!r}")

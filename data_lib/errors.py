@@ -1,5 +1,5 @@
 """The error of a data set that is not on disk, raised by the tensorflow-datasets sources
-(``datasets.standard``) and by your own data (``datasets.own_data``: a data.path that does not exist)."""
+(``data_lib.standard``) and by your own data (``data_lib.own_data``: a data.path that does not exist)."""
 
 
 class DatasetNotFoundError(RuntimeError):

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from datasets.errors import DatasetNotFoundError
+from data_lib.errors import DatasetNotFoundError
 
 # name -> (tensorflow-datasets name, image side, channels, train split, test split)
 TFDS = {

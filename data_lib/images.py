@@ -9,13 +9,13 @@ dequantisation.
 
 The sources live next to this module:
 
-* ``datasets.standard``: the tensorflow-datasets sets (CIFAR10, SVHN, CELEBA, LSUN) and the embedded DIGITS;
-* ``datasets.own_data``: your own data (``data.path``), FOLDER (a directory of images) and ARRAY (an .npz),
+* ``data_lib.standard``: the tensorflow-datasets sets (CIFAR10, SVHN, CELEBA, LSUN) and the embedded DIGITS;
+* ``data_lib.own_data``: your own data (``data.path``), FOLDER (a directory of images) and ARRAY (an .npz),
   with their split and checks;
-* ``datasets.untrusted_images``: how image files we did not write are read (allowed decoders, pixel cap);
-* ``datasets.toy``: the toy ``"GMM"`` (a Gaussian mixture with the same interface).
+* ``data_lib.untrusted_images``: how image files we did not write are read (allowed decoders, pixel cap);
+* ``data_lib.toy``: the toy ``"GMM"`` (a Gaussian mixture with the same interface).
 
-Their public names are re-exported here (``from datasets.images import load_digits_arrays`` etc.).
+Their public names are re-exported here (``from data_lib.images import load_digits_arrays`` etc.).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import dataclasses
 
 import numpy as np
 
-from datasets.errors import DatasetNotFoundError
-from datasets.own_data import own_source
-from datasets.standard import TFDS, _ArraySource, _tfds_source, load_digits_arrays
-# re-exported: the other public names of the source modules, importable from datasets.images as before
-from datasets.own_data import (  # noqa: F401
+from data_lib.errors import DatasetNotFoundError
+from data_lib.own_data import own_source
+from data_lib.standard import TFDS, _ArraySource, _tfds_source, load_digits_arrays
+# re-exported: the other public names of the source modules, importable from data_lib.images as before
+from data_lib.own_data import (  # noqa: F401
     IMAGE_EXTENSIONS, NPZ_MAX_BYTES, OWN_CACHE_BYTES, OWN_SPLIT_SEED, OWN_TEST_DIVISOR, image_files, own_split_indices)
-from datasets.standard import DIGITS_MAX, DIGITS_TEST_SIZE, tfds_name  # noqa: F401
-from datasets.untrusted_images import IMAGE_FORMATS, MAX_IMAGE_PIXELS, convert_channels, read_image  # noqa: F401
+from data_lib.standard import DIGITS_MAX, DIGITS_TEST_SIZE, tfds_name  # noqa: F401
+from data_lib.untrusted_images import IMAGE_FORMATS, MAX_IMAGE_PIXELS, convert_channels, read_image  # noqa: F401
 
 OWN = ("FOLDER", "ARRAY")       # your own data, read from data.path
 DATASETS = sorted(list(TFDS) + ["DIGITS", "GMM", *OWN])
@@ -152,7 +152,7 @@ def is_image_data(data_config) -> bool:
 def get_dataset(data_config, split: str = "train", *, evaluation: bool = False, seed: int = 0) -> ImageData:
   """The ``ImageData`` of config.data (fields: dataset, image_size, centered, random_flip,
   uniform_dequantization, data_dir; FOLDER and ARRAY: path, num_channels) for ``split`` ("train" or
-  "test"); for the toy ``"GMM"`` a ``datasets.toy.MixtureData`` (fields: dim, mixture, test_size) with
+  "test"); for the toy ``"GMM"`` a ``data_lib.toy.MixtureData`` (fields: dim, mixture, test_size) with
   the same interface.
 
   Raises:
@@ -175,7 +175,7 @@ def get_dataset(data_config, split: str = "train", *, evaluation: bool = False, 
     raise ValueError(f"data.category={category!r} is set but only data.dataset=LSUN reads it (its tfds config, "
                      f"e.g. bedroom or church_outdoor); leave data.category empty for {name}")
   if name == "GMM":
-    from datasets.toy import MixtureData, get_mixture
+    from data_lib.toy import MixtureData, get_mixture
     return MixtureData(get_mixture(data_config), seed=seed, split=int(split == "test"),
                        size=int(data_config.get("test_size", 4096)))
   if name == "DIGITS":
