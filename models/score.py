@@ -67,7 +67,8 @@ def get_score_fn(sde: SDE, apply_fn: Callable, params, *, continuous: bool = Tru
     parameterization: one of ``PARAMETERIZATIONS`` (see the module docstring).
     scale_by_sigma: (reference, VE) divide the network output by the noise level.
     sigma_data: (edm) the data standard deviation of the preconditioning.
-    train, rngs: passed to apply_fn (dropout during training).
+    train: passed to apply_fn (dropout during training).
+    rngs: passed to apply_fn (dropout's keys).
 
   Raises:
     ValueError: an unknown parameterization; "velocity" with continuous=False.

@@ -93,7 +93,7 @@ def guided_score_fn(score_fn: ScoreFn, log_likelihood_fn: LogLikelihoodFn, scale
   the score; each guided call also costs one classifier forward and backward pass.
 
   Arguments:
-    interval: None (guidance at every noise level, as before) or (sigma_lo, sigma_hi), 0 <= sigma_lo <
+    interval: None (guidance at every noise level) or (sigma_lo, sigma_hi), 0 <= sigma_lo <
       sigma_hi <= inf, in units of sigma(t).
     sde: needed with ``interval``: its ``sigma(t)`` maps time to noise level.
 

@@ -67,7 +67,11 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, t_min
   Arguments:
     divergence: ``"hutchinson_rademacher"``, ``"hutchinson_gaussian"`` (unbiased estimates with
       ``n_probes`` probes, held fixed along the trajectory) or ``"exact"`` (low-dimensional data).
-    rtol, atol, solver, num_steps, max_steps: as in ``samplers.ode.solve``.
+    rtol: as in ``samplers.ode.solve``.
+    atol: as in ``samplers.ode.solve``.
+    solver: as in ``samplers.ode.solve``.
+    num_steps: as in ``samplers.ode.solve``.
+    max_steps: as in ``samplers.ode.solve``.
     t_min: the time the data sits at, in (0, T) (``eps``: its former name, still accepted).
     adjoint: how ``jax.grad`` of logp with respect to x or the score's parameters goes through the
       solve, a name in ``samplers.ode.ADJOINTS`` (see ``samplers.ode.solve``). With a Hutchinson

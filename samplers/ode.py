@@ -65,7 +65,8 @@ def solve(vector_field: Callable, y0, t0: float, t1: float, *, solver: str = "ts
   Arguments:
     vector_field: ``(t scalar, y pytree) -> dy/dt`` like y.
     solver: a name in ``SOLVERS``.
-    rtol, atol: tolerances of the PID step-size controller (adaptive when num_steps is None).
+    rtol: relative tolerance of the PID step-size controller (adaptive when num_steps is None).
+    atol: absolute tolerance of the PID step-size controller.
     num_steps: a fixed number of equal steps instead.
     max_steps: the most steps an adaptive solve may take (diffrax raises when it runs out); it also
       bounds the loop that ``recursive_checkpoint`` and ``direct`` differentiate.

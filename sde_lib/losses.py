@@ -93,9 +93,10 @@ def get_per_example_loss_fn(
       of the model's velocity (its mean over dimensions with reduce_mean) (``sde_lib.parameterization.velocity_weight``).
     likelihood_weighting: True is weighting="likelihood" (score_sde's flag).
     t_min: smallest time, in (0, T) (``eps``: its former name, still accepted).
-    projection, n_projections, variance_reduction: the ``"ssm"`` projections v (Rademacher or
-      Gaussian, E[v v^T] = I), how many per example, and whether 1/2|s|^2 is computed in closed
-      form (SSM-VR, Song et al. 2019 eq. 8) instead of 1/2 (v^T s)^2.
+    projection: the ``"ssm"`` projections v, Rademacher or Gaussian (E[v v^T] = I).
+    n_projections: how many projections per example (``"ssm"``).
+    variance_reduction: whether 1/2|s|^2 is computed in closed form (SSM-VR, Song et al. 2019 eq. 8)
+      instead of 1/2 (v^T s)^2 (``"ssm"``).
 
   Raises:
     ValueError: an unknown method or projection, t_min outside (0, T), n_projections < 1, or an

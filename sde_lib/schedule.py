@@ -44,8 +44,9 @@ class ScheduleSDE(SDE):
   """x(t) | x(0) ~ N(alpha(t) x(0), sigma(t)^2 I) for t in [0, T], with its SDE derived (module docstring).
 
   Arguments:
-    alpha_fn, sigma_fn: elementwise jax functions of t (arrays of any shape), differentiable; alpha
-      non-increasing from alpha(0) = 1, sigma non-decreasing to sigma(T) = 1 (the prior is N(0, I)), and
+    alpha_fn: the signal scale alpha(t), an elementwise jax function of t (arrays of any shape),
+      differentiable, non-increasing from alpha(0) = 1.
+    sigma_fn: the noise scale sigma(t), likewise, non-decreasing to sigma(T) = 1 (the prior is N(0, I));
       sigma / alpha increasing.
     T: the end time.
     N: the number of levels of the discrete ladder (level i is the marginal at t = (i + 1) T / N, DDPM's

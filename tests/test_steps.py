@@ -23,11 +23,24 @@ SMALL = {"pc": dict(num_steps=12), "ald": dict(num_steps=3, corrector_steps=4), 
          "dpm_solver_pp": dict(num_steps=6), "unipc": dict(num_steps=6, order=3)}
 
 
-def test_the_readme_holds_the_generated_option_table():
-  readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-  start = readme.index("<!-- vocabulary:")
-  body = readme[readme.index("\n", start) + 1:readme.index("<!-- vocabulary end -->")].strip()
-  assert body == markdown_table(), "README's vocabulary table is stale: python -m samplers.vocabulary"
+def _vocabulary_tables(path):
+  """The bodies of every ``<!-- vocabulary: ... -->`` .. ``<!-- vocabulary end -->`` block of a file."""
+  text = open(os.path.join(ROOT, path), encoding="utf-8").read()
+  bodies, start = [], text.find("<!-- vocabulary:")
+  while start >= 0:
+    end = text.index("<!-- vocabulary end -->", start)
+    bodies.append(text[text.index("\n", start) + 1:end].strip())
+    start = text.find("<!-- vocabulary:", end)
+  return bodies
+
+
+def test_the_guide_holds_the_generated_option_table():
+  """docs/samplers.md holds the table; README.md, if it shows one too, holds the same."""
+  guide = _vocabulary_tables("docs/samplers.md")
+  assert len(guide) == 1, "docs/samplers.md must hold one vocabulary block"
+  for path, bodies in (("docs/samplers.md", guide), ("README.md", _vocabulary_tables("README.md"))):
+    for body in bodies:
+      assert body == markdown_table(), f"{path}'s vocabulary table is stale: python -m samplers.vocabulary"
 
 
 def test_every_method_is_registered_with_an_options_dataclass_and_the_stepper_methods_step():
