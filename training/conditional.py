@@ -233,8 +233,7 @@ def solve_observed(config, run, observation, *, workdir: str, eval_folder: str, 
   Keys: y of image i uses the noise eps_i ~ N(0, I) of fold_in(fold_in(sample key, NOISE_KEY_OFFSET), i),
   times noise_std (so every algorithm of a run's config sees the same y; noise-free, eps is drawn and
   multiplied by 0). The solver's round r uses fold_in(fold_in(sample key, ``key_offset``), r): inverse passes
-  INVERSE_KEY_OFFSET; inpaint and colorize CONDITION_KEY_OFFSET, the offset they used before they were routed
-  here.
+  INVERSE_KEY_OFFSET; inpaint and colorize CONDITION_KEY_OFFSET.
 
   The npz holds samples, truth, y and ``observed`` (``observed_picture``: A^+ y); the picture's rows are
   observed | samples | truth (16 images at most). The json's metrics: ``nfe`` (network evaluations per image,
@@ -247,11 +246,15 @@ def solve_observed(config, run, observation, *, workdir: str, eval_folder: str, 
   true labels).
 
   Arguments:
-    config, run: the typed config and its ``training.train.setup``.
+    config: the typed config.
+    run: its ``training.train.setup``.
     observation: a ``samplers.Observation`` of samples [B, *run.data_shape].
     condition: names the files and the json's ``condition``.
-    operator, params: reported as the json's ``operator`` and ``params``.
-    method, algorithm, options: ``get_inverse_solver``'s.
+    operator: reported as the json's ``operator``.
+    params: reported as the json's ``params``.
+    method: ``get_inverse_solver``'s method.
+    algorithm: ``get_inverse_solver``'s algorithm.
+    options: ``get_inverse_solver``'s options.
     section: the config section of the algorithm's options, named in error messages.
     key_offset: the solver's key offset (see Keys).
     extra_metrics: None, or ``(samples, truth) -> dict`` of json fields added to the metrics.
