@@ -31,8 +31,8 @@ def _upfirdn1d(x: jax.Array, k: np.ndarray, up: int, down: int, pad: tuple[int, 
 
   y[n] = sum_j k[K-1-j] u[n down + j] (a true convolution) with u the zero-inserted, padded signal. Each
   term is a strided slice of u, so XLA fuses the whole filter into one elementwise loop; a depthwise
-  ``conv_general_dilated`` (what ``upfirdn2d`` ran before) takes XLA:CPU's generic convolution path,
-  which cost 22% of NCSN++'s forward (benchmarks/networks_vs_reference.py, issue 12).
+  ``conv_general_dilated`` would take XLA:CPU's generic convolution path, which costs about a fifth of
+  NCSN++'s forward (benchmarks/networks/networks_vs_reference.py).
   """
   if up > 1:   # up-1 zeros after every sample (the last one's are what the convolution form's padding adds)
     x = jnp.stack([x] + [jnp.zeros_like(x)] * (up - 1), axis=axis + 1)

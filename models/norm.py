@@ -9,7 +9,7 @@ g = dy * gamma:
 where mean(g) = sum_c gamma_c S1[b, c] / n and mean(g x_hat) = sum_c gamma_c S2[b, c] / n come from the two
 per-(sample, channel) sums S1 = sum_hw dy and S2 = sum_hw dy x_hat. So the backward reads dy and x once for
 the two sums and once for dx. XLA's own derivative of the forward ran 1.5-1.6x slower on XLA:CPU
-(benchmarks/networks_vs_reference.py, issue 12): it re-derives the statistics' chain rule through several
+(benchmarks/networks/networks_vs_reference.py): it re-derives the statistics' chain rule through several
 fused reductions. On small images it is the other way round: at 8x8 and 4x4 (the digits U-Net, batch 128)
 the hand-written backward took 1.6-2.2x flax's time (more, smaller fusions: per-launch costs dominate), so
 images under CUSTOM_BACKWARD_MIN_PIXELS pixels are differentiated by autodiff (same forward).

@@ -25,7 +25,7 @@ around a sampling method's own steps (``samplers.get_stepper``), run by the one 
   discretised chain's conditional given the bridge averaged over the bridge, which equals the posterior only
   when the model's observed-coordinate paths match the forward process (exact score, steps -> infinity).
   So it is consistent as particles and steps grow, not exact at a finite number of steps (VE, 5 steps:
-  mean 1.53 against the exact 1.20 with 2,048 particles; math review 2026-12). Costs n_particles x the NFE.
+  mean 1.53 against the exact 1.20 with 2,048 particles). Costs n_particles x the NFE.
 
 Colorization (``get_colorizer``) observes the grey level of each pixel (``observation.colour_observation``).
 """

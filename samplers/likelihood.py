@@ -72,7 +72,7 @@ def get_likelihood_fn(sde: SDE, *, rtol: float = 1e-5, atol: float = 1e-5, t_min
     solver: as in ``samplers.ode.solve``.
     num_steps: as in ``samplers.ode.solve``.
     max_steps: as in ``samplers.ode.solve``.
-    t_min: the time the data sits at, in (0, T) (``eps``: its former name, still accepted).
+    t_min: the time the data sits at, in (0, T) (``eps``, score_sde's name, is accepted too).
     adjoint: how ``jax.grad`` of logp with respect to x or the score's parameters goes through the
       solve, a name in ``samplers.ode.ADJOINTS`` (see ``samplers.ode.solve``). With a Hutchinson
       divergence the probes are fixed by ``key``, so logp is a smooth function of x and the parameters.

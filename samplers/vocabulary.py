@@ -1,9 +1,9 @@
-"""The option vocabulary table of the README, generated from the samplers' options dataclasses.
+"""The option vocabulary table of the guide (docs/samplers.md), generated from the samplers' options dataclasses.
 
 ``markdown_table()`` renders one row per shared option name (its meaning below) and one column per method of
 ``samplers.METHODS`` with the option's default; a method's options outside the shared vocabulary are listed
-in the last row. A test checks that the README holds exactly this table, so the defaults shown cannot drift
-from the code, and a new sampler appears in it without an edit here.
+in the last row. tests/test_steps.py checks that docs/samplers.md holds exactly this table, so the defaults
+shown cannot drift from the code, and a new sampler appears in it without an edit here.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def get_per_example_loss_fn(
       which J is half the conditional flow-matching loss E|v_theta - (a' x0 + s' z)|^2 (Lipman et al. 2023)
       of the model's velocity (its mean over dimensions with reduce_mean) (``sde_lib.parameterization.velocity_weight``).
     likelihood_weighting: True is weighting="likelihood" (score_sde's flag).
-    t_min: smallest time, in (0, T) (``eps``: its former name, still accepted).
+    t_min: smallest time, in (0, T) (``eps``, score_sde's name, is accepted too).
     projection: the ``"ssm"`` projections v, Rademacher or Gaussian (E[v v^T] = I).
     n_projections: how many projections per example (``"ssm"``).
     variance_reduction: whether 1/2|s|^2 is computed in closed form (SSM-VR, Song et al. 2019 eq. 8)

@@ -1,6 +1,6 @@
 """Process-level settings main.py applies before JAX starts: XLA:CPU options and the compilation cache.
 
-The CPU options are measured in benchmarks/networks_vs_reference.py (issue 12): they made our NCSN++ and
+The CPU options are measured in benchmarks/networks/networks_vs_reference.py: they make our NCSN++ and
 DDPM++ faster on XLA:CPU (the same functions up to float32 rounding). The persistent cache stores each
 compiled program (a CIFAR-10 train step compiles for about a minute on 2 cores) so that later runs of
 the same program read it back instead of compiling it again.
