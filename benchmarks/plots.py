@@ -94,9 +94,12 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def _quality_axes(ax, ylabel: str, floor: bool = True):
+def _quality_axes(ax, ylabel: str, floor: bool = True, yticks=None):
   ax.set_xscale("log")
   ax.set_yscale("log")
+  if yticks is not None:
+    ax.set_yticks(yticks, [f"{v:g}" for v in yticks])
+    ax.minorticks_off()
   ax.set_xlabel("NFE (score evaluations per sample)")
   ax.set_ylabel(ylabel)
   if floor:
@@ -129,7 +132,7 @@ def _flow_panel(ax, rows: list[dict], process: str) -> None:
   other = [r for r in mine if r["seed"] != 42]
   ax.plot([r["nfe"] for r in other], [r["fid_over_floor"] for r in other], ls="none", marker=".", color="0.45",
           label="the same samplers, sampling seed 0", ms=5)
-  _quality_axes(ax, "digits FID / floor (500 samples)")
+  _quality_axes(ax, "digits FID / floor (500 samples)", yticks=(1, 1.5, 2, 3, 5, 10, 20, 50))
   ax.set_title(f"{process} digits model (digits_flow.json, seed 42)", fontsize=9)
 
 
@@ -158,15 +161,17 @@ def _samplers_panel(ax, rows: list[dict]) -> None:
   handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=l) for _, (l, m) in SAMPLER_FAMILIES]
   handles.append(Line2D([], [], color="0.3", marker="s", markerfacecolor="none", ls="none",
                         label=f"DPM-Solver++ N>=10 before {CHANGE}"))
-  ax.legend(handles=handles, fontsize=6.5, loc="upper right", ncol=2)
-  _quality_axes(ax, "digits FID / floor (500 samples)")
+  ax.legend(handles=handles, fontsize=6.5, loc="upper center", ncol=2)
+  _quality_axes(ax, "digits FID / floor (500 samples)", yticks=(1, 1.5, 2, 3, 4))
+  ax.set_ylim(0.8, 5.0)
   ax.set_title("VE, VP, sub-VP digits models (digits_samplers.json)", fontsize=9)
 
 
 def nfe_quality_digits(path: str = os.path.join(IMG, "nfe_quality_digits.png")) -> str:
   plt = _plt()
   flow, samp = load("digits_flow"), load("digits_samplers")
-  fig, axes = plt.subplots(1, 3, figsize=(15, 5.6), dpi=80, sharey=True)
+  fig, axes = plt.subplots(1, 3, figsize=(15, 5.6), dpi=80)
+  axes[1].sharey(axes[0])
   _flow_panel(axes[0], flow["rows"], "VP")
   _flow_panel(axes[1], flow["rows"], "rectified flow")
   axes[0].legend(fontsize=6.5, loc="upper right")
@@ -180,7 +185,8 @@ def nfe_quality_digits(path: str = os.path.join(IMG, "nfe_quality_digits.png")) 
              "with static thresholding to [-1, 1], from " + provenance("digits_flow", flow) + ", "
              "`python -m benchmarks.pipeline.digits_flow --seeds 0 --seed_nfes 20 35`; its 'thresholding none' "
              "rows (before " + CHANGE + ") are left out; grey dots: the same samplers with sampling seed 0, "
-             "for the seed-to-seed spread. Right: " + provenance("digits_samplers", samp) + ", `python benchmarks/digits.py` at that "
+             "for the seed-to-seed spread. Right: " + provenance("digits_samplers", samp)
+             + ", `python benchmarks/digits.py` at that "
              "time (models of that benchmark: digits_samplers.md); every row predates " + CHANGE + ", so its fast "
              "samplers ran without thresholding, and DPM-Solver++ with N >= 10 steps (hollow) before its "
              "lower_order_final change.")
@@ -199,7 +205,8 @@ GMM_FAMILIES = {"pc rd+langevin": ("PC reverse diffusion + Langevin", "pc_langev
                 "dpm_solver_pp": ("DPM-Solver++(2M)", "dpm_solver_pp", "s"),
                 "ald": ("annealed Langevin (10, 100 levels)", "ald", "*")}
 FAST = {"edm_heun": ("EDM Heun", "edm_heun", "o", "edm"), "dpm++2m": ("DPM-Solver++(2M)", "dpm_solver_pp", "s", "edm"),
-        "dpm++3m": ("DPM-Solver++(3M)", "dpm++3m", "v", "edm"), "unipc2": ("UniPC-bh2 (order 2)", "unipc", "^", "logsnr")}
+        "dpm++3m": ("DPM-Solver++(3M)", "dpm++3m", "v", "edm"),
+        "unipc2": ("UniPC-bh2 (order 2)", "unipc", "^", "logsnr")}
 GMM_SDES = (("VE", "ve"), ("VP", "vp"), ("sub-VP", "subvp"))
 
 
@@ -248,7 +255,8 @@ def nfe_quality_gmm(path: str = os.path.join(IMG, "nfe_quality_gmm.png"), dim: i
   axes[1, 0].legend(fontsize=6.5, loc="lower left", ncol=2)
   fig.suptitle(f"The {dim}-D Gaussian-mixture oracle (exact score): error against NFE, VE / VP / sub-VP", fontsize=10)
   caption = (f"Top: sliced Wasserstein distance of n = 8192 samples to an independent exact sample, over the same "
-             f"distance between two exact samples (dashed: 1; the floor row is the median of 20 exact samples), from results/samplers_gmm.json (no commit stamp in the file; committed in "
+             f"distance between two exact samples (dashed: 1; the floor row is the median of 20 exact samples), "
+             f"from results/samplers_gmm.json (no commit stamp in the file; committed in "
              f"{committed_in('samplers_gmm')}), `python benchmarks/samplers_gmm.py` at that time. Bottom: the worst "
              "spread error against a converged solve of the same prior draws (discretisation error only; black "
              "ticks: issue 12's targets, 10% at 10 NFE, 5% at 20), solid on each method's default grid, dashed on "
@@ -264,11 +272,19 @@ def nfe_quality_gmm(path: str = os.path.join(IMG, "nfe_quality_gmm.png"), dim: i
 
 PROBLEMS = (("superres", "x2 super-resolution"), ("blur", "Gaussian blur"), ("inpaint", "box inpainting"))
 ALGORITHMS = ("replacement", "smc16", "smc2", "ddrm", "pigdm", "dps")
-TILE, PAD = 32, 4          # digits_inverse.py's strips: 8x8 digits magnified 4x with 4 px gaps; rows observed | solution | truth
+# digits_inverse.py's strips: 8x8 digits magnified 4x with 4 px gaps; rows observed | solution | truth
+TILE, PAD = 32, 4
 
 
 def _strip_row(image: np.ndarray, row: int, count: int) -> np.ndarray:
-  """The first ``count`` digits of picture row ``row`` (0 observed, 1 solutions, 2 truth) as [count, 32, 32]."""
+  """The first ``count`` digits of picture row ``row`` (0 observed, 1 solutions, 2 truth) as [count, 32, 32].
+
+  Raises:
+    ValueError: the picture is not 3 rows of 32 px digits with 4 px gaps (digits_inverse.py changed its layout).
+  """
+  height, width = image.shape
+  if height != 3 * (TILE + PAD) + PAD or (width - PAD) % (TILE + PAD):
+    raise ValueError(f"inverse picture of {width}x{height} px is not 3 rows of {TILE} px digits with {PAD} px gaps")
   top = PAD + row * (TILE + PAD)
   return np.stack([image[top:top + TILE, PAD + i * (TILE + PAD):PAD + i * (TILE + PAD) + TILE] for i in range(count)])
 
@@ -309,7 +325,8 @@ def inverse_digits(path: str = os.path.join(IMG, "inverse_digits.png"), sde: str
       if column in ("observed", "truth"):
         ax.imshow(_block(_strip_row(first, 0 if column == "observed" else 2, count), cols), cmap="gray", vmin=0,
                   vmax=255, interpolation="nearest")
-        ax.set_title(column if column == "truth" else "observed (A+ y)", fontsize=7.5, pad=2)
+        observed = "observed y" if problem == "blur" else "observed (A+ y)"         # digits_inverse.md's top row
+        ax.set_title(column if column == "truth" else observed, fontsize=7.5, pad=2)
       elif column in present:
         image = np.asarray(Image.open(os.path.join(ROOT, present[column])).convert("L"))
         ax.imshow(_block(_strip_row(image, 1, count), cols), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
