@@ -21,7 +21,6 @@ Each figure's caption (what, which results file, the commit its rows name) is pr
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
