@@ -14,20 +14,29 @@ fixed); the robust (Cauchy) loss keeps the few draws that land in another mode t
 (near a decision boundary the flow is chaotic, their error is a mode separation) from outweighing the
 discretisation error of all the others, which is what widens modes. theta starts at the uniform-lambda grid and is fitted by Adam through the solver's coefficient
 tables. It needs only a ``score_fn`` (the oracle's exact score here, a trained model in practice).
-Fit once per SDE and data set; evaluate on other draws than those fitted on.
+Fit once per SDE and data set; evaluate on other draws than those fitted on. The stored grids
+(``samplers/grids``) were fitted this way on the mixture the fast-sampler benchmark evaluates: they do not
+transfer to other data (math review 2026-12, finding 1; ``benchmarks/results/grid_transfer.md``).
+
+``fit_grid_from_model`` is the version for a user's own model: it fits a grid for any fast method (EDM
+Heun included) from the model's score and samples of its training data, with the error measured relative
+to the local spread of the data; ``denoiser_solve`` is the differentiable sampler it fits through, in
+x_hat = x/a against sigma, where one compiled fit serves every SDE. Save with ``save_grid`` and sample with
+``grid="fitted:<path.json>"``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from samplers import common, multistep, schedules
+from samplers import common, heun, multistep, schedules
 from sde_lib import SDE, ScoreFn
 
 OBJECTIVE = "mean log(1 + |x - x_ref|^2 / (delta^2 tr Cov[x_ref])) over prior draws, x_ref from a 500-step logsnr solve"
@@ -105,3 +114,216 @@ def save_grid(path: str, grids: dict[int, np.ndarray], **metadata) -> None:
   with open(path, "w") as f:
     json.dump(record, f, indent=1)
     f.write("\n")
+
+
+# ------------------------------------------------------------------ fitting from the model and the training data
+# Everything below works in x_hat = x/a against sigma (module docstring of ``samplers.schedules``): a solve needs
+# only the denoiser D(x_hat; sigma), so one compiled fit serves every SDE and every model of the same shape when
+# D is passed as a pytree (``jax.tree_util.Partial``) rather than closed over.
+FIT_METHODS = ("edm_heun", "dpm_solver_pp", "unipc")
+MODEL_OBJECTIVE = ("mean over prior draws of log(1 + |x - x_ref|^2 / (delta^2 D v(x_ref))); v: local data variance "
+                   "(mean squared distance from x_ref to its k nearest training samples / 2D); x_ref: a 500-step "
+                   "log-SNR DPM-Solver++(2M) solve of the same draws; delta by default the median relative error "
+                   "of the log-SNR grid")
+Denoiser = Callable[[jax.Array, jax.Array], jax.Array]      # D(x_hat [B, ...], sigma scalar) -> [B, ...]
+
+
+def grid_levels(method: str, nfe: int) -> int:
+  """Intervals n of the grid a fast method spends an exact budget ``nfe`` on (final denoising included; n + 1
+  levels). Multistep: n = nfe - 1 steps; EDM Heun: H Heun and E in {0, 1} Euler steps, n = H + E."""
+  common.check_choice("method", method, FIT_METHODS)
+  if method == "edm_heun":
+    return sum(heun.heun_budget(nfe, True))
+  return schedules.steps_for_budget(nfe, True)
+
+
+def _heun(denoise: Denoiser, x_hat, sigmas, euler_first: bool):
+  """EDM's deterministic Heun sampler (Karras et al. 2022 Alg. 1, as ``samplers.heun`` with s_churn = 0):
+  one Euler step first if ``euler_first``, Heun steps, the final denoising."""
+  m = sigmas.shape[0] - 1
+  if euler_first:                                                        # Alg. 1 l. 4-5 alone
+    x_hat = x_hat + (sigmas[1] - sigmas[0]) * (x_hat - denoise(x_hat, sigmas[0])) / sigmas[0]
+  for k in range(int(euler_first), m):
+    d = (x_hat - denoise(x_hat, sigmas[k])) / sigmas[k]                  # Euler step (l. 4-5)
+    x_next = x_hat + (sigmas[k + 1] - sigmas[k]) * d
+    d_next = (x_next - denoise(x_next, sigmas[k + 1])) / sigmas[k + 1]   # 2nd-order correction (l. 7-8)
+    x_hat = x_hat + (sigmas[k + 1] - sigmas[k]) * 0.5 * (d + d_next)
+  return denoise(x_hat, sigmas[m])                                       # Euler to sigma = 0 lands on D
+
+
+def denoiser_solve(denoise: Denoiser, x_hat, sigmas, method: str, nfe: int, order: int = 2):
+  """The fast sampler ``method`` at exactly ``nfe`` evaluations (final denoising included) from x_hat(T) =
+  x_T / a(T) [B, ...] over ``sigmas`` ([grid_levels + 1], decreasing), with the denoiser D: [B, ...].
+  Differentiable in ``sigmas``. DPM-Solver++ and UniPC-bh2 with their samplers' lower_order_final rules."""
+  sigmas = jnp.asarray(sigmas, jnp.float32)
+  n = grid_levels(method, nfe)
+  if sigmas.shape != (n + 1,):
+    raise ValueError(f"sigmas must have {n + 1} levels for {method} at nfe={nfe}, got shape {sigmas.shape}")
+  if method == "edm_heun":
+    return _heun(denoise, x_hat, sigmas, bool(heun.heun_budget(nfe, True)[1]))
+  below = multistep.DPM_SOLVER_PP_FINAL_BELOW if method == "dpm_solver_pp" else None
+  tables = TABLES[method](-jnp.log(sigmas), multistep.step_orders(n, order, True, below))
+  return denoise(multistep.run_multistep(x_hat, lambda x, k: denoise(x, sigmas[k]), *tables), sigmas[n])
+
+
+def model_denoiser(sde: SDE, score_fn: ScoreFn, batch: int) -> Denoiser:
+  """D(x_hat; sigma) of a score model (``common.scaled_denoiser``, Tweedie's formula) as a pytree."""
+  return jax.tree_util.Partial(common.scaled_denoiser(sde, score_fn, batch))
+
+
+def prior_hat(sde: SDE, key: jax.Array, shape) -> jax.Array:
+  """Prior draws in x_hat: x_T / a(T) with x_T ~ ``sde.prior_sampling``: [shape]."""
+  return sde.prior_sampling(key, tuple(shape)) / sde.marginal_coefs(jnp.asarray(sde.T))[0]
+
+
+def solve_on_grid(sde: SDE, score_fn: ScoreFn, x_T, sigmas, method: str, nfe: int, order: int = 2):
+  """``denoiser_solve`` from prior draws x_T [B, ...] with the model's denoiser: the sample [B, ...] the sampler
+  ``method`` (nfe=``nfe``, grid = ``sigmas``) gives from x_T, up to float rounding."""
+  x_T = jnp.asarray(x_T)
+  x_hat = x_T / sde.marginal_coefs(jnp.asarray(sde.T))[0]
+  return denoiser_solve(model_denoiser(sde, score_fn, x_T.shape[0]), x_hat, sigmas, method, nfe, order)
+
+
+_REF_TABLES: dict = {}
+
+
+@jax.jit
+def _run_reference(denoise, x_hat, sigmas, ratios, preds):
+  x_hat = multistep.run_multistep(x_hat, lambda x, k: denoise(x, sigmas[k]), ratios, preds)
+  return denoise(x_hat, sigmas[-1])
+
+
+def reference_solve(denoise: Denoiser, x_hat, sigma_hi: float, sigma_lo: float, ref_steps: int = 500):
+  """A converged solve from x_hat(T) [B, ...]: DPM-Solver++(2M) on ``ref_steps`` log-SNR steps from sigma_hi
+  to sigma_lo and the final denoising, as the fast-sampler benchmarks' reference: [B, ...]. Its coefficient
+  tables are computed once per range (eagerly: tracing 500 steps is slower) and passed as arguments."""
+  sigmas = np.exp(np.linspace(math.log(sigma_hi), math.log(sigma_lo), ref_steps + 1))
+  cache_key = (float(sigma_hi), float(sigma_lo), ref_steps)
+  if cache_key not in _REF_TABLES:
+    lams = -jnp.log(jnp.asarray(sigmas, jnp.float32))
+    _REF_TABLES[cache_key] = multistep.dpm_solver_pp_tables(
+        lams, multistep.step_orders(ref_steps, 2, True, multistep.DPM_SOLVER_PP_FINAL_BELOW))
+  return _run_reference(denoise, jnp.asarray(x_hat), jnp.asarray(sigmas, jnp.float32), *_REF_TABLES[cache_key])
+
+
+def local_variance(points, data, k: int):
+  """Per-coordinate local variance of the data around each point: the mean over its k nearest data samples
+  (Euclidean) of |point - x_j|^2 / (2 D): [B]. points [B, ...], data [n, ...]. (Two independent draws of
+  N(m, v I) have E|a - b|^2 = 2 D v; nearest neighbours are closer, by a factor that depends on D, k and the
+  mode's share of the n samples, not on v.)"""
+  p = points.reshape(points.shape[0], -1)
+  x = data.reshape(data.shape[0], -1)
+  d2 = jnp.sum(p * p, 1)[:, None] - 2 * p @ x.T + jnp.sum(x * x, 1)[None]
+  nearest = -jax.lax.top_k(-d2, k)[0]
+  return jnp.maximum(jnp.mean(nearest, 1), 1e-12) / (2 * p.shape[1])
+
+
+def _theta_of(sigmas, hi, lo):
+  """The softmax logits of the grid parameterisation (``_sigmas_of``) that give the decreasing ``sigmas``."""
+  u = (np.log(np.asarray(sigmas, np.float64)) - math.log(hi)) / (math.log(lo) - math.log(hi))
+  return jnp.asarray(np.log(np.maximum(np.diff(u), 1e-12)), jnp.float32)
+
+
+def _sigmas_of(theta, log_hi, log_lo):
+  u = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jax.nn.softmax(theta))])    # monotone, ends fixed
+  return jnp.exp(log_hi + u * (log_lo - log_hi))
+
+
+def _sq_error(theta, denoise, x_hat, ref, log_hi, log_lo, method, nfe, order):
+  x = denoiser_solve(denoise, x_hat, _sigmas_of(theta, log_hi, log_lo), method, nfe, order)
+  return jnp.sum(jnp.square(x - ref).reshape(x.shape[0], -1), 1)
+
+
+def _fit_loss(theta, denoise, x_hat, ref, weight, log_hi, log_lo, method, nfe, order):
+  return jnp.mean(jnp.log1p(_sq_error(theta, denoise, x_hat, ref, log_hi, log_lo, method, nfe, order) * weight))
+
+
+_fit_value_and_grad = jax.jit(jax.value_and_grad(_fit_loss), static_argnames=("method", "nfe", "order"))
+_fit_sq_error = jax.jit(_sq_error, static_argnames=("method", "nfe", "order"))
+
+
+def fit_grid_from_denoiser(key: jax.Array, denoise: Denoiser, data, nfe: int, sigma_hi: float, sigma_lo: float,
+                           prior_std_hat: float, *, method: str = "unipc", order: int = 2, batch: int = 512,
+                           ref_steps: int = 500, iters: int = 150, lr: float = 0.05, delta: float | None = None,
+                           neighbours: int = 10) -> tuple[np.ndarray, dict]:
+  """``fit_grid_from_model`` on a denoiser D(x_hat; sigma) (a pytree, e.g. ``model_denoiser``), the range
+  [sigma_lo, sigma_hi] and the prior std of x_hat(T) (prior_std / a(T)). Fits with the same D, shapes and
+  settings share one compilation."""
+  n = grid_levels(method, nfe)
+  data = jnp.asarray(data, jnp.float32)
+  if data.ndim < 2 or data.shape[0] <= neighbours:
+    raise ValueError(f"data must be [n, ...] training samples with n > neighbours={neighbours}, got shape {data.shape}")
+  hi, lo = float(sigma_hi), float(sigma_lo)
+  x_hat = prior_std_hat * jax.random.normal(key, (batch,) + tuple(data.shape[1:]))
+  ref = reference_solve(denoise, x_hat, hi, lo, ref_steps)
+  relative = 1.0 / (ref[0].size * local_variance(ref, data, neighbours))   # |error|^2 -> (error / local std)^2
+  static = dict(method=method, nfe=nfe, order=order)
+  ends = (jnp.float32(math.log(hi)), jnp.float32(math.log(lo)))
+  i = np.arange(n + 1) / n
+  starts = {"logsnr": np.exp(math.log(hi) + i * (math.log(lo) - math.log(hi))),
+            "edm": schedules.edm_sigmas(hi, lo, n, 7.0)}
+  if delta is None:   # the Cauchy scale at the median relative error of the log-SNR grid: a scale-free objective
+    delta = float(jnp.sqrt(jnp.median(relative * _fit_sq_error(_theta_of(starts["logsnr"], hi, lo), denoise, x_hat,
+                                                                  ref, *ends, **static))))
+  args = (denoise, x_hat, ref, relative / delta**2) + ends
+  losses = {g: float(_fit_value_and_grad(_theta_of(s, hi, lo), *args, **static)[0]) for g, s in starts.items()}
+  init = min(losses, key=losses.get)                                     # start from the better shipped grid
+  theta = _theta_of(starts[init], hi, lo)
+  opt = optax.adam(lr)
+  state = opt.init(theta)
+  best = (losses[init], theta)
+  for _ in range(iters):
+    value, grad = _fit_value_and_grad(theta, *args, **static)
+    if float(value) < best[0]:
+      best = (float(value), theta)
+    upd, state = opt.update(grad, state)
+    theta = optax.apply_updates(theta, upd)
+  fitted = np.asarray(_sigmas_of(best[1], math.log(hi), math.log(lo)), np.float64)
+  fitted[0], fitted[-1] = hi, lo
+  info = {"loss_logsnr": losses["logsnr"], "loss_edm": losses["edm"], "init": init, "loss_fitted": best[0],
+          "objective": MODEL_OBJECTIVE, "method": method, "order": order, "nfe": nfe, "batch": batch,
+          "iters": iters, "lr": lr, "delta": delta, "neighbours": neighbours, "ref_steps": ref_steps}
+  return fitted, info
+
+
+def fit_grid_from_model(key: jax.Array, sde: SDE, score_fn: ScoreFn, data, nfe: int, *, method: str = "unipc",
+                        order: int = 2, t_min: float = 1e-3, sigma_floor: float = 0.01, **options
+                        ) -> tuple[np.ndarray, dict]:
+  """Fits the noise levels of ``method`` at exactly ``nfe`` evaluations from the model and its training data.
+
+  AYS-style (Sabour et al. 2024 fit a schedule per model, data set and solver by minimising a bound on the
+  discretisation error estimated with the model itself), but what is minimised here is the solver's own
+  end-point error on the probability-flow ODE relative to the local spread of the training data
+  (``MODEL_OBJECTIVE``):
+
+      L(grid) = mean_b log(1 + |Phi_grid(x_T,b) - Phi_ref(x_T,b)|^2 / (delta^2 D v_b))
+
+  Phi_grid: the sampler on the grid (``denoiser_solve``); Phi_ref: a ``ref_steps``-step log-SNR
+  DPM-Solver++(2M) solve of the same ``batch`` prior draws; v_b: ``local_variance`` of ``data`` around
+  Phi_ref(x_T,b) (``neighbours`` neighbours), so every mode's spread counts whatever its width (``fit_grid``'s
+  global scale lets wide modes dominate). An error of delta local data stds costs log 2: errors well below it
+  count quadratically, far above it logarithmically, which keeps draws that end in another mode than the
+  reference from dominating. delta None (default): the median relative error of the log-SNR grid on the
+  fitting batch (the nearest-neighbour variance is biased low by a factor that depends on D and the sample
+  size, so a fixed delta would mean different things in different dimensions). The grid is log sigma = cumulated
+  softmax(theta) between fixed ends, started from the better of the log-SNR and EDM rho = 7 grids, moved by
+  ``iters`` Adam steps (rate ``lr``); the best grid seen is returned. It sees only ``score_fn`` and ``data``;
+  deterministic given ``key``. Save it with ``save_grid`` and sample with ``grid="fitted:<path.json>"``.
+
+  Arguments:
+    key: the prior draws fitted on.  score_fn: the model's score.  data: training samples [n, ...], n > neighbours.
+    nfe: the exact budget (final denoising included).  method: "edm_heun", "dpm_solver_pp" or "unipc" (order
+    ``order``).  t_min, sigma_floor: the samplers' (the grid spans sigma(T) to max(sigma_floor, sigma(t_min))).
+    options: batch (512), ref_steps (500), iters (150), lr (0.05), delta (None: automatic), neighbours (10).
+  Returns:
+    sigmas: [grid_levels(method, nfe) + 1] float64, decreasing.  info: the objective on the fitting batch for
+    the log-SNR, EDM and fitted grids, the start, and the settings.
+  Raises:
+    ValueError: an unknown method, a budget too small, data with too few rows.
+  """
+  hi, lo = schedules.sigma_ends(sde, t_min, sigma_floor)
+  prior_std_hat = float(sde.prior_std / sde.marginal_coefs(jnp.asarray(sde.T))[0])
+  batch = options.get("batch", 512)
+  sigmas, info = fit_grid_from_denoiser(key, model_denoiser(sde, score_fn, batch), data, nfe, hi, lo, prior_std_hat,
+                                        method=method, order=order, **options)
+  return sigmas, dict(info, t_min=t_min, sigma_floor=sigma_floor)
