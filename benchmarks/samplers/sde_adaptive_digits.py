@@ -1,0 +1,85 @@
+"""The adaptive-step reverse-SDE sampler on the digits default against the config's PC sampler.
+
+Each row is ``main.py --mode eval`` of one snapshot of a VP digits run (configs/vp/digits.py) with
+``--config.sampling.*`` overrides: 500 samples, digits FID against the test split over its train-vs-test floor
+(benchmarks/results/digits.md). The reference row is the config's PC sampler (Euler-Maruyama + Langevin, 500
+steps, 501 NFE); the others are ``method="sde_adaptive"`` (Jolicoeur-Martineau et al. 2021, Alg. 1; samplers/
+adaptive.py) at several rtol with the paper's atol. Target (issue 26): PC's FID at no more than half its NFE.
+The nfe column is what the sampler reports: 2 x the attempted steps of the slowest sample + the denoising step.
+
+    python -m benchmarks.samplers.sde_adaptive_digits [--workdir runs/thr_vp1200] [--seeds 42 43] [--ckpt 2]
+
+The workdir needs the run's checkpoints (``main.py --config configs/vp/digits.py --workdir DIR --mode train``).
+An eval folder whose progress.json exists is reused (column reused); the digits classifier cache of one eval
+folder is copied into the others (the same arrays: it is trained with a fixed seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import time
+
+from benchmarks.common import ROOT, final_metrics, merge_rows, run_main, write
+
+CONFIG = "configs/vp/digits.py"
+RTOLS = (0.01, 0.02, 0.05, 0.1)
+
+
+def evaluate(workdir: str, label: str, overrides: dict, seed: int, ckpt: int) -> dict:
+  folder = os.path.join(workdir, f"adaptive_{label.replace(' ', '_').replace('=', '')}_seed{seed}")
+  progress = os.path.join(folder, "progress.json")
+  reused = os.path.exists(progress)
+  seconds = ""
+  if not reused:
+    os.makedirs(folder, exist_ok=True)
+    cached = glob.glob(os.path.join(workdir, "*", "digits_classifier.npz"))
+    if cached and not os.path.exists(os.path.join(folder, "digits_classifier.npz")):
+      shutil.copyfile(cached[0], os.path.join(folder, "digits_classifier.npz"))
+    args = [f"--config={CONFIG}", f"--workdir={workdir}", "--mode=eval", f"--eval_folder={os.path.basename(folder)}",
+            f"--config.eval.begin_ckpt={ckpt}", f"--config.eval.end_ckpt={ckpt}", "--config.eval.enable_loss=False",
+            f"--config.seed={seed}"] + [f"--config.sampling.{k}={v}" for k, v in overrides.items()]
+    t0 = time.perf_counter()
+    run_main(args)
+    seconds = round(time.perf_counter() - t0, 1)
+  m = final_metrics(progress)
+  return dict(model=f"{os.path.basename(os.path.normpath(workdir))} step {m['step']}", sampler=label, seed=seed,
+              nfe=m["nfe"], digits_fid=m["digits_fid"],
+              fid_over_floor=m["digits_fid"] / m["digits_fid_floor_train_vs_test"], eval_s=seconds, reused=reused)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "thr_vp1200"))
+  parser.add_argument("--seeds", nargs="*", type=int, default=[42])
+  parser.add_argument("--ckpt", type=int, default=2, help="the snapshot (eval.begin_ckpt = end_ckpt)")
+  parser.add_argument("--rtols", nargs="*", type=float, default=list(RTOLS))
+  args = parser.parse_args()
+  rows = []
+  for seed in args.seeds:
+    pc = evaluate(args.workdir, "pc (config, 500 steps)", {"method": "pc"}, seed, args.ckpt)
+    rows.append(pc)
+    for rtol in args.rtols:
+      row = evaluate(args.workdir, f"sde_adaptive rtol={rtol:g}",
+                     {"method": "sde_adaptive", "sde_adaptive.rtol": rtol}, seed, args.ckpt)
+      row["nfe_over_pc"] = row["nfe"] / pc["nfe"]
+      row["fid_minus_pc"] = row["fid_over_floor"] - pc["fid_over_floor"]
+      row["meets_target"] = bool(row["nfe"] <= pc["nfe"] / 2 and row["fid_minus_pc"] <= 0)
+      rows.append(row)
+      print(row, flush=True)
+  rows = merge_rows("sde_adaptive_digits", rows, "model", {r["model"] for r in rows})   # other models' rows kept
+  columns = ["model", "sampler", "seed", "nfe", "nfe_over_pc", "digits_fid", "fid_over_floor", "fid_minus_pc",
+             "meets_target", "eval_s", "reused"]
+  notes = ("`python -m benchmarks.samplers.sde_adaptive_digits --workdir runs/<model>`: "
+           + __doc__.split("\n\n")[1].replace("\n", " ")
+           + " fid_minus_pc: fid_over_floor minus the PC row's on the same seed; meets_target: nfe <= PC's / 2 and "
+           "fid_minus_pc <= 0. eval_s: wall seconds of the eval process (start and compilation included; 2 cores "
+           "shared with other jobs). thr_vp1200 is the current default trained by `python main.py --config "
+           "configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`.")
+  print(write("sde_adaptive_digits", "Adaptive reverse SDE against PC on the digits default", rows, columns, notes))
+
+
+if __name__ == "__main__":
+  main()
