@@ -245,7 +245,7 @@ _fit_sq_error = jax.jit(_sq_error, static_argnames=("method", "nfe", "order"))
 def fit_grid_from_denoiser(key: jax.Array, denoise: Denoiser, data, nfe: int, sigma_hi: float, sigma_lo: float,
                            prior_std_hat: float, *, method: str = "unipc", order: int = 2, batch: int = 512,
                            ref_steps: int = 500, iters: int = 150, lr: float = 0.05, delta: float | None = None,
-                           neighbours: int = 10) -> tuple[np.ndarray, dict]:
+                           delta_quantile: float = 0.5, neighbours: int = 10) -> tuple[np.ndarray, dict]:
   """``fit_grid_from_model`` on a denoiser D(x_hat; sigma) (a pytree, e.g. ``model_denoiser``), the range
   [sigma_lo, sigma_hi] and the prior std of x_hat(T) (prior_std / a(T)). Fits with the same D, shapes and
   settings share one compilation."""
@@ -262,9 +262,9 @@ def fit_grid_from_denoiser(key: jax.Array, denoise: Denoiser, data, nfe: int, si
   i = np.arange(n + 1) / n
   starts = {"logsnr": np.exp(math.log(hi) + i * (math.log(lo) - math.log(hi))),
             "edm": schedules.edm_sigmas(hi, lo, n, 7.0)}
-  if delta is None:   # the Cauchy scale at the median relative error of the log-SNR grid: a scale-free objective
-    delta = float(jnp.sqrt(jnp.median(relative * _fit_sq_error(_theta_of(starts["logsnr"], hi, lo), denoise, x_hat,
-                                                                  ref, *ends, **static))))
+  if delta is None:   # the Cauchy scale at a quantile of the log-SNR grid's relative errors: a scale-free objective
+    delta = float(jnp.sqrt(jnp.quantile(relative * _fit_sq_error(_theta_of(starts["logsnr"], hi, lo), denoise, x_hat,
+                                                                    ref, *ends, **static), delta_quantile)))
   args = (denoise, x_hat, ref, relative / delta**2) + ends
   losses = {g: float(_fit_value_and_grad(_theta_of(s, hi, lo), *args, **static)[0]) for g, s in starts.items()}
   init = min(losses, key=losses.get)                                     # start from the better shipped grid
@@ -303,18 +303,19 @@ def fit_grid_from_model(key: jax.Array, sde: SDE, score_fn: ScoreFn, data, nfe: 
   Phi_ref(x_T,b) (``neighbours`` neighbours), so every mode's spread counts whatever its width (``fit_grid``'s
   global scale lets wide modes dominate). An error of delta local data stds costs log 2: errors well below it
   count quadratically, far above it logarithmically, which keeps draws that end in another mode than the
-  reference from dominating. delta None (default): the median relative error of the log-SNR grid on the
-  fitting batch (the nearest-neighbour variance is biased low by a factor that depends on D and the sample
-  size, so a fixed delta would mean different things in different dimensions). The grid is log sigma = cumulated
-  softmax(theta) between fixed ends, started from the better of the log-SNR and EDM rho = 7 grids, moved by
-  ``iters`` Adam steps (rate ``lr``); the best grid seen is returned. It sees only ``score_fn`` and ``data``;
+  reference from dominating. delta None (default): the ``delta_quantile`` (0.5) quantile of the log-SNR
+  grid's relative errors on the fitting batch (the nearest-neighbour variance is biased low by a factor that
+  depends on D and the sample size, so a fixed delta would mean different things in different dimensions).
+  The grid is log sigma = cumulated softmax(theta) between fixed ends, started from the better of the
+  log-SNR and EDM rho = 7 grids, moved by ``iters`` Adam steps (rate ``lr``); the best grid seen is returned. It sees only ``score_fn`` and ``data``;
   deterministic given ``key``. Save it with ``save_grid`` and sample with ``grid="fitted:<path.json>"``.
 
   Arguments:
     key: the prior draws fitted on.  score_fn: the model's score.  data: training samples [n, ...], n > neighbours.
     nfe: the exact budget (final denoising included).  method: "edm_heun", "dpm_solver_pp" or "unipc" (order
     ``order``).  t_min, sigma_floor: the samplers' (the grid spans sigma(T) to max(sigma_floor, sigma(t_min))).
-    options: batch (512), ref_steps (500), iters (150), lr (0.05), delta (None: automatic), neighbours (10).
+    options: batch (512), ref_steps (500), iters (150), lr (0.05), delta (None: automatic), delta_quantile
+    (0.5), neighbours (10).
   Returns:
     sigmas: [grid_levels(method, nfe) + 1] float64, decreasing.  info: the objective on the fitting batch for
     the log-SNR, EDM and fitted grids, the start, and the settings.

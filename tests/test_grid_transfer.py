@@ -119,7 +119,7 @@ def test_the_held_out_family_is_fixed_varied_and_separable():
     mu = np.asarray(m.means, np.float64)
     for i in range(len(mu)):
       for j in range(i):
-        assert np.linalg.norm(mu[i] - mu[j]) >= 6 * max(sd[i], sd[j]) * (1 - 1e-5)
+        assert np.linalg.norm(mu[i] - mu[j]) >= heldout.SEPARATION * max(sd[i], sd[j]) * (1 - 1e-5)
   assert len({m.num_components for _, m in family}) > 1
   assert not np.array_equal(np.asarray(heldout.heldout_mixtures(1)[0][1].means), np.asarray(family[0][1].means))
 

@@ -107,7 +107,8 @@ def run(args) -> tuple[list[dict], list[dict], dict]:
       for nfe in args.nfes:
         t0 = time.perf_counter()
         model, info = fit_grid.fit_grid_from_denoiser(jax.random.key(12), denoise, data, nfe, hi, lo, std,
-                                                      method=args.fit_method, batch=args.batch, iters=args.iters)
+                                                      method=args.fit_method, batch=args.batch, iters=args.iters,
+                                                      delta_quantile=args.delta_quantile)
         fits.append(dict(mixture=name, sde=sde_name, method=args.fit_method, nfe=nfe, sigmas=model.tolist(),
                          seconds=time.perf_counter() - t0, init=info["init"], delta=info["delta"],
                          loss_logsnr=info["loss_logsnr"], loss_edm=info["loss_edm"], loss_fitted=info["loss_fitted"]))
@@ -176,6 +177,7 @@ def main():
   parser.add_argument("--n-data", type=int, default=2048, help="training samples the fitter sees per mixture")
   parser.add_argument("--batch", type=int, default=512, help="prior draws the fitter fits on")
   parser.add_argument("--iters", type=int, default=150)
+  parser.add_argument("--delta-quantile", type=float, default=0.5, help="fit_grid_from_denoiser's delta_quantile")
   parser.add_argument("--fit-method", default="unipc", choices=METHODS, help="the solver the model grids are fitted for")
   parser.add_argument("--nfes", nargs="*", type=int, default=[10, 20])
   parser.add_argument("--sdes", nargs="*", default=list(SDES), choices=list(SDES))
