@@ -10,6 +10,9 @@ REQUIREMENTS="${REQUIREMENTS:-requirements-lock.txt}"
 "${PYTHON:-python3}" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
+# The tutorial's executor (jupytext, nbclient, ipykernel) and the guide's builder: tests/test_tutorial.py runs
+# notebooks/tutorial.py as a notebook; scripts/docs.sh, run by .ci/run after this, finds them installed.
+"$VENV/bin/python" -m pip install --quiet -r requirements-docs.txt
 # The library itself, editable (pyproject.toml): importable from any folder, as README's install makes it.
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
 # Pin JAX to the CPU and keep its threads to the 2 cores CI has.
