@@ -26,7 +26,8 @@
 # from any folder. Open it with `jupytext --to ipynb notebooks/tutorial.py` (or open the `.py` in Jupyter
 # with jupytext installed), or run it as a script, `python notebooks/tutorial.py`, which saves the figures
 # as PNG files in `./tutorial_figures` (or `$TUTORIAL_FIGURES`). `TUTORIAL_SMALL=1` shrinks every size so
-# that the whole notebook runs in about 2 minutes on 2 CPU cores; the default sizes give nicer pictures.
+# that the whole notebook runs in about 2 minutes on 2 busy CPU cores (1 minute of CPU time); the default sizes
+# (about twice that) give nicer pictures. Times are in `notebooks/README.md`.
 #
 # **The checkpoint of section 6** is a small seeded score_sde_pytorch checkpoint committed with the tests
 # (`tests/reference/data`). The notebook looks for the repository in this order: the folder named by
@@ -116,7 +117,7 @@ mixture = example_mixture(2)              # modes at (+-4, +-4), weights .5 / .2
 ve, vp = sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0), sde_lib.VPSDE(beta_min=0.1, beta_max=20.0)
 times = (0.0, 0.1, 0.3, 1.0)
 
-fig, axes = plt.subplots(2, len(times), figsize=(3.2 * len(times), 6.4))
+fig, axes = plt.subplots(2, len(times), figsize=(3.2 * len(times), 6.6), layout="constrained")
 for row, (name, sde) in enumerate((("VE", ve), ("VP", vp))):
   for col, t in enumerate(times):
     a, s = (float(v[0]) for v in sde.marginal_coefs(jnp.array([t])))
@@ -135,7 +136,6 @@ for row, (name, sde) in enumerate((("VE", ve), ("VP", vp))):
     ax.set_xticks([])
     ax.set_yticks([])
 fig.suptitle("Exact log p_t of the mixture under VE (top) and VP (bottom), and the direction of its score")
-fig.tight_layout()
 show(fig, "1_perturbed_densities")
 
 # %% [markdown]
@@ -194,14 +194,14 @@ print(f"DSM loss on 16,384 held-out points: untrained {loss_init:.4f}, trained (
       f"exact score {loss_exact:.4f}")
 RESULTS["loss"] = {"untrained": loss_init, "trained": loss_trained, "exact": loss_exact}
 
-fig, ax = plt.subplots(figsize=(6, 3.5))
+fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
 smooth = np.convolve(losses, np.ones(25) / 25, mode="valid")
 ax.plot(losses, alpha=0.3, label="batch loss")
 ax.plot(np.arange(len(smooth)) + 24, smooth, label="moving average (25 steps)")
-ax.axhline(loss_exact, color="k", ls="--", label="exact score (the minimum)")
+ax.axhline(loss_exact, color="k", ls="--", label="exact score (the minimum, in expectation)")
 ax.set_xlabel("step")
 ax.set_ylabel("DSM loss")
-ax.set_ylim(loss_exact - 0.05, max(losses[:5]) + 0.05)
+ax.set_ylim(loss_exact - 0.08, loss_exact + 0.3)
 ax.legend()
 show(fig, "2_training_loss")
 params = ema                                               # sample with the EMA weights from here on
@@ -249,7 +249,7 @@ RESULTS["sampling"]["dpm_solver_pp_exact_score"] = {"nfe": int(nfe), **metrics}
 print(f"{'dpm_solver_pp':>14}: NFE {int(nfe):4d}  " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
       + "   (the exact score)")
 
-fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 4, figsize=(16, 4.4), sharex=True, sharey=True, layout="constrained")
 for ax, (name, x) in zip(axes, [("exact samples", exact)] + list(drawn.items())):
   ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
   nfe = "" if name == "exact samples" else f", NFE {RESULTS['sampling'][name]['nfe']}"
@@ -258,7 +258,6 @@ for ax, (name, x) in zip(axes, [("exact samples", exact)] + list(drawn.items()))
 axes[0].set_xlim(-7, 7)
 axes[0].set_ylim(-7, 7)
 fig.suptitle(f"{N_SAMPLES} samples of the trained network against exact samples of the mixture")
-fig.tight_layout()
 show(fig, "3_samples")
 
 # %% [markdown]
@@ -313,7 +312,7 @@ RESULTS["likelihood"] = {"solver_error_mean": float(np.mean(np.abs(solver_error)
                          "prior_mismatch": float(mismatch.mean()), "kl": float(kl), "kl_se": float(kl_se),
                          "kl_gauss": kl_gauss, "logq_mean": float(logq.mean()), "logp_mean": float(log_p.mean())}
 
-fig, ax = plt.subplots(figsize=(4.6, 4.4))
+fig, ax = plt.subplots(figsize=(4.6, 4.4), layout="constrained")
 ax.scatter(log_p, logq, s=6, label="trained network")
 ax.scatter(log_p, np.asarray(logp_oracle), s=6, marker="x", label="exact score")
 lims = [min(log_p.min(), logq.min()) - 0.5, max(log_p.max(), logq.max()) + 0.5]
@@ -327,25 +326,25 @@ show(fig, "4_likelihood")
 # %% [markdown]
 # ## 5. Conditional generation: inpainting a coordinate
 #
-# Observe the first coordinate, $x_0 = 3.5$, and sample the second from $p(x_1 \mid x_0)$ with the
+# Write a point as $x = (u, v)$. Observe $u = 3.5$ and sample $v$ from $p(v \mid u)$ with the
 # *unconditional* network. The oracle knows the answer: conditioning a Gaussian mixture gives a mixture
-# (`GaussianMixture.condition`), here two modes near $x_1 = -4$ and $x_1 = +3.7$ whose weights Bayes' rule
+# (`GaussianMixture.condition`), here two modes near $v = -4$ and $v = +3.7$ whose weights Bayes' rule
 # moves from the prior 0.25 / 0.10 (relative 0.71 / 0.29) by
-# $w_k' \propto w_k\,\mathcal N(x_0; \mu_{k,0}, \Sigma_{k,00})$.
+# $w_k' \propto w_k\,\mathcal N(u; \mu_{k,u}, \Sigma_{k,uu})$.
 # score_sde's `replacement` method overwrites the observed coordinate with a noised copy after every step;
 # it ignores how likely the observation is under each mode, so its weights are off. Sequential Monte Carlo
 # (`smc`, Dou & Song 2024) weights particles by how well they predict the observation and converges to
 # the exact conditional as particles grow; it costs `PARTICLES` times the network evaluations. Run once more
 # with the oracle's exact score, SMC shows what the algorithm does without the network's errors (the upper
-# mode at $x_0 = 3.5$ lies in the tail of the training data, where a small network is least accurate).
+# mode at $u = 3.5$ lies in the tail of the training data, where a small network is least accurate).
 
 # %%
 OBSERVED = 3.5
 known = jnp.zeros((N_COND, 2)).at[:, 0].set(OBSERVED)
 mask = jnp.zeros((N_COND, 2)).at[:, 0].set(1.0)
-posterior = mixture.condition(np.array([True, False]), np.array([OBSERVED, 0.0]))   # p(x_1 | x_0): 1-D, 4 modes
+posterior = mixture.condition(np.array([True, False]), np.array([OBSERVED, 0.0]))   # p(v | u): 1-D, 4 modes
 print("exact conditional weights of the four modes:", np.array2string(np.asarray(posterior.weights), precision=3))
-target = posterior.restrict([1, 3])           # the two modes at x_0 = +4 (the others weigh < 1e-20)
+target = posterior.restrict([1, 3])           # the two modes at u = +4 (the others weigh < 1e-20)
 cond_floor = target.metric_floor(jax.random.key(12), N_COND)
 RESULTS["conditional"] = {"floor_tv": cond_floor["tv"], "weights": np.asarray(target.weights).tolist()}
 completions = {}
@@ -368,14 +367,23 @@ for algorithm, options, source in runs:
   print(f"{label:>24}: NFE {int(nfe):5d}, share of the upper mode {share:.3f} (exact "
         f"{float(target.weights[1]):.3f}), tv {metrics['tv']:.3f} (floor {cond_floor['tv']:.3f})")
 
-fig, ax = plt.subplots(figsize=(7.5, 3.8))
+fig, (ax, bars) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=(2, 1), layout="constrained")
 u = jnp.linspace(-6.5, 6.5, 400)[:, None]
-ax.plot(u[:, 0], np.exp(np.asarray(target.log_prob(u))), "k", lw=2, label=f"exact p(x_1 | x_0 = {OBSERVED})")
+ax.plot(u[:, 0], np.exp(np.asarray(target.log_prob(u))), "k", lw=2, label=f"exact p(v | u = {OBSERVED})")
 for label, x1 in completions.items():
   ax.hist(x1, bins=80, range=(-6.5, 6.5), density=True, histtype="step", lw=1.5, label=label)
-ax.set_xlabel("x_1")
+ax.set_xlabel("$v$")
 ax.legend(fontsize=8)
-ax.set_title(f"Inpainting x_1 given x_0 = {OBSERVED}")
+ax.set_title(f"Completions of $v$ given $u$ = {OBSERVED}")
+labels = list(completions)
+bars.bar(range(len(labels)), [RESULTS["conditional"][k]["upper_share"] for k in labels], color=["C0", "C1", "C2"])
+bars.axhline(float(target.weights[1]), color="k", lw=2, label="exact")
+w_prior = np.asarray(mixture.weights)
+bars.axhline(w_prior[3] / (w_prior[1] + w_prior[3]), color="gray", ls=":", label="prior (ignores $u$)")
+bars.set_xticks(range(len(labels)), [k.replace(", ", "\n") for k in labels], fontsize=8)
+bars.set_ylim(0, 1)
+bars.set_title("weight of the upper mode")
+bars.legend(fontsize=8)
 show(fig, "5_inpainting")
 
 # %% [markdown]
@@ -419,7 +427,7 @@ else:
   RESULTS["checkpoint"] = {"rel_error": rel_error, "shape": list(images.shape), "nfe": int(nfe),
                            "finite": bool(np.all(np.isfinite(images)))}
   print(f"drew {images.shape[0]} samples of shape {images.shape[1:]} with {int(nfe)} NFE")
-  fig, axes = plt.subplots(1, 4, figsize=(8, 2.3))
+  fig, axes = plt.subplots(1, 4, figsize=(8, 2.4), layout="constrained")
   for ax, image in zip(axes, images):
     ax.imshow(np.clip(image, 0.0, 1.0))                      # data range [0, 1] (config.data.centered = False)
     ax.axis("off")

@@ -39,11 +39,8 @@ def _execute(tmp):
 @pytest.mark.slow
 def test_the_tutorial_runs_end_to_end_and_its_numbers_hold(tmp_path):
   """One test, so that the notebook runs once also under pytest-xdist (whose workers would each run a shared
-  fixture); each fact is a _check_* below, its failure message naming it."""
-  notebook, results = _execute(tmp_path)
-  errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-            if o.get("output_type") == "error"]
-  assert not errors, errors
+  fixture); each fact is a _check_* below. About 2 minutes on 2 busy cores (1 minute of CPU time)."""
+  notebook, results = _execute(tmp_path)            # a cell that raises fails here (nbclient's CellExecutionError)
   images = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
             if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})]
   assert len(images) == FIGURES
@@ -91,9 +88,10 @@ def _check_ode_likelihood_matches_the_oracle_and_gibbs_inequality(results):
 
 
 def _check_inpainting_keeps_the_observation_and_smc_beats_replacement(results):
-  """Every run keeps x_0 exactly. With the exact score SMC samples the exact conditional (tv within TOLERANCE x
-  the floor); with the network its share of the upper mode is still nearer the exact one than replacement's,
-  which ignores the observation's likelihood. 16 particles cost 16 x the PC chain's NFE."""
+  """Every run keeps the observed coordinate exactly. With the exact score SMC samples the exact conditional
+  (tv within TOLERANCE x the floor); with the network its share of the upper mode is still nearer the exact
+  one than replacement's, which ignores the observation's likelihood. 16 particles cost 16 x the PC chain's
+  NFE."""
   cond = results["conditional"]
   exact_upper = cond["weights"][1]
   replacement, smc, smc_exact = cond["replacement, network"], cond["smc, network"], cond["smc, exact score"]
