@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
-from models import fir, norm
+from models import conv, fir, norm
 
 MAX_POSITIONS = 10000          # the positional embedding's longest wavelength (Vaswani et al. 2017)
 
@@ -31,6 +31,10 @@ REMAT_POLICIES: dict[str, Any] = {
     "dots": jax.checkpoint_policies.dots_saveable,         # keep conv / matmul outputs; recompute norms, activations
 }
 COMPUTE_DTYPES = ("float32", "bfloat16")                   # mixed precision: parameters stay float32
+# The convolutions' gradient: "xla" = jax's own transpose rules; "taps" = models.conv's written-out VJP
+# (input gradient a forward convolution, kernel gradient one matrix product per tap). Same values.
+CONV_VJPS = ("xla",) + tuple(k for k in conv.KERNEL_GRADS if k != "conv")
+CONV_VJP = "xla"
 
 
 def compute_dtype(name: str):
@@ -59,14 +63,25 @@ def default_init(scale: float = 1.0):
   return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
+@functools.lru_cache(maxsize=None)
+def _conv_op(vjp: str):
+  """flax ``nn.Conv``'s ``conv_general_dilated`` for a ``CONV_VJPS`` name (None: lax's own)."""
+  if vjp not in CONV_VJPS:
+    raise ValueError(f"conv vjp must be one of {list(CONV_VJPS)}, got {vjp!r}")
+  return None if vjp == "xla" else functools.partial(conv.conv_general_dilated, kernel_grad=vjp)
+
+
 def conv3x3(features: int, init_scale: float = 1.0, name: str | None = None, stride: int = 1, padding="SAME",
-            dtype=None):
+            dtype=None, vjp: str = CONV_VJP):
+  """flax ``nn.Conv`` 3x3 (parameters "kernel" HWIO, "bias"); ``vjp``: how its gradient is computed."""
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=padding, kernel_init=default_init(init_scale),
-                 name=name, dtype=dtype)
+                 name=name, dtype=dtype, conv_general_dilated=_conv_op(vjp))
 
 
-def conv1x1(features: int, init_scale: float = 1.0, name: str | None = None, dtype=None):
-  return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale), name=name, dtype=dtype)
+def conv1x1(features: int, init_scale: float = 1.0, name: str | None = None, dtype=None, vjp: str = CONV_VJP):
+  """flax ``nn.Conv`` 1x1 (parameters "kernel" HWIO, "bias"); ``vjp``: how its gradient is computed."""
+  return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale), name=name, dtype=dtype,
+                 conv_general_dilated=_conv_op(vjp))
 
 
 def nin(features: int, init_scale: float = 0.1, name: str | None = None, dtype=None):
