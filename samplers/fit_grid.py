@@ -15,8 +15,10 @@ fixed); the robust (Cauchy) loss keeps the few draws that land in another mode t
 discretisation error of all the others, which is what widens modes. theta starts at the uniform-lambda grid and is fitted by Adam through the solver's coefficient
 tables. It needs only a ``score_fn`` (the oracle's exact score here, a trained model in practice).
 Fit once per SDE and data set; evaluate on other draws than those fitted on. The stored grids
-(``samplers/grids``) were fitted this way on the mixture the fast-sampler benchmark evaluates: they do not
-transfer to other data (math review 2026-12, finding 1; ``benchmarks/results/grid_transfer.md``).
+(``samplers/grids``) were fitted this way on the mixture the fast-sampler benchmark evaluates. On a held-out
+family of mixtures (``benchmarks/results/grid_transfer.md``) they are worse than the log-SNR grid at 10 NFE
+(median spread error 0.38 against 0.12-0.21) and better at 20 NFE (0.02-0.03 against 0.05-0.07), as the
+math review 2026-12 (finding 1) found on rescaled copies.
 
 ``fit_grid_from_model`` is the version for a user's own model: it fits a grid for any fast method (EDM
 Heun included) from the model's score and samples of its training data, with the error measured relative
@@ -307,8 +309,9 @@ def fit_grid_from_model(key: jax.Array, sde: SDE, score_fn: ScoreFn, data, nfe: 
   grid's relative errors on the fitting batch (the nearest-neighbour variance is biased low by a factor that
   depends on D and the sample size, so a fixed delta would mean different things in different dimensions).
   The grid is log sigma = cumulated softmax(theta) between fixed ends, started from the better of the
-  log-SNR and EDM rho = 7 grids, moved by ``iters`` Adam steps (rate ``lr``); the best grid seen is returned. It sees only ``score_fn`` and ``data``;
-  deterministic given ``key``. Save it with ``save_grid`` and sample with ``grid="fitted:<path.json>"``.
+  log-SNR and EDM rho = 7 grids, moved by ``iters`` Adam steps (rate ``lr``); the best grid seen is returned.
+  It sees only ``score_fn`` and ``data``; deterministic given ``key``. Save it with ``save_grid`` and sample
+  with ``grid="fitted:<path.json>"``.
 
   Arguments:
     key: the prior draws fitted on.  score_fn: the model's score.  data: training samples [n, ...], n > neighbours.

@@ -121,8 +121,9 @@ def run(args) -> tuple[list[dict], list[dict], dict]:
             x = _solve(denoise, x_hat, jnp.asarray(sigmas, jnp.float32), method=method, nfe=nfe, order=2)
             row = dict(kind="sample", mixture=name, D=mixture.dim, K=mixture.num_components, sde=sde_name,
                        method=method, grid=grid.replace(f"{sde_name}_", ""), nfe=nfe, **metrics(mixture, x, ref, floor))
-            row["met"] = bool(row["tv_x_floor"] <= 1.5 and row["spread_bias"] <= TARGETS.get(nfe, 0.05))
-            row["met_raw"] = bool(row["tv_x_floor"] <= 1.5 and row["std_err"] <= TARGETS.get(nfe, 0.05))
+            target = TARGETS.get(nfe, 0.10 if nfe <= 10 else 0.05)
+            row["met"] = bool(row["tv_x_floor"] <= 1.5 and row["spread_bias"] <= target)
+            row["met_raw"] = bool(row["tv_x_floor"] <= 1.5 and row["std_err"] <= target)
             rows.append(row)
           best = min((r for r in rows[-len(grids):]), key=lambda r: r["spread_bias"])
           print(f"{name} {sde_name:5s} nfe={nfe} {method:13s} fit {fits[-1]['seconds']:.1f}s "
@@ -171,6 +172,30 @@ def table(rows, columns) -> str:
                    + ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows])
 
 
+def curve(names: list[str], sde: str = "vp") -> str:
+  """Markdown: per mixture and budget, the best method's spread_bias (and TV / floor) on the model, log-SNR and
+  best grid, from the rows of results/NAME.json for each NAME (runs at different --nfes)."""
+  rows = []
+  for name in names:
+    with open(os.path.join(RESULTS, name + ".json")) as f:
+      rows += [r for r in json.load(f)["rows"] if r["kind"] == "sample" and r["sde"] == sde]
+  mixtures = sorted({r["mixture"] for r in rows}, key=lambda m: (int(m[1:].split("-")[0]), m))
+  nfes = sorted({r["nfe"] for r in rows})
+  out = []
+  for mix in mixtures:
+    line = {"mixture": mix}
+    for nfe in nfes:
+      rs = [r for r in rows if (r["mixture"], r["nfe"]) == (mix, nfe)]
+      if not rs:
+        continue
+      pick = lambda grid: min((r for r in rs if grid in (None, r["grid"])), key=lambda r: (not r["met"], r["spread_bias"]))
+      m, g, b = pick("model"), pick("logsnr"), pick(None)
+      line[str(nfe)] = (f"{m['spread_bias']:.3f} / {g['spread_bias']:.3f} / {b['spread_bias']:.3f}"
+                        + (" met" if b["met"] else ""))
+    out.append(line)
+  return table(out, ["mixture"] + [str(n) for n in nfes])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=8192, help="evaluation draws per case")
@@ -186,7 +211,14 @@ def main():
   parser.add_argument("--seed", type=int, default=heldout.HELDOUT_SEED, help="the family's seed (others: development)")
   parser.add_argument("--no-check", dest="check", action="store_false")
   parser.add_argument("--name", default="grid_transfer")
+  parser.add_argument("--curve", nargs="*", default=[], help="only append the VP NFE curve of these results to NAME.md")
   args = parser.parse_args()
+  if args.curve:
+    with open(os.path.join(RESULTS, args.name + ".md"), "a") as f:
+      f.write("\n## VP: spread_bias of the best method against NFE (model grid / log-SNR / best of all grids; "
+              "'met': the best meets the target: TV within 1.5x the floor, spread within 10% at <= 10 NFE, 5% above)"
+              "\n\n" + curve(args.curve) + "\n")
+    return
   t0 = time.perf_counter()
   rows, fits, desc = run(args)
   minutes = (time.perf_counter() - t0) / 60
