@@ -17,12 +17,9 @@ folder is copied into the others (the same arrays: it is trained with a fixed se
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import shutil
-import time
 
-from benchmarks.common import ROOT, final_metrics, merge_rows, run_main, write
+from benchmarks.common import ROOT, eval_snapshot, merge_rows, write
 
 CONFIG = "configs/vp/digits.py"
 RTOLS = (0.01, 0.02, 0.05, 0.1)
@@ -30,21 +27,8 @@ RTOLS = (0.01, 0.02, 0.05, 0.1)
 
 def evaluate(workdir: str, label: str, overrides: dict, seed: int, ckpt: int) -> dict:
   folder = os.path.join(workdir, f"adaptive_{label.replace(' ', '_').replace('=', '')}_seed{seed}")
-  progress = os.path.join(folder, "progress.json")
-  reused = os.path.exists(progress)
-  seconds = ""
-  if not reused:
-    os.makedirs(folder, exist_ok=True)
-    cached = glob.glob(os.path.join(workdir, "*", "digits_classifier.npz"))
-    if cached and not os.path.exists(os.path.join(folder, "digits_classifier.npz")):
-      shutil.copyfile(cached[0], os.path.join(folder, "digits_classifier.npz"))
-    args = [f"--config={CONFIG}", f"--workdir={workdir}", "--mode=eval", f"--eval_folder={os.path.basename(folder)}",
-            f"--config.eval.begin_ckpt={ckpt}", f"--config.eval.end_ckpt={ckpt}", "--config.eval.enable_loss=False",
-            f"--config.seed={seed}"] + [f"--config.sampling.{k}={v}" for k, v in overrides.items()]
-    t0 = time.perf_counter()
-    run_main(args)
-    seconds = round(time.perf_counter() - t0, 1)
-  m = final_metrics(progress)
+  m, seconds, reused = eval_snapshot(CONFIG, workdir, folder, ckpt, seed,
+                                     [f"--config.sampling.{k}={v}" for k, v in overrides.items()])
   return dict(model=f"{os.path.basename(os.path.normpath(workdir))} step {m['step']}", sampler=label, seed=seed,
               nfe=m["nfe"], digits_fid=m["digits_fid"],
               fid_over_floor=m["digits_fid"] / m["digits_fid_floor_train_vs_test"], eval_s=seconds, reused=reused)

@@ -20,14 +20,11 @@ same arrays: it is trained with a fixed seed).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import shutil
-import time
 
 import numpy as np
 
-from benchmarks.common import ROOT, final_metrics, merge_rows, run_main, write
+from benchmarks.common import ROOT, eval_snapshot, merge_rows, write
 
 CONFIG = "configs/vp/digits.py"
 # label -> config.sampling overrides (the method's config NFE).
@@ -49,24 +46,10 @@ def eval_folder(label: str, thresholding: str, seed: int) -> str:
 
 def evaluate(workdir: str, label: str, overrides: dict, thresholding: str, seed: int, ckpt: int) -> dict:
   folder = os.path.join(workdir, eval_folder(label, thresholding, seed))
-  progress = os.path.join(folder, "progress.json")
-  reused = os.path.exists(progress)
-  seconds = ""
-  if not reused:
-    os.makedirs(folder, exist_ok=True)
-    cached = glob.glob(os.path.join(workdir, "thr_*", "digits_classifier.npz"))
-    if cached and not os.path.exists(os.path.join(folder, "digits_classifier.npz")):
-      shutil.copyfile(cached[0], os.path.join(folder, "digits_classifier.npz"))
-    method = overrides["method"]
-    args = [f"--config={CONFIG}", f"--workdir={workdir}", "--mode=eval", f"--eval_folder={os.path.basename(folder)}",
-            f"--config.eval.begin_ckpt={ckpt}", f"--config.eval.end_ckpt={ckpt}", "--config.eval.enable_loss=False",
-            f"--config.seed={seed}"] + [f"--config.sampling.{k}={v}" for k, v in overrides.items()]
-    if method != "pc":
-      args.append(f"--config.sampling.{method}.thresholding={thresholding}")
-    t0 = time.perf_counter()
-    run_main(args)
-    seconds = round(time.perf_counter() - t0, 1)
-  m = final_metrics(progress)
+  flags = [f"--config.sampling.{k}={v}" for k, v in overrides.items()]
+  if overrides["method"] != "pc":
+    flags.append(f"--config.sampling.{overrides['method']}.thresholding={thresholding}")
+  m, seconds, reused = eval_snapshot(CONFIG, workdir, folder, ckpt, seed, flags)
   x = np.load(os.path.join(folder, f"samples_step_{m['step']}.npz"))["samples"]
   per_image = np.abs(x.reshape(x.shape[0], -1)).max(axis=1)
   return dict(model=f"{os.path.basename(os.path.normpath(workdir))} step {m['step']}", sampler=label, thresholding=thresholding if overrides["method"] != "pc" else "-", seed=seed,
