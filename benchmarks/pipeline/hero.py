@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from benchmarks.common import ROOT, commit
-from benchmarks.pipeline.sampler_grids import IMG, config_options, load_model
+from benchmarks.pipeline.sampler_grids import IMG, config_options, load_model, save_grey_png
 
 # Denser at small t: under VP's linear beta (0.1 to 20) s(t) is already 0.32 at t = 0.1 and 0.8 at t = 0.3.
 TIMES = np.array([0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0])
@@ -82,13 +82,10 @@ def strip(frames: np.ndarray, scale: int = 5, gap: int = 2) -> np.ndarray:
 
 
 def picture(fwd: np.ndarray, rev: np.ndarray, nfe: int, caption: str, path: str) -> str:
-  import io
-
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from PIL import Image
 
   top, bottom = strip(fwd), strip(rev)
   width = top.shape[1]
@@ -106,11 +103,7 @@ def picture(fwd: np.ndarray, rev: np.ndarray, nfe: int, caption: str, path: str)
     ax.set_title(label, fontsize=9, pad=3)
   fig.text(0.005, 0.005, caption, fontsize=6, wrap=True, va="bottom")
   fig.tight_layout(rect=(0, 0.07, 1, 1))
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png")
-  plt.close(fig)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.open(buffer).convert("L").save(path, optimize=True)
+  save_grey_png(fig, path)
   return path
 
 

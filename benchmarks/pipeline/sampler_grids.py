@@ -37,6 +37,19 @@ REFERENCE_NFE = 100
 IMG = os.path.join(ROOT, "docs", "img")
 
 
+
+def save_grey_png(fig, path: str) -> None:
+  """Writes a matplotlib figure to ``path`` as an optimised greyscale PNG (a third of the RGBA size) and closes it."""
+  import io
+
+  import matplotlib.pyplot as plt
+  from PIL import Image
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png")
+  plt.close(fig)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.open(buffer).convert("L").save(path, optimize=True)
+
 def _pc(steps: int, eta: float) -> tuple[str, dict]:
   return "pc", dict(predictor="euler_maruyama", corrector="none", num_steps=steps, noise_scale=eta)
 
@@ -117,13 +130,10 @@ def tile(x: np.ndarray, cols: int = 4, gap: int = 1) -> np.ndarray:
 
 
 def picture(cells: dict, rows: list[str], caption: str, path: str) -> str:
-  import io
-
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from PIL import Image
 
   fig, axes = plt.subplots(len(rows), len(COLUMNS), figsize=(1.55 * len(COLUMNS) + 1.6, 1.7 * len(rows) + 0.9),
                            dpi=80, squeeze=False)
@@ -140,11 +150,7 @@ def picture(cells: dict, rows: list[str], caption: str, path: str) -> str:
   fig.suptitle("Digits VP model: every sampler from the same prior draws, by NFE", fontsize=10)
   fig.text(0.01, 0.005, caption, fontsize=6.5, wrap=True, va="bottom")
   fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png")
-  plt.close(fig)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.open(buffer).convert("L").save(path, optimize=True)                 # grey: a third of the RGBA size
+  save_grey_png(fig, path)
   return path
 
 
