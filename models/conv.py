@@ -5,8 +5,8 @@ Layouts: input ``x`` NHWC ``[B, H, W, C_in]``, kernel HWIO ``[k_h, k_w, C_in, C_
 ``(lo, hi)`` (rows; columns alike). ``conv(x, kernel, strides, padding)`` computes the same cross-correlation as
 ``lax.conv_general_dilated`` and defines its vector-Jacobian product (``jax.custom_vjp``) by the textbook
 identities of a convolution's gradients (Dumoulin & Visin 2016, "A guide to convolution arithmetic for deep
-learning", sec. 4: the transpose of a convolution; Chellapilla et al. 2006, "High performance convolutional
-neural networks for document processing", sec. 2-3: the gradients as unrolled (im2col) matrix products):
+learning", ch. 4, transposed convolution arithmetic; Chellapilla et al. 2006, "High performance convolutional
+neural networks for document processing": the gradients as products of unrolled (im2col) matrices):
 
 * input gradient: the output gradient ``g``, dilated by the stride, convolved with the kernel flipped in
   both spatial axes and with ``C_in`` / ``C_out`` swapped, padded ``(k - 1 - lo, k - 1 - hi + r)`` where
@@ -16,6 +16,11 @@ neural networks for document processing", sec. 2-3: the gradients as unrolled (i
   (``kernel_grad="taps"``), or the same sum as one forward convolution over the batch axis: the padded
   input with batch and channel axes exchanged, the output gradient as the kernel, dilated by the stride
   (``kernel_grad="conv"``).
+
+Measured on 2 CPU cores (benchmarks/results/networks_vs_reference_conv_vjp*.md): not faster than jax's own
+gradient, whose transposes XLA:CPU already runs as forward convolutions (146-196 GFLOP/s against 186-214 for
+the forward, benchmarks/results/peak.md); forward + backward of the CIFAR-10 networks is 1.13-1.26x slower
+with ``"taps"``. ``models.layers`` therefore keeps ``vjp="xla"`` as the default; this is the option.
 
 ``conv_general_dilated`` has ``lax.conv_general_dilated``'s signature for the subset used by
 ``models.layers`` (NHWC / HWIO, no dilation, one feature group), so flax's ``nn.Conv`` takes it as its

@@ -45,7 +45,7 @@ def _median_seconds(fn, rounds: int) -> float:
 
 def _im2col_conv(x: np.ndarray, w: np.ndarray) -> np.ndarray:
   """3x3 "SAME" convolution [B, H, W, C] * [3, 3, C, O] as one matrix product of the unrolled input
-  (Chellapilla et al. 2006, sec. 3)."""
+  (the unrolled convolution of Chellapilla et al. 2006)."""
   b, h, wd, c = x.shape
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   cols = np.concatenate([xp[:, i:i + h, j:j + wd, :] for i in range(3) for j in range(3)], axis=-1)
