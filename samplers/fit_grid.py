@@ -17,8 +17,8 @@ tables. It needs only a ``score_fn`` (the oracle's exact score here, a trained m
 Fit once per SDE and data set; evaluate on other draws than those fitted on. The stored grids
 (``samplers/grids``) were fitted this way on the mixture the fast-sampler benchmark evaluates. On a held-out
 family of mixtures (``benchmarks/results/grid_transfer.md``) they are worse than the log-SNR grid at 10 NFE
-(median spread error 0.38 against 0.12-0.21) and better at 20 NFE (0.02-0.03 against 0.05-0.07), as the
-math review 2026-12 (finding 1) found on rescaled copies.
+(median spread error 0.38 against 0.12-0.21) and better at 20 NFE (0.02-0.03 against 0.05-0.07): a grid
+fitted on one mixture is not a grid for another.
 
 ``fit_grid_from_model`` is the version for a user's own model: it fits a grid for any fast method (EDM
 Heun included) from the model's score and samples of its training data, with the error measured relative
