@@ -32,6 +32,29 @@ import numpy as np
 _LOG_2PI = float(np.log(2 * np.pi))
 
 
+def component_terms(arrays: tuple, x, a, s):
+  """Per-component log densities [n, K] and whitened residuals y/v [n, K, D] of the mixture with ``arrays``
+  (``GaussianMixture.arrays``) perturbed to sum_k w_k N(a mu_k, a^2 Sigma_k + s^2 I); x [n, D], a and s scalars
+  or [n]."""
+  log_w, means, eigvecs, eigvals = arrays
+  x = jnp.asarray(x)
+  a = jnp.broadcast_to(jnp.asarray(a, x.dtype), x.shape[:1])[:, None, None]
+  s = jnp.broadcast_to(jnp.asarray(s, x.dtype), x.shape[:1])[:, None, None]
+  diff = x[:, None, :] - a * means[None]                            # [n, K, D]
+  y = jnp.einsum("nkd,kde->nke", diff, eigvecs)                      # U_k^T (x - a mu_k)
+  v = jnp.square(a) * eigvals[None] + jnp.square(s)                  # [n, K, D]
+  log_n = -0.5 * jnp.sum(jnp.square(y) / v + jnp.log(v) + _LOG_2PI, axis=-1)
+  return log_w[None] + log_n, y / v
+
+
+def perturbed_score(arrays: tuple, x, a, s) -> jax.Array:
+  """grad_x log of the perturbed mixture (``component_terms``), in closed form: [n, D]."""
+  log_joint, whitened = component_terms(arrays, x, a, s)
+  resp = jax.nn.softmax(log_joint, axis=1)                          # r_k(x): [n, K]
+  per_comp = jnp.einsum("nke,kde->nkd", whitened, arrays[2])        # U_k (y_k / v_k)
+  return -jnp.einsum("nk,nkd->nd", resp, per_comp)
+
+
 class GaussianMixture:
   """A mixture sum_k w_k N(mu_k, Sigma_k) in D dimensions.
 
@@ -79,6 +102,13 @@ class GaussianMixture:
   def __repr__(self):
     return f"GaussianMixture(K={self.num_components}, D={self.dim})"
 
+  @property
+  def arrays(self) -> tuple:
+    """(log w [K], means [K, D], eigenvectors [K, D, D], eigenvalues [K, D]) of the covariances: the arrays
+    ``component_terms`` and ``perturbed_score`` take (a pytree, so one compiled function serves any mixture
+    of the same K and D)."""
+    return self._log_w, self.means, self._eigvecs, self._eigvals
+
   # ------------------------------------------------------------------------------ sampling
   def sample(self, key: jax.Array, n: int) -> jax.Array:
     """n exact samples of p_0: [n, D]."""
@@ -100,14 +130,7 @@ class GaussianMixture:
   # ---------------------------------------------------------------- densities at (a, s)
   def _component_terms(self, x, a, s):
     """Per-component log densities [n, K] and whitened residuals y/v [n, K, D]."""
-    x = jnp.asarray(x)
-    a = jnp.broadcast_to(jnp.asarray(a, x.dtype), x.shape[:1])[:, None, None]
-    s = jnp.broadcast_to(jnp.asarray(s, x.dtype), x.shape[:1])[:, None, None]
-    diff = x[:, None, :] - a * self.means[None]                      # [n, K, D]
-    y = jnp.einsum("nkd,kde->nke", diff, self._eigvecs)              # U_k^T (x - a mu_k)
-    v = jnp.square(a) * self._eigvals[None] + jnp.square(s)          # [n, K, D]
-    log_n = -0.5 * jnp.sum(jnp.square(y) / v + jnp.log(v) + _LOG_2PI, axis=-1)
-    return self._log_w[None] + log_n, y / v
+    return component_terms(self.arrays, x, a, s)
 
   def log_prob_perturbed(self, x: jax.Array, a, s) -> jax.Array:
     """log sum_k w_k N(x; a mu_k, a^2 Sigma_k + s^2 I) in nats: [n]. a, s: scalars or [n]."""
@@ -116,10 +139,7 @@ class GaussianMixture:
 
   def score_perturbed(self, x: jax.Array, a, s) -> jax.Array:
     """grad_x of ``log_prob_perturbed``, in closed form: [n, D]."""
-    log_joint, whitened = self._component_terms(x, a, s)
-    resp = jax.nn.softmax(log_joint, axis=1)                          # r_k(x): [n, K]
-    per_comp = jnp.einsum("nke,kde->nkd", whitened, self._eigvecs)    # U_k (y_k / v_k)
-    return -jnp.einsum("nk,nkd->nd", resp, per_comp)
+    return perturbed_score(self.arrays, x, a, s)
 
   def log_prob(self, x: jax.Array) -> jax.Array:
     """log p_0(x) in nats: [n]."""

@@ -10,7 +10,7 @@ The seeds of the family are fixed; use other seeds for anything that is tuned.
 
 ``mixture_denoiser(mixture, k_max)``: the mixture's exact denoiser D(x_hat; sigma) = E[x_0 | x_0 + sigma z =
 x_hat] = x_hat + sigma^2 grad log p_sigma(x_hat) (Tweedie's formula; p_sigma = the mixture convolved with
-N(0, sigma^2 I), ``GaussianMixture.score_perturbed`` with a = 1, s = sigma) as a ``jax.tree_util.Partial``
+N(0, sigma^2 I), ``data_lib.gmm.perturbed_score`` with a = 1, s = sigma) as a ``jax.tree_util.Partial``
 whose leaves are the mixture's arrays padded to ``k_max`` components of weight zero: mixtures of the same D
 then share one compiled sampler.
 """
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_lib.gmm import GaussianMixture
+from data_lib.gmm import GaussianMixture, perturbed_score
 
 DIMS = (2, 4, 8, 16)
 HELDOUT_SEED = 2026_12
@@ -68,15 +68,8 @@ def describe(mixture: GaussianMixture) -> str:
   return f"K={mixture.num_components} w={w} std {sd.min():.3g}-{sd.max():.3g} min gap {gap:.3g}"
 
 
-def _denoise(params, x_hat, sigma):
-  log_w, means, eigvecs, eigvals = params
-  diff = x_hat[:, None, :] - means[None]                                 # [n, K, D]
-  y = jnp.einsum("nkd,kde->nke", diff, eigvecs)
-  v = eigvals[None] + jnp.square(sigma)
-  log_joint = log_w[None] - 0.5 * jnp.sum(jnp.square(y) / v + jnp.log(v), axis=-1)
-  resp = jax.nn.softmax(log_joint, axis=1)
-  score = -jnp.einsum("nk,nkd->nd", resp, jnp.einsum("nke,kde->nkd", y / v, eigvecs))
-  return x_hat + jnp.square(sigma) * score                              # Tweedie's formula in x_hat
+def _denoise(arrays, x_hat, sigma):
+  return x_hat + jnp.square(sigma) * perturbed_score(arrays, x_hat, 1.0, sigma)   # Tweedie's formula in x_hat
 
 
 def mixture_denoiser(mixture: GaussianMixture, k_max: int = 6) -> jax.tree_util.Partial:
@@ -84,11 +77,10 @@ def mixture_denoiser(mixture: GaussianMixture, k_max: int = 6) -> jax.tree_util.
   k, d = mixture.num_components, mixture.dim
   if k > k_max:
     raise ValueError(f"k_max={k_max} is below the mixture's {k} components")
-  lam, u = np.linalg.eigh(np.asarray(mixture.covs, np.float64))
   pad = k_max - k
-  log_w = np.concatenate([np.log(np.asarray(mixture.weights, np.float64)), np.full(pad, -1e4)])
-  means = np.concatenate([np.asarray(mixture.means, np.float64), np.zeros((pad, d))])
-  eigvecs = np.concatenate([u, np.broadcast_to(np.eye(d), (pad, d, d))])
-  eigvals = np.concatenate([lam, np.ones((pad, d))])
-  params = tuple(jnp.asarray(a, jnp.float32) for a in (log_w, means, eigvecs, eigvals))
-  return jax.tree_util.Partial(_denoise, params)
+  log_w, means, eigvecs, eigvals = mixture.arrays
+  arrays = (jnp.concatenate([log_w, jnp.full(pad, -1e4, jnp.float32)]),          # padded components: weight ~0
+            jnp.concatenate([means, jnp.zeros((pad, d), jnp.float32)]),
+            jnp.concatenate([eigvecs, jnp.broadcast_to(jnp.eye(d, dtype=jnp.float32), (pad, d, d))]),
+            jnp.concatenate([eigvals, jnp.ones((pad, d), jnp.float32)]))
+  return jax.tree_util.Partial(_denoise, arrays)
