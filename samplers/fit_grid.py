@@ -140,16 +140,15 @@ def grid_levels(method: str, nfe: int) -> int:
 
 
 def _heun(denoise: Denoiser, x_hat, sigmas, euler_first: bool):
-  """EDM's deterministic Heun sampler (Karras et al. 2022 Alg. 1, as ``samplers.heun`` with s_churn = 0):
-  one Euler step first if ``euler_first``, Heun steps, the final denoising."""
+  """EDM's deterministic Heun sampler (Karras et al. 2022 Alg. 1: ``samplers.heun``'s steps with s_churn = 0):
+  one Euler step first if ``euler_first``, Heun steps, the final denoising. The levels are traced (the fit
+  differentiates through them), which the stepper's static levels are not; the steps are the stepper's own."""
   m = sigmas.shape[0] - 1
   if euler_first:                                                        # Alg. 1 l. 4-5 alone
-    x_hat = x_hat + (sigmas[1] - sigmas[0]) * (x_hat - denoise(x_hat, sigmas[0])) / sigmas[0]
+    x_hat = heun.euler_step(denoise, x_hat, sigmas[0], sigmas[1])[1]
   for k in range(int(euler_first), m):
-    d = (x_hat - denoise(x_hat, sigmas[k])) / sigmas[k]                  # Euler step (l. 4-5)
-    x_next = x_hat + (sigmas[k + 1] - sigmas[k]) * d
-    d_next = (x_next - denoise(x_next, sigmas[k + 1])) / sigmas[k + 1]   # 2nd-order correction (l. 7-8)
-    x_hat = x_hat + (sigmas[k + 1] - sigmas[k]) * 0.5 * (d + d_next)
+    d, x_next, _ = heun.euler_step(denoise, x_hat, sigmas[k], sigmas[k + 1])
+    x_hat = heun.heun_correction(denoise, x_hat, sigmas[k], sigmas[k + 1], d, x_next)[0]
   return denoise(x_hat, sigmas[m])                                       # Euler to sigma = 0 lands on D
 
 

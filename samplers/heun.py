@@ -62,6 +62,22 @@ class EDMHeunOptions(checks.Options):
     common.check_data_range(self)
 
 
+def euler_step(D, x_hat, sigma, sigma_next):
+  """EDM's Euler step in x_hat (Karras et al. 2022, Alg. 1 lines 4-5) with the denoiser D(x_hat; sigma):
+  (d = (x_hat - D) / sigma, x_next = x_hat + (sigma_next - sigma) d, D), arrays shaped like x_hat [B, ...]."""
+  denoised = D(x_hat, sigma)
+  d = (x_hat - denoised) / sigma
+  return d, x_hat + (sigma_next - sigma) * d, denoised
+
+
+def heun_correction(D, x_hat, sigma, sigma_next, d, x_next):
+  """EDM's second-order correction (Alg. 1 lines 7-8) of an ``euler_step`` (d, x_next) from x_hat at sigma:
+  (x_hat + (sigma_next - sigma) (d + d') / 2, D(x_next; sigma_next)) with d' = (x_next - D) / sigma_next."""
+  denoised = D(x_next, sigma_next)
+  d_next = (x_next - denoised) / sigma_next
+  return x_hat + (sigma_next - sigma) * 0.5 * (d + d_next), denoised
+
+
 class EDMHeunStepper:
   """EDM's Heun steps (``steps.Stepper``) in x_hat on the levels sigma_0 = sigma(T) > ... > sigma_M."""
 
@@ -106,9 +122,8 @@ class EDMHeunStepper:
   def _euler(self, D, k, x_hat, keys):
     sigmas = self._sigmas()
     x_hat, sigma_hat = self._churn(k, x_hat, keys) if self.options.s_churn > 0 else (x_hat, sigmas[k])
-    denoised = D(x_hat, sigma_hat)
-    d = (x_hat - denoised) / sigma_hat                                     # Euler step (Alg. 1 l. 4-5)
-    return x_hat, sigma_hat, d, x_hat + (sigmas[k + 1] - sigma_hat) * d, denoised
+    d, x_next, denoised = euler_step(D, x_hat, sigma_hat, sigmas[k + 1])
+    return x_hat, sigma_hat, d, x_next, denoised
 
   def init(self, score_fn, x, keys):
     a_T = self.sde.marginal_coefs(jnp.asarray(self.sde.T))[0]
@@ -122,10 +137,7 @@ class EDMHeunStepper:
     D = self._D(score_fn)
     x_hat, _ = state
     x_hat, sigma_hat, d, x_next, _ = self._euler(D, k, x_hat, keys)
-    sigma_next = self._sigmas()[k + 1]
-    denoised = D(x_next, sigma_next)
-    d_next = (x_next - denoised) / sigma_next                              # 2nd-order correction (l. 7-8)
-    return x_hat + (sigma_next - sigma_hat) * 0.5 * (d + d_next), denoised
+    return heun_correction(D, x_hat, sigma_hat, self._sigmas()[k + 1], d, x_next)
 
   def _a(self, k):
     return self.sde.marginal_coefs(self.times()[k])[0]
