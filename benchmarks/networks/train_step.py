@@ -1,4 +1,5 @@
-"""Training throughput of the CIFAR-10 configurations: steps/s and images/s of the real train step.
+"""Training throughput of the CIFAR-10 configurations and the digits default: steps/s and images/s of the real
+train step.
 
 The step is the one ``--mode train`` runs (``training.train.make_step_fn``: the config's loss, Adam
 with warm-up and clipping, EMA; sharded over every device JAX sees), on random [-1, 1] batches
@@ -7,6 +8,8 @@ median of several timed calls. Default batch 8 on CPU; on a GPU pass ``--batch 1
 
     python -m benchmarks.networks.train_step                 # CPU, batch 8
     python -m benchmarks.networks.train_step --batch 128     # on a GPU
+    python -m benchmarks.networks.train_step --batch 0 --configs vp/digits "vp/digits, former network" \
+        --name train_step_digits                            # the digits default at its own batch (128)
 """
 
 from __future__ import annotations
@@ -22,17 +25,25 @@ from training import step as step_lib
 from training.state import create_train_state
 from training.train import make_step_fn, setup
 
+# name -> config module, or (config module, {"section.field": value} overrides)
 CONFIGS = {
     "ve/cifar10 (NCSN++ cont., VE)": "configs.ve.cifar10",
     "vp/cifar10 (DDPM++ cont., VP)": "configs.vp.cifar10",
     "subvp/cifar10 (DDPM++ cont., sub-VP)": "configs.subvp.cifar10",
+    "vp/digits": "configs.vp.digits",
+    # the digits network until 2026-12-06: two residual blocks per level, attention at 4x4 too
+    "vp/digits, former network": ("configs.vp.digits", {"model.num_res_blocks": 2, "model.attn_resolutions": (4,)}),
 }
+CIFAR10 = list(CONFIGS)[:3]
 
 
-def build(module: str, batch: int | None):
+def build(module: str, batch: int | None, overrides: dict | None = None):
   """(sharded step, initial state, one random [-1, 1] batch on the mesh, run) of a config module's train
-  step at ``batch`` (None: the config's own batch size)."""
+  step at ``batch`` (None or 0: the config's own batch size), with ``overrides`` {"section.field": value}."""
   config = importlib.import_module(module).get_config()
+  for path, value in (overrides or {}).items():
+    section, field = path.split(".")
+    setattr(config[section], field, value)
   if batch:
     config.training.batch_size = batch
   run = setup(config)
@@ -43,8 +54,11 @@ def build(module: str, batch: int | None):
   return step_fn, state, batches, run
 
 
-def bench(name: str, module: str, batch: int, repeats: int) -> dict:
-  step_fn, state, batches, run = build(module, batch)
+def bench(name: str, spec, batch: int, repeats: int) -> dict:
+  module, overrides = (spec, None) if isinstance(spec, str) else spec
+  step_fn, state, batches, run = build(module, batch, overrides)
+  batch = batches.shape[1]
+  params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
 
   # The step donates its state, so each call feeds the previous call's output (as training does).
   holder = {"state": state}
@@ -54,16 +68,16 @@ def bench(name: str, module: str, batch: int, repeats: int) -> dict:
     return metrics
 
   compile_s, run_s, metrics = time_compiled(call, batches, run.step_key, repeats=repeats)
-  return dict(config=name, devices=len(jax.devices()), batch=batch, compile_s=compile_s, step_s=run_s,
+  return dict(config=name, params=params, devices=len(jax.devices()), batch=batch, compile_s=compile_s, step_s=run_s,
               steps_per_s=1 / run_s, images_per_s=batch / run_s,
               loss_finite=bool(np.all(np.isfinite(np.asarray(metrics["loss"])))))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--batch", type=int, default=8, help="0: each config's own batch size")
   parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
-  parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+  parser.add_argument("--configs", nargs="*", default=CIFAR10, choices=list(CONFIGS))
   parser.add_argument("--name", default=None, help="results file name (default train_step_<platform>_b<batch>)")
   args = parser.parse_args()
 
@@ -72,10 +86,11 @@ def main():
     rows.append(bench(name, CONFIGS[name], args.batch, args.repeats))
     print(rows[-1], flush=True)
   out = args.name or f"train_step_{jax.devices()[0].platform}_b{args.batch}"
-  notes = (f"`python -m benchmarks.networks.train_step --batch {args.batch}` on {machine()}. One optimisation step "
-           f"per call (loss, gradient, Adam, EMA), median of {args.repeats} calls after compilation; random batches.")
-  print(write(out, f"Training throughput, batch {args.batch}", rows,
-              ["config", "devices", "batch", "compile_s", "step_s", "steps_per_s", "images_per_s", "loss_finite"],
+  notes = (f"`python -m benchmarks.networks.train_step --batch {args.batch} --configs ...` on {machine()}. One "
+           f"optimisation step per call (loss, gradient, Adam, EMA), median of {args.repeats} calls after compilation; "
+           "random batches; XLA's default compiler options (main.py also passes training.runtime.CPU_OPTIONS).")
+  print(write(out, f"Training throughput, batch {args.batch or 'of each config'}", rows,
+              ["config", "params", "devices", "batch", "compile_s", "step_s", "steps_per_s", "images_per_s", "loss_finite"],
               notes))
 
 

@@ -56,6 +56,7 @@ def main():
                       help="a config override for every command, e.g. training.n_iters=600 (repeatable)")
   parser.add_argument("--only_default", action="store_true", help="of the variants, only the config's own sampler")
   parser.add_argument("--keep", action="store_true", help="keep the rows of other recipes in results/NAME.json")
+  parser.add_argument("--note", default="", help="a sentence added to the results' notes (e.g. a shared machine)")
   args = parser.parse_args()
   recipe = " ".join(args.set) or "the config"
   sets = [f"--config.{kv}" for kv in args.set]
@@ -101,7 +102,7 @@ def main():
               "start and compilation included), on an otherwise idle machine; FID over floor of the final snapshot (500 samples, "
               "digits FID as in digits.md). Variants: `--mode eval` of the final snapshot alone with other samplers, "
               "fid_over_floor the mean over sampling seeds (`--config.seed` 0..seeds-1), sd their standard deviation; "
-              "eval_s the median over seeds."))
+              "eval_s the median over seeds." + (f" {args.note}" if args.note else "")))
 
 
 if __name__ == "__main__":
