@@ -125,8 +125,9 @@ def main():
   fwd = forward(run, x0, jax.random.fold_in(key, 0))
   rev, nfe = reverse(run, params, args.n, jax.random.fold_in(key, 1))
   workdir = os.path.relpath(os.path.abspath(args.workdir), ROOT)
+  n_params = sum(leaf.size for leaf in jax.tree.leaves(params))
   caption = (f"Top: {args.n} test digits under the VP SDE's perturbation kernel (beta 0.1 to 20). Bottom: new digits "
-             f"from the EMA parameters of {workdir} (configs/vp/digits.py, step {step}, ~260k parameters), x_t "
+             f"from the EMA parameters of {workdir} (configs/vp/digits.py, step {step}, {n_params:,} parameters), x_t "
              f"recorded by samplers.run's callback at the steps nearest each t. `python -m benchmarks.pipeline.hero` "
              f"at {commit()}.")
   path = picture(fwd, rev, nfe, caption, args.out)
