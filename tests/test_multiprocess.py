@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.test_pipeline import ROOT, tiny_config, tiny_flags
+from tests.test_pipeline import ROOT, subprocess_env, tiny_config, tiny_flags
 from training.checkpoint import Checkpointer
 from training.train import setup
 
@@ -42,8 +42,7 @@ def _free_port() -> int:
 
 
 def _start(argv, log_path, devices):
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = subprocess_env(devices)
   log = open(log_path, "w")
   return subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log
 

@@ -20,9 +20,16 @@ from training import step as step_lib, tasks
 from training.checkpoint import Checkpointer
 from training.train import setup, train
 
+def subprocess_env(devices=1):
+  """The test process's environment for a child JAX process on ``devices`` CPU devices: the suite's own
+  XLA_FLAGS (scripts/test.sh: backend optimisation off) and compilation cache are kept, so main.py runs
+  compile as fast as the tests themselves and share their cached programs."""
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+
+
 def run_main(args, devices=1):
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = subprocess_env(devices)
   return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], env=env, capture_output=True,
                         text=True, timeout=600)
 
@@ -153,7 +160,7 @@ for devices in (jax.devices()[:1], jax.devices()):
 import jax.flatten_util
 print('LOSSDIFF', abs(out[0][0] - out[1][0]), 'PARAMDIFF', float(np.max(np.abs(out[0][1] - out[1][1]))))
 """
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = subprocess_env(devices=4)
   result = subprocess.run([sys.executable, "-c", "import jax.flatten_util\n" + script], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
