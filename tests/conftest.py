@@ -1,11 +1,22 @@
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
-from jax.experimental import io_callback
+# One BLAS thread per process. The suite runs two workers on CI's two cores (and the main.py runs they
+# start); OpenBLAS's default of a thread per core oversubscribes them, and its spinning threads made the
+# digits classifier's scikit-learn fit (evaluation/digits_classifier.py, in every digits evaluation)
+# 2.7x slower on a loaded machine (5.4 s with one thread, 14.9 s with two; the same weights bit for bit).
+# numpy's OpenBLAS is loaded before this file runs (threadpoolctl limits it); the variable reaches the
+# BLAS libraries loaded later and every child process. A value the caller set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import threadpoolctl  # noqa: E402
+
+threadpoolctl.threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from jax.experimental import io_callback  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
