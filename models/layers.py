@@ -173,13 +173,14 @@ class Upsample(nn.Module):
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
   dtype: Any = None
+  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
 
   @nn.compact
   def __call__(self, x):
     out_ch = self.out_ch or x.shape[-1]
     if not self.fir:
       h = fir.naive_upsample_2d(x)
-      return conv3x3(out_ch, dtype=self.dtype)(h) if self.with_conv else h
+      return conv3x3(out_ch, dtype=self.dtype, vjp=self.conv_vjp)(h) if self.with_conv else h
     if not self.with_conv:
       return fir.upsample_2d(x, self.fir_kernel)
     w = self.param("kernel", default_init(), (3, 3, x.shape[-1], out_ch))
@@ -196,6 +197,7 @@ class Downsample(nn.Module):
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
   dtype: Any = None
+  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
 
   @nn.compact
   def __call__(self, x):
@@ -203,7 +205,8 @@ class Downsample(nn.Module):
     if not self.fir:
       if not self.with_conv:
         return fir.naive_downsample_2d(x)
-      return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), dtype=self.dtype)(x)   # TF's 'SAME': pad right/bottom
+      # TF's 'SAME' for a stride-2 3x3 conv: pad right/bottom only
+      return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), dtype=self.dtype, vjp=self.conv_vjp)(x)
     if not self.with_conv:
       return fir.downsample_2d(x, self.fir_kernel)
     w = self.param("kernel", default_init(), (3, 3, x.shape[-1], out_ch))
@@ -223,18 +226,20 @@ class ResnetBlockDDPM(nn.Module):
   max_groups: int = 32
   groups: int | None = None          # DDPM: 32 (see group_norm)
   dtype: Any = None
+  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
     c = x.shape[-1]
     out_ch = self.out_ch or c
     dt = self.dtype
-    h = conv3x3(out_ch, dtype=dt)(self.act(group_norm(c, self.max_groups, groups=self.groups, dtype=dt)(x)))
+    h = self.act(group_norm(c, self.max_groups, groups=self.groups, dtype=dt)(x))
+    h = conv3x3(out_ch, dtype=dt, vjp=self.conv_vjp)(h)
     if temb is not None:
       h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=dt)(self.act(temb))[:, None, None, :]
     h = self.act(group_norm(out_ch, self.max_groups, groups=self.groups, dtype=dt)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt, vjp=self.conv_vjp)(h)
     if c != out_ch:
       x = nin(out_ch, dtype=dt)(x)
     return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
@@ -253,6 +258,7 @@ class ResnetBlockBigGAN(nn.Module):
   skip_rescale: bool = True
   init_scale: float = 0.0
   dtype: Any = None
+  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
@@ -266,14 +272,14 @@ class ResnetBlockBigGAN(nn.Module):
     elif self.down:
       down = (lambda v: fir.downsample_2d(v, self.fir_kernel)) if self.fir else fir.naive_downsample_2d
       h, x = down(h), down(x)
-    h = conv3x3(out_ch, dtype=dt)(h)
+    h = conv3x3(out_ch, dtype=dt, vjp=self.conv_vjp)(h)
     if temb is not None:
       h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=dt)(self.act(temb))[:, None, None, :]
     h = self.act(group_norm(out_ch, dtype=dt)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt, vjp=self.conv_vjp)(h)
     if c != out_ch or self.up or self.down:
-      x = conv1x1(out_ch, dtype=dt)(x)
+      x = conv1x1(out_ch, dtype=dt, vjp=self.conv_vjp)(x)
     return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
 
 
@@ -282,10 +288,11 @@ class Combine(nn.Module):
 
   method: str = "sum"
   dtype: Any = None
+  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
 
   @nn.compact
   def __call__(self, pyramid, h):
-    p = conv1x1(h.shape[-1], dtype=self.dtype)(pyramid)
+    p = conv1x1(h.shape[-1], dtype=self.dtype, vjp=self.conv_vjp)(pyramid)
     return jnp.concatenate([p, h], axis=-1) if self.method == "cat" else p + h
 
 

@@ -10,6 +10,7 @@ built with the custom VJP has the same parameter tree and the same loss gradient
 import functools
 import importlib
 
+import flax.linen as nn
 import jax
 import jax.flatten_util
 import jax.test_util
@@ -20,6 +21,7 @@ from jax import lax
 
 import models
 from models import conv, layers
+from schema import parse_config
 
 # (input [B, H, W, C_in], kernel size, C_out, stride, padding): the layers' cases and odd-sized ones
 CASES = {
@@ -97,16 +99,19 @@ NETWORKS = {"ncsnpp": "configs.ve.cifar10", "ddpmpp": "configs.vp.cifar10"}
 SIZE, BATCH = 8, 2
 
 
-def _network(name: str, monkeypatch=None, vjp: str = "xla"):
-  """A CPU-sized CIFAR-10 network (two resolutions, one block each, nf=16) whose every conv3x3 / conv1x1
-  is built with ``vjp`` (the layers' builders are looked up at call time, by the blocks and the networks)."""
-  if monkeypatch is not None:
-    monkeypatch.setattr(layers, "conv3x3", functools.partial(layers.conv3x3, vjp=vjp))
-    monkeypatch.setattr(layers, "conv1x1", functools.partial(layers.conv1x1, vjp=vjp))
+def _config(name: str, vjp: str = "xla"):
+  """A CPU-sized CIFAR-10 config (two resolutions, one block each, nf=16) with ``training.conv_vjp = vjp``."""
   config = importlib.import_module(NETWORKS[name]).get_config()
   config.model.update(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(SIZE,))
   config.data.image_size = SIZE
-  return models.get_model(config)
+  config.training.conv_vjp = vjp
+  return parse_config(config)
+
+
+def _network(name: str, vjp: str = "xla"):
+  """The network the training step differentiates, built from the config: every conv3x3 / conv1x1 of its
+  blocks and heads computes its gradient by ``vjp`` (``training.conv_vjp``)."""
+  return models.get_model(_config(name, vjp), training=True)
 
 
 def _loss_grad(model):
@@ -127,11 +132,33 @@ def _loss_grad(model):
 
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.slow
-def test_network_gradient_and_parameters_unchanged(name, monkeypatch):
+def test_network_gradient_and_parameters_unchanged(name):
   params0, (loss0, grads0) = _loss_grad(_network(name))
-  params1, (loss1, grads1) = _loss_grad(_network(name, monkeypatch, "taps"))
+  params1, (loss1, grads1) = _loss_grad(_network(name, "taps"))
   assert jax.tree.structure(params1) == jax.tree.structure(params0)
   jax.tree.map(np.testing.assert_array_equal, params1, params0)
   np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-6)
   flat, flat0 = (jax.flatten_util.ravel_pytree(g)[0] for g in (grads1, grads0))
   np.testing.assert_allclose(flat, flat0, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(flat0))))
+
+
+def test_conv_vjp_is_a_validated_training_field_that_reaches_every_block():
+  """training.conv_vjp: one line naming the field and the choices on a bad value; the sampling network
+  (training=False) keeps autodiff's; the trained one passes the choice to every block with convolutions."""
+  with pytest.raises(ValueError, match=r"training.conv_vjp must be one of .*'xla'.*'taps'"):
+    _config("ncsnpp", "fast")
+  assert models.get_model(_config("ncsnpp", "taps")).conv_vjp == "xla"
+  model = _network("ncsnpp", "taps")
+  assert model.conv_vjp == "taps"
+  seen = []
+
+  def record(next_fun, args, kwargs, context):     # every block and every nn.Conv the network runs
+    module = context.module
+    if isinstance(module, nn.Conv):
+      seen.append(module.conv_general_dilated is not None)
+    return next_fun(*args, **kwargs)
+
+  params = models.init_params(model, jax.random.key(0), (1, SIZE, SIZE, 3))
+  with nn.intercept_methods(record):
+    models.make_apply_fn(model)(params, jnp.zeros((1, SIZE, SIZE, 3)), jnp.array([0.5]))
+  assert seen and all(seen), f"{seen.count(False)} of {len(seen)} convolutions ignore training.conv_vjp"
