@@ -34,9 +34,9 @@ def get_digits_config(sde: str):
   data.random_flip = False                   # digits are not mirror-symmetric
 
   # One residual block per level and attention only in the 4x4 middle block (~180k parameters): the train step
-  # is 2.2x faster on 2 CPU cores than with two blocks and attention at 4x4 (61 vs 131 ms at batch 128), at
-  # the same digits FID over 5 sampling seeds after 1,200 steps (VP 1.25x vs 1.34x the floor; sub-VP 1.22x;
-  # benchmarks/results/time_to_default_network*.md).
+  # takes 69 ms at batch 128 on 2 CPU cores against 120 ms with two blocks and attention at 4x4 too (~260k;
+  # benchmarks/results/train_step_digits.md), at the same digits FID over 5 sampling seeds after 1,200 steps
+  # (VP 1.25x vs 1.34x the floor; sub-VP 1.22x, VE 1.47x; results/time_to_default_network_*.md).
   model = set_ncsnpp(config.model, fir=False, progressive_input="none",
                      embedding_type="fourier" if sde == "vesde" else "positional",
                      scale_by_sigma=sde == "vesde", ema_rate=0.999, num_res_blocks=1)

@@ -9,7 +9,7 @@ median of several timed calls. Default batch 8 on CPU; on a GPU pass ``--batch 1
     python -m benchmarks.networks.train_step                 # CPU, batch 8
     python -m benchmarks.networks.train_step --batch 128     # on a GPU
     python -m benchmarks.networks.train_step --batch 0 --configs vp/digits "vp/digits, former network" \
-        --name train_step_digits                            # the digits default at its own batch (128)
+        --main_py_options --name train_step_digits          # the digits default at its batch, as main.py runs it
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import machine, time_compiled, write
-from training import step as step_lib
+from training import runtime, step as step_lib
 from training.state import create_train_state
 from training.train import make_step_fn, setup
 
@@ -54,9 +54,18 @@ def build(module: str, batch: int | None, overrides: dict | None = None):
   return step_fn, state, batches, run
 
 
-def bench(name: str, spec, batch: int, repeats: int) -> dict:
+def bench(name: str, spec, batch: int, repeats: int, options: dict | None = None) -> dict:
   module, overrides = (spec, None) if isinstance(spec, str) else spec
   step_fn, state, batches, run = build(module, batch, overrides)
+  if options is not None:                        # compiled as main.py compiles it (training.runtime)
+    jitted = step_fn
+    compiled = {}
+
+    def step_fn(state, batches, key, _jitted=jitted):
+      if "fn" not in compiled:
+        compiled["fn"] = _jitted.lower(state, batches, key).compile(compiler_options=options)
+      return compiled["fn"](state, batches, key)
+
   batch = batches.shape[1]
   params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
 
@@ -79,16 +88,21 @@ def main():
   parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
   parser.add_argument("--configs", nargs="*", default=CIFAR10, choices=list(CONFIGS))
   parser.add_argument("--name", default=None, help="results file name (default train_step_<platform>_b<batch>)")
+  parser.add_argument("--main_py_options", action="store_true",
+                      help="compile with main.py's XLA:CPU options (training.runtime.CPU_OPTIONS) instead of XLA's defaults")
   args = parser.parse_args()
 
   rows = []
   for name in args.configs:
-    rows.append(bench(name, CONFIGS[name], args.batch, args.repeats))
+    options = dict(runtime.CPU_OPTIONS) if args.main_py_options else None
+    rows.append(bench(name, CONFIGS[name], args.batch, args.repeats, options))
     print(rows[-1], flush=True)
   out = args.name or f"train_step_{jax.devices()[0].platform}_b{args.batch}"
   notes = (f"`python -m benchmarks.networks.train_step --batch {args.batch} --configs ...` on {machine()}. One "
            f"optimisation step per call (loss, gradient, Adam, EMA), median of {args.repeats} calls after compilation; "
-           "random batches; XLA's default compiler options (main.py also passes training.runtime.CPU_OPTIONS).")
+           "random batches; " + (f"main.py's compiler options {runtime.CPU_OPTIONS} (--main_py_options)."
+                                 if args.main_py_options else
+                                 "XLA's default compiler options (main.py passes training.runtime.CPU_OPTIONS)."))
   print(write(out, f"Training throughput, batch {args.batch or 'of each config'}", rows,
               ["config", "params", "devices", "batch", "compile_s", "step_s", "steps_per_s", "images_per_s", "loss_finite"],
               notes))
