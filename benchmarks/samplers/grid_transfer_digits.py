@@ -43,6 +43,8 @@ import samplers
 from benchmarks.common import ROOT, RESULTS, commit, eval_snapshot, machine, write
 from data_lib.images import get_dataset
 from samplers import fit_grid
+from schema import as_config
+from schema.sampling import sampler_options
 
 CONFIG = "configs/vp/digits.py"
 WORKDIR = os.path.join(ROOT, "runs", "s7", "model_num_res_blocks_1_model_attn_resolutions___", "vp")
@@ -65,12 +67,12 @@ def training_images(config) -> np.ndarray:
 
 
 def sampler_range(config, method: str) -> tuple[float, float]:
-  """(t_min, sigma_floor) the configured ``method`` samples with: sampling.t_min (shared; None: the method's
-  own default) and sampling.<method>.sigma_floor."""
-  t_min = config.sampling.t_min
-  if t_min is None:
-    t_min = samplers.METHODS[method].options().t_min
-  return float(t_min), float(config.sampling[method].sigma_floor)
+  """(t_min, sigma_floor) the configured ``method`` samples with, as main.py types them
+  (``schema.sampling.sampler_options`` of the config with ``sampling.method = method``)."""
+  config = config.copy_and_resolve_references()
+  config.sampling.method = method
+  _, options = sampler_options(as_config(config))
+  return float(options.t_min), float(options.sigma_floor)
 
 
 def fit_grids(args) -> list[dict]:
