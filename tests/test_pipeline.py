@@ -20,6 +20,7 @@ from training import step as step_lib, tasks
 from training.checkpoint import Checkpointer
 from training.train import setup, train
 
+
 def subprocess_env(devices=1):
   """The test process's environment for a child JAX process on ``devices`` CPU devices: the suite's own
   XLA_FLAGS (scripts/test.sh: backend optimisation off) and compilation cache are kept, so main.py runs
