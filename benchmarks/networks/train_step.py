@@ -77,8 +77,8 @@ def bench(name: str, spec, batch: int, repeats: int, options: dict | None = None
     return metrics
 
   compile_s, run_s, metrics = time_compiled(call, batches, run.step_key, repeats=repeats)
-  return dict(config=name, params=params, devices=len(jax.devices()), batch=batch, compile_s=compile_s, step_s=run_s,
-              steps_per_s=1 / run_s, images_per_s=batch / run_s,
+  return dict(config=name, params=params, devices=len(jax.devices()), batch=batch, compile_s=compile_s,
+              step_s=run_s, steps_per_s=1 / run_s, images_per_s=batch / run_s,
               loss_finite=bool(np.all(np.isfinite(np.asarray(metrics["loss"])))))
 
 
@@ -104,7 +104,8 @@ def main():
                                  if args.main_py_options else
                                  "XLA's default compiler options (main.py passes training.runtime.CPU_OPTIONS)."))
   print(write(out, f"Training throughput, batch {args.batch or 'of each config'}", rows,
-              ["config", "params", "devices", "batch", "compile_s", "step_s", "steps_per_s", "images_per_s", "loss_finite"],
+              ["config", "params", "devices", "batch", "compile_s", "step_s", "steps_per_s", "images_per_s",
+               "loss_finite"],
               notes))
 
 
