@@ -89,7 +89,7 @@ def main():
   parser.add_argument("--configs", nargs="*", default=CIFAR10, choices=list(CONFIGS))
   parser.add_argument("--name", default=None, help="results file name (default train_step_<platform>_b<batch>)")
   parser.add_argument("--main_py_options", action="store_true",
-                      help="compile with main.py's XLA:CPU options (training.runtime.CPU_OPTIONS) instead of XLA's defaults")
+                      help="compile with main.py's XLA:CPU options (training.runtime.CPU_OPTIONS), not XLA's defaults")
   args = parser.parse_args()
 
   rows = []
