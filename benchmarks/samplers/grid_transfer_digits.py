@@ -30,7 +30,6 @@ together, so grids are compared paired by seed (a paired t-test at 95%: ``compar
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -43,21 +42,13 @@ import samplers
 from benchmarks.common import ROOT, RESULTS, commit, eval_snapshot, machine, write
 from data_lib.images import get_dataset
 from samplers import fit_grid
-from schema import as_config
+from schema import as_config, load_config_file
 from schema.sampling import sampler_options
 
 CONFIG = "configs/vp/digits.py"
 WORKDIR = os.path.join(ROOT, "runs", "s7", "model_num_res_blocks_1_model_attn_resolutions___", "vp")
 GRIDS = ("logsnr", "edm", "model")
 SAME = 1e-4           # |paired difference| in fid_over_floor below which two grids gave the same samples
-
-
-def load_config(path: str):
-  """The typed config of a config file (``get_config()``), as main.py's --config reads it."""
-  spec = importlib.util.spec_from_file_location("digits_config", os.path.join(ROOT, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def training_images(config) -> np.ndarray:
@@ -81,7 +72,7 @@ def fit_grids(args) -> list[dict]:
 
   folder = os.path.join(args.workdir, "grid_transfer_digits")
   os.makedirs(folder, exist_ok=True)
-  config = load_config(args.config)
+  config = load_config_file(os.path.join(ROOT, args.config))   # as main.py's --config reads it
   run = setup(config)
   params = evaluation_state(run, args.workdir, args.step).ema_params
   score_fn = run.score_fn(params)
