@@ -31,9 +31,12 @@ REMAT_POLICIES: dict[str, Any] = {
     "dots": jax.checkpoint_policies.dots_saveable,         # keep conv / matmul outputs; recompute norms, activations
 }
 COMPUTE_DTYPES = ("float32", "bfloat16")                   # mixed precision: parameters stay float32
-# The convolutions' gradient: "xla" = jax's own transpose rules; "taps" = models.conv's written-out VJP
-# (input gradient a forward convolution, kernel gradient one matrix product per tap). Same values.
-CONV_VJPS = ("xla",) + tuple(k for k in conv.KERNEL_GRADS if k != "conv")
+# The convolutions' gradient (same values whichever): "xla" = jax's own transpose rules; "materialised" = the
+# same, with each conv output's cotangent computed once (``materialise_cotangent``); "taps" = models.conv's
+# written-out VJP (input gradient a forward convolution, kernel gradient one matrix product per tap); "auto" =
+# "materialised" on the CPU backend, where it was measured faster (benchmarks/results/cotangent_barrier.md),
+# "xla" elsewhere (no GPU was measured).
+CONV_VJPS = ("auto", "xla", "materialised") + tuple(k for k in conv.KERNEL_GRADS if k != "conv")
 CONV_VJP = "xla"
 
 
@@ -63,25 +66,68 @@ def default_init(scale: float = 1.0):
   return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
-@functools.lru_cache(maxsize=None)
-def _conv_op(vjp: str):
-  """flax ``nn.Conv``'s ``conv_general_dilated`` for a ``CONV_VJPS`` name (None: lax's own)."""
+@jax.custom_vjp
+def materialise_cotangent(y: jax.Array) -> jax.Array:
+  """The identity on ``y`` [..., C]; its VJP passes the cotangent through a product with the C x C identity.
+
+  Values and gradients are unchanged. Why: in the backward of a network, XLA:CPU fuses the long elementwise
+  chain that produces a convolution output's cotangent (GroupNorm and SiLU backward, residual sums) into every
+  consumer of that cotangent (the bias-gradient reduction, the input- and kernel-gradient operands) and
+  recomputes it in each (benchmarks/results/profile_step.md). A dot is an operation XLA does not fuse its
+  producers into, so the cotangent is computed once, written to memory and read by its consumers. Cost: C
+  multiply-adds per output element, against 9 C (3x3) for the convolution's own input gradient.
+  """
+  return y
+
+
+def _materialise_fwd(y):
+  return y, None
+
+
+def _materialise_bwd(_, g):
+  return (jnp.einsum("...c,cd->...d", g, jnp.eye(g.shape[-1], dtype=g.dtype)),)
+
+
+materialise_cotangent.defvjp(_materialise_fwd, _materialise_bwd)
+
+
+def resolve_conv_vjp(vjp: str) -> str:
+  """A ``CONV_VJPS`` name with "auto" resolved for the default backend; ValueError naming the choices."""
   if vjp not in CONV_VJPS:
     raise ValueError(f"conv vjp must be one of {list(CONV_VJPS)}, got {vjp!r}")
-  return None if vjp == "xla" else functools.partial(conv.conv_general_dilated, kernel_grad=vjp)
+  if vjp == "auto":
+    return "materialised" if jax.default_backend() == "cpu" else "xla"
+  return vjp
+
+
+class Conv(nn.Conv):
+  """flax ``nn.Conv`` (same parameters "kernel" HWIO and "bias", same auto-name ``Conv_<i>``) whose output
+  passes through ``materialise_cotangent`` when ``materialise`` is set: after the bias, so that the bias
+  gradient too reads the materialised cotangent."""
+  materialise: bool = False
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    y = super().__call__(inputs)
+    return materialise_cotangent(y) if self.materialise else y
+
+
+def _conv(features: int, kernel: int, vjp: str, **kwargs) -> Conv:
+  vjp = resolve_conv_vjp(vjp)
+  op = functools.partial(conv.conv_general_dilated, kernel_grad=vjp) if vjp in conv.KERNEL_GRADS else None
+  return Conv(features, (kernel, kernel), conv_general_dilated=op, materialise=vjp == "materialised", **kwargs)
 
 
 def conv3x3(features: int, init_scale: float = 1.0, name: str | None = None, stride: int = 1, padding="SAME",
             dtype=None, vjp: str = CONV_VJP):
-  """flax ``nn.Conv`` 3x3 (parameters "kernel" HWIO, "bias"); ``vjp``: how its gradient is computed."""
-  return nn.Conv(features, (3, 3), strides=(stride, stride), padding=padding, kernel_init=default_init(init_scale),
-                 name=name, dtype=dtype, conv_general_dilated=_conv_op(vjp))
+  """A 3x3 ``Conv`` (parameters "kernel" HWIO, "bias"); ``vjp``: a ``CONV_VJPS`` name, how its gradient is
+  computed (the function and the gradient's value do not depend on it)."""
+  return _conv(features, 3, vjp, strides=(stride, stride), padding=padding, kernel_init=default_init(init_scale),
+               name=name, dtype=dtype)
 
 
 def conv1x1(features: int, init_scale: float = 1.0, name: str | None = None, dtype=None, vjp: str = CONV_VJP):
-  """flax ``nn.Conv`` 1x1 (parameters "kernel" HWIO, "bias"); ``vjp``: how its gradient is computed."""
-  return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale), name=name, dtype=dtype,
-                 conv_general_dilated=_conv_op(vjp))
+  """A 1x1 ``Conv`` (parameters "kernel" HWIO, "bias"); ``vjp`` as in ``conv3x3``."""
+  return _conv(features, 1, vjp, kernel_init=default_init(init_scale), name=name, dtype=dtype)
 
 
 def nin(features: int, init_scale: float = 0.1, name: str | None = None, dtype=None):

@@ -1,10 +1,11 @@
-"""models.conv: the written-out convolution gradient equals jax's own, for every convolution the networks build.
+"""models.conv and layers.materialise_cotangent: every ``training.conv_vjp`` computes jax's own gradient.
 
 The forward pass is lax's convolution itself (equal bit for bit); the input gradient and the kernel gradient
 (per-tap matrix products or one convolution over the batch axis) equal jax's transpose rules to float32
 round-off, for the strides and paddings ``models.layers`` uses (3x3 "SAME" stride 1, 3x3 stride 2 padded
-right/bottom as TF's "SAME", 1x1) and odd sizes where a stride leaves input rows unreached. A whole network
-built with the custom VJP has the same parameter tree and the same loss gradient.
+right/bottom as TF's "SAME", 1x1) and odd sizes where a stride leaves input rows unreached. The materialising
+identity after each convolution ("materialised", main.py's choice on CPU) is the identity with the identity's VJP.
+A whole network built with either has the same parameter tree and the same loss gradient.
 """
 
 import functools
@@ -87,7 +88,8 @@ def test_flax_conv_takes_it_and_errors_name_the_choices():
     module = layers.conv3x3(3, vjp=vjp)
     params = module.init(jax.random.key(0), x)["params"]
     assert jax.tree.map(jnp.shape, params) == {"kernel": (3, 3, 2, 3), "bias": (3,)}
-  with pytest.raises(ValueError, match=r"conv vjp must be one of \['xla', 'taps'\], got 'fast'"):
+  with pytest.raises(ValueError, match=r"conv vjp must be one of \['auto', 'xla', 'materialised', 'taps'\], "
+                     r"got 'fast'"):
     layers.conv3x3(3, vjp="fast")
   with pytest.raises(ValueError, match="kernel_grad must be one of"):
     conv.conv(x, jnp.ones((3, 3, 2, 3)), kernel_grad="im2col")
@@ -130,11 +132,26 @@ def _loss_grad(model):
   return params, jax.jit(jax.value_and_grad(loss))(params)
 
 
+def test_materialise_cotangent_is_the_identity_with_the_same_vjp():
+  """Its value and its VJP are the identity's, bit for bit (products with 1 and sums with 0 are exact), in
+  float32 and bfloat16; "auto" is "materialised" on the CPU backend the tests run on."""
+  for dtype in (jnp.float32, jnp.bfloat16):
+    y = jax.random.normal(jax.random.key(0), (2, 3, 3, 5)).astype(dtype)
+    g = jax.random.normal(jax.random.key(1), y.shape).astype(dtype)
+    out, vjp = jax.vjp(layers.materialise_cotangent, y)
+    np.testing.assert_array_equal(out, y)
+    np.testing.assert_array_equal(vjp(g)[0], g)
+    assert vjp(g)[0].dtype == dtype
+  assert jax.default_backend() == "cpu" and layers.resolve_conv_vjp("auto") == "materialised"
+  assert layers.resolve_conv_vjp("xla") == "xla"
+
+
+@pytest.mark.parametrize("vjp", ["taps", "materialised"])
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.slow
-def test_network_gradient_and_parameters_unchanged(name):
+def test_network_gradient_and_parameters_unchanged(name, vjp):
   params0, (loss0, grads0) = _loss_grad(_network(name))
-  params1, (loss1, grads1) = _loss_grad(_network(name, "taps"))
+  params1, (loss1, grads1) = _loss_grad(_network(name, vjp))
   assert jax.tree.structure(params1) == jax.tree.structure(params0)
   jax.tree.map(np.testing.assert_array_equal, params1, params0)
   np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-6)
@@ -145,20 +162,24 @@ def test_network_gradient_and_parameters_unchanged(name):
 def test_conv_vjp_is_a_validated_training_field_that_reaches_every_block():
   """training.conv_vjp: one line naming the field and the choices on a bad value; the sampling network
   (training=False) keeps autodiff's; the trained one passes the choice to every block with convolutions."""
-  with pytest.raises(ValueError, match=r"training.conv_vjp must be one of .*'xla'.*'taps'"):
+  with pytest.raises(ValueError, match=r"training.conv_vjp must be one of .*'xla'.*'materialised'.*'taps'"):
     _config("ncsnpp", "fast")
+  assert parse_config(importlib.import_module(NETWORKS["ncsnpp"]).get_config()).training.conv_vjp == "auto"
   assert models.get_model(_config("ncsnpp", "taps")).conv_vjp == "xla"
-  model = _network("ncsnpp", "taps")
-  assert model.conv_vjp == "taps"
-  seen = []
+  takes = {"taps": lambda conv: conv.conv_general_dilated is not None and not conv.materialise,
+           "materialised": lambda conv: conv.conv_general_dilated is None and conv.materialise}
+  for vjp, took in takes.items():
+    model = _network("ncsnpp", vjp)
+    assert model.conv_vjp == vjp
+    seen = []
 
-  def record(next_fun, args, kwargs, context):     # every block and every nn.Conv the network runs
-    module = context.module
-    if isinstance(module, nn.Conv):
-      seen.append(module.conv_general_dilated is not None)
-    return next_fun(*args, **kwargs)
+    def record(next_fun, args, kwargs, context):     # every block and every nn.Conv the network runs
+      module = context.module
+      if isinstance(module, nn.Conv):
+        seen.append(isinstance(module, layers.Conv) and took(module))
+      return next_fun(*args, **kwargs)
 
-  params = models.init_params(model, jax.random.key(0), (1, SIZE, SIZE, 3))
-  with nn.intercept_methods(record):
-    models.make_apply_fn(model)(params, jnp.zeros((1, SIZE, SIZE, 3)), jnp.array([0.5]))
-  assert seen and all(seen), f"{seen.count(False)} of {len(seen)} convolutions ignore training.conv_vjp"
+    params = models.init_params(model, jax.random.key(0), (1, SIZE, SIZE, 3))
+    with nn.intercept_methods(record):
+      models.make_apply_fn(model)(params, jnp.zeros((1, SIZE, SIZE, 3)), jnp.array([0.5]))
+    assert seen and all(seen), f"{seen.count(False)} of {len(seen)} convolutions ignore training.conv_vjp={vjp!r}"

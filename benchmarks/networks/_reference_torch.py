@@ -30,7 +30,9 @@ def main():
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   sys.path.insert(0, root)
   from testkit.score_sde_pytorch import patch_reference   # standard library only
-  sys.path.remove(root)     # the reference's configs/ and models/ must not meet ours
+  # the reference's configs/ and models/ (namespace packages: no __init__.py) must not meet ours, which as
+  # regular packages would win wherever they are on the path (e.g. PYTHONPATH=. set by the caller)
+  sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != root]
   patch_reference(ref)
   sys.path.insert(0, ref)
 

@@ -8,9 +8,11 @@ the rounds for each side, the median of the per-round ratios ours / reference (t
 target, <= 0.67, is about) and our compile time (lower + compile of the whole jitted function).
 
 Variants of ours are XLA compile options (``lowered.compile(compiler_options=...)``) and the convolutions'
-gradient, so one process compares them on the same inputs: ``default`` (XLA's own defaults), ``tuned``
-(``runtime.CPU_OPTIONS``, what main.py applies on CPU), ``tuned_o1`` and ``tuned_taps`` (models/conv.py's
-written-out VJP in every conv3x3 / conv1x1). The cost model is reported too: XLA's flop count of our program,
+gradient (``training.conv_vjp``), so one process compares them on the same inputs: ``default`` (XLA's own
+defaults), ``tuned`` (``runtime.CPU_OPTIONS``, main.py's options on CPU), ``tuned_o1``, ``tuned_taps``
+(models/conv.py's written-out VJP in every conv3x3 / conv1x1) and ``tuned_materialised`` (each conv output's
+cotangent computed once, ``models.layers.materialise_cotangent``: what main.py trains with on CPU). The cost
+model is reported too: XLA's flop count of our program,
 the rate it reached, and that rate as a fraction of the machine's best dense rate (benchmarks/networks/
 peak.py, measured first in the same process).
 
@@ -26,8 +28,6 @@ columns are skipped with a message and ours are still timed.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
 import os
 import statistics
@@ -42,7 +42,6 @@ import schema
 from benchmarks.common import machine, write
 from benchmarks.networks import peak
 from benchmarks.networks.networks import inputs, load_config, programs
-from models import layers
 from training import runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,7 +57,9 @@ VARIANTS = {"default": ("xla", {}), "tuned": ("xla", dict(runtime.CPU_OPTIONS)),
             # LLVM at -O1 instead of -O2: compile time is mostly LLVM's (issue 12's <= 10 s target)
             "tuned_o1": ("xla", dict(runtime.CPU_OPTIONS, xla_backend_optimization_level=1)),
             # models/conv.py's written-out VJP in every conv3x3 / conv1x1 (same parameters, same values)
-            "tuned_taps": ("taps", dict(runtime.CPU_OPTIONS))}
+            "tuned_taps": ("taps", dict(runtime.CPU_OPTIONS)),
+            # each conv output's cotangent computed once (models.layers.materialise_cotangent): main.py on CPU
+            "tuned_materialised": ("materialised", dict(runtime.CPU_OPTIONS))}
 
 
 class Reference:
@@ -94,25 +95,12 @@ def start_reference(args):
   return Reference(args.torch_python, args.ref)
 
 
-@contextlib.contextmanager
-def conv_vjp(vjp: str):
-  """Every ``layers.conv3x3`` / ``conv1x1`` built inside (by the blocks and the networks, which look the
-  builders up at call time) uses ``vjp``; a benchmark-only switch, restored on exit."""
-  saved = layers.conv3x3, layers.conv1x1
-  layers.conv3x3 = functools.partial(saved[0], vjp=vjp)
-  layers.conv1x1 = functools.partial(saved[1], vjp=vjp)
-  try:
-    yield
-  finally:
-    layers.conv3x3, layers.conv1x1 = saved
-
-
-def our_programs(module: str, batch: int, mode: str, remat: str = "none"):
+def our_programs(module: str, batch: int, mode: str, remat: str = "none", conv_vjp: str = "xla"):
   """(jitted fn, args) of our network's forward (eval) or value-and-gradient of the mean squared output,
-  the network built as training builds it with ``training.remat = remat``. Trace (lower) it inside the
-  ``conv_vjp`` context that should apply."""
+  the network built as training builds it with ``training.remat = remat`` and ``training.conv_vjp =
+  conv_vjp``."""
   config = load_config(module)
-  model = models.get_model(schema.as_config(config).model, remat=remat)
+  model = models.get_model(schema.as_config(config).model, remat=remat, conv_vjp=conv_vjp)
   apply_fn = models.make_apply_fn(model)
   shape = (batch, int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
   params = models.init_params(model, jax.random.key(0), shape)
@@ -131,11 +119,10 @@ def bench(name: str, ours: str, theirs: str, mode: str, args, reference, peak_gf
   compiled, compile_s, flops, fn_args = {}, {}, {}, {}
   for variant in args.variants:
     vjp, options = VARIANTS[variant]
-    with conv_vjp(vjp):
-      fn, fn_args[variant] = our_programs(ours, args.batch, mode)
-      t0 = time.perf_counter()
-      compiled[variant] = fn.lower(*fn_args[variant]).compile(compiler_options=options)
-      compile_s[variant] = time.perf_counter() - t0
+    fn, fn_args[variant] = our_programs(ours, args.batch, mode, conv_vjp=vjp)
+    t0 = time.perf_counter()
+    compiled[variant] = fn.lower(*fn_args[variant]).compile(compiler_options=options)
+    compile_s[variant] = time.perf_counter() - t0
     timed(compiled[variant], *fn_args[variant])                          # warm-up
     cost = compiled[variant].cost_analysis()
     flops[variant] = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
