@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 from models import conv, fir, norm
+from models.cotangent import materialise_cotangent
 
 MAX_POSITIONS = 10000          # the positional embedding's longest wavelength (Vaswani et al. 2017)
 
@@ -31,13 +32,14 @@ REMAT_POLICIES: dict[str, Any] = {
     "dots": jax.checkpoint_policies.dots_saveable,         # keep conv / matmul outputs; recompute norms, activations
 }
 COMPUTE_DTYPES = ("float32", "bfloat16")                   # mixed precision: parameters stay float32
-# The convolutions' gradient (same values whichever): "xla" = jax's own transpose rules; "materialised" = the
-# same, with each conv output's cotangent computed once (``materialise_cotangent``); "taps" = models.conv's
-# written-out VJP (input gradient a forward convolution, kernel gradient one matrix product per tap); "auto" =
-# "materialised" on the CPU backend, where it was measured faster (benchmarks/results/cotangent_barrier.md),
-# "xla" elsewhere (no GPU was measured).
-CONV_VJPS = ("auto", "xla", "materialised") + tuple(k for k in conv.KERNEL_GRADS if k != "conv")
-CONV_VJP = "xla"
+# How the network's backward pass is computed (``training.backward``; the function and the gradient's values do
+# not depend on it): "xla" = autodiff, fused as XLA decides; "materialised" = autodiff, with the cotangent of each
+# convolution's, NIN's and GroupNorm's output computed once (``materialise_cotangent``); "taps" = models.conv's
+# written-out VJP for the convolutions (input gradient a forward convolution, kernel gradient one matrix product
+# per tap); "auto" = "materialised" on the CPU backend, where it was measured faster
+# (benchmarks/results/cotangent_barrier.md), "xla" elsewhere (no GPU was measured).
+BACKWARDS = ("auto", "xla", "materialised") + tuple(k for k in conv.KERNEL_GRADS if k != "conv")
+BACKWARD = "xla"
 
 
 def compute_dtype(name: str):
@@ -66,38 +68,18 @@ def default_init(scale: float = 1.0):
   return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
-@jax.custom_vjp
-def materialise_cotangent(y: jax.Array) -> jax.Array:
-  """The identity on ``y`` [..., C]; its VJP passes the cotangent through a product with the C x C identity.
-
-  Values and gradients are unchanged. Why: in the backward of a network, XLA:CPU fuses the long elementwise
-  chain that produces a convolution output's cotangent (GroupNorm and SiLU backward, residual sums) into every
-  consumer of that cotangent (the bias-gradient reduction, the input- and kernel-gradient operands) and
-  recomputes it in each (benchmarks/results/profile_step.md). A dot is an operation XLA does not fuse its
-  producers into, so the cotangent is computed once, written to memory and read by its consumers. Cost: C
-  multiply-adds per output element, against 9 C (3x3) for the convolution's own input gradient.
-  """
-  return y
-
-
-def _materialise_fwd(y):
-  return y, None
-
-
-def _materialise_bwd(_, g):
-  return (jnp.einsum("...c,cd->...d", g, jnp.eye(g.shape[-1], dtype=g.dtype)),)
-
-
-materialise_cotangent.defvjp(_materialise_fwd, _materialise_bwd)
-
-
-def resolve_conv_vjp(vjp: str) -> str:
-  """A ``CONV_VJPS`` name with "auto" resolved for the default backend; ValueError naming the choices."""
-  if vjp not in CONV_VJPS:
-    raise ValueError(f"conv vjp must be one of {list(CONV_VJPS)}, got {vjp!r}")
-  if vjp == "auto":
+def resolve_backward(backward: str) -> str:
+  """A ``BACKWARDS`` name with "auto" resolved for the default backend; ValueError naming the choices."""
+  if backward not in BACKWARDS:
+    raise ValueError(f"backward must be one of {list(BACKWARDS)}, got {backward!r}")
+  if backward == "auto":
     return "materialised" if jax.default_backend() == "cpu" else "xla"
-  return vjp
+  return backward
+
+
+def materialises(backward: str) -> bool:
+  """Whether the ``BACKWARDS`` name ``backward`` materialises the layers' output cotangents."""
+  return resolve_backward(backward) == "materialised"
 
 
 class Conv(nn.Conv):
@@ -111,36 +93,51 @@ class Conv(nn.Conv):
     return materialise_cotangent(y) if self.materialise else y
 
 
-def _conv(features: int, kernel: int, vjp: str, **kwargs) -> Conv:
-  vjp = resolve_conv_vjp(vjp)
-  op = functools.partial(conv.conv_general_dilated, kernel_grad=vjp) if vjp in conv.KERNEL_GRADS else None
-  return Conv(features, (kernel, kernel), conv_general_dilated=op, materialise=vjp == "materialised", **kwargs)
+class Dense(nn.Dense):
+  """flax ``nn.Dense`` (same parameters and auto-name ``Dense_<i>``), its output through
+  ``materialise_cotangent`` when ``materialise`` is set."""
+  materialise: bool = False
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    y = super().__call__(inputs)
+    return materialise_cotangent(y) if self.materialise else y
+
+
+def _conv(features: int, kernel: int, backward: str, **kwargs) -> Conv:
+  backward = resolve_backward(backward)
+  op = functools.partial(conv.conv_general_dilated, kernel_grad=backward) if backward in conv.KERNEL_GRADS else None
+  return Conv(features, (kernel, kernel), conv_general_dilated=op, materialise=backward == "materialised", **kwargs)
 
 
 def conv3x3(features: int, init_scale: float = 1.0, name: str | None = None, stride: int = 1, padding="SAME",
-            dtype=None, vjp: str = CONV_VJP):
-  """A 3x3 ``Conv`` (parameters "kernel" HWIO, "bias"); ``vjp``: a ``CONV_VJPS`` name, how its gradient is
+            dtype=None, backward: str = BACKWARD):
+  """A 3x3 ``Conv`` (parameters "kernel" HWIO, "bias"); ``backward``: a ``BACKWARDS`` name, how its gradient is
   computed (the function and the gradient's value do not depend on it)."""
-  return _conv(features, 3, vjp, strides=(stride, stride), padding=padding, kernel_init=default_init(init_scale),
-               name=name, dtype=dtype)
+  return _conv(features, 3, backward, strides=(stride, stride), padding=padding,
+               kernel_init=default_init(init_scale), name=name, dtype=dtype)
 
 
-def conv1x1(features: int, init_scale: float = 1.0, name: str | None = None, dtype=None, vjp: str = CONV_VJP):
-  """A 1x1 ``Conv`` (parameters "kernel" HWIO, "bias"); ``vjp`` as in ``conv3x3``."""
-  return _conv(features, 1, vjp, kernel_init=default_init(init_scale), name=name, dtype=dtype)
+def conv1x1(features: int, init_scale: float = 1.0, name: str | None = None, dtype=None, backward: str = BACKWARD):
+  """A 1x1 ``Conv`` (parameters "kernel" HWIO, "bias"); ``backward`` as in ``conv3x3``."""
+  return _conv(features, 1, backward, kernel_init=default_init(init_scale), name=name, dtype=dtype)
 
 
-def nin(features: int, init_scale: float = 0.1, name: str | None = None, dtype=None):
-  """score_sde's NIN: a per-pixel dense layer (W [C_in, C_out], b [C_out]), init scale 0.1 by default."""
-  return nn.Dense(features, kernel_init=default_init(init_scale), name=name, dtype=dtype)
+def nin(features: int, init_scale: float = 0.1, name: str | None = None, dtype=None, backward: str = BACKWARD):
+  """score_sde's NIN: a per-pixel dense layer (W [C_in, C_out], b [C_out]), init scale 0.1 by default;
+  ``backward`` as in ``conv3x3``."""
+  return Dense(features, kernel_init=default_init(init_scale), name=name, dtype=dtype,
+               materialise=materialises(backward))
 
 
-def group_norm(channels: int, max_groups: int = 32, name: str | None = None, groups: int | None = None, dtype=None):
+def group_norm(channels: int, max_groups: int = 32, name: str | None = None, groups: int | None = None, dtype=None,
+               backward: str = BACKWARD):
   """GroupNorm with epsilon 1e-6 and min(C/4, 32) groups, as in NCSN++ (score_sde layerspp.py), or
   exactly ``groups`` groups: DDPM's blocks use 32 whatever C (score_sde ddpm.py: flax's default
   GroupNorm; score_sde_pytorch layers.py: num_groups=32), which differs from NCSN++ below C = 128.
-  ``norm.GroupNorm``: flax's parameters and forward with a faster backward pass."""
-  return norm.GroupNorm(num_groups=groups or min(channels // 4, max_groups), epsilon=1e-6, name=name, dtype=dtype)
+  ``norm.GroupNorm``: flax's parameters and forward with a faster backward pass; ``backward`` as in
+  ``conv3x3``."""
+  return norm.GroupNorm(num_groups=groups or min(channels // 4, max_groups), epsilon=1e-6, name=name, dtype=dtype,
+                        materialise=materialises(backward))
 
 
 def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = MAX_POSITIONS) -> jax.Array:
@@ -199,15 +196,17 @@ class AttnBlock(nn.Module):
   max_groups: int = 32
   groups: int | None = None          # DDPM: 32 (see group_norm)
   dtype: Any = None
+  backward: str = BACKWARD           # how the backward pass is computed (BACKWARDS)
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
-    y = group_norm(c, self.max_groups, groups=self.groups, dtype=self.dtype)(x)
-    q, k, v = (nin(c, dtype=self.dtype)(y) for _ in range(3))
+    y = group_norm(c, self.max_groups, groups=self.groups, dtype=self.dtype, backward=self.backward)(x)
+    q, k, v = (nin(c, dtype=self.dtype, backward=self.backward)(y) for _ in range(3))
     logits = jnp.einsum("bhwc,bijc->bhwij", q, k) * c ** -0.5
     attn = jax.nn.softmax(logits.reshape(b, h, w, h * w).astype(jnp.float32), axis=-1).reshape(b, h, w, h, w)
-    y = nin(c, init_scale=self.init_scale, dtype=self.dtype)(jnp.einsum("bhwij,bijc->bhwc", attn.astype(v.dtype), v))
+    y = jnp.einsum("bhwij,bijc->bhwc", attn.astype(v.dtype), v)
+    y = nin(c, init_scale=self.init_scale, dtype=self.dtype, backward=self.backward)(y)
     return (x + y) / math.sqrt(2.0) if self.skip_rescale else x + y
 
 
@@ -219,14 +218,14 @@ class Upsample(nn.Module):
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
   dtype: Any = None
-  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
+  backward: str = BACKWARD           # how the backward pass is computed (BACKWARDS)
 
   @nn.compact
   def __call__(self, x):
     out_ch = self.out_ch or x.shape[-1]
     if not self.fir:
       h = fir.naive_upsample_2d(x)
-      return conv3x3(out_ch, dtype=self.dtype, vjp=self.conv_vjp)(h) if self.with_conv else h
+      return conv3x3(out_ch, dtype=self.dtype, backward=self.backward)(h) if self.with_conv else h
     if not self.with_conv:
       return fir.upsample_2d(x, self.fir_kernel)
     w = self.param("kernel", default_init(), (3, 3, x.shape[-1], out_ch))
@@ -243,7 +242,7 @@ class Downsample(nn.Module):
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
   dtype: Any = None
-  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
+  backward: str = BACKWARD           # how the backward pass is computed (BACKWARDS)
 
   @nn.compact
   def __call__(self, x):
@@ -252,7 +251,7 @@ class Downsample(nn.Module):
       if not self.with_conv:
         return fir.naive_downsample_2d(x)
       # TF's 'SAME' for a stride-2 3x3 conv: pad right/bottom only
-      return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), dtype=self.dtype, vjp=self.conv_vjp)(x)
+      return conv3x3(out_ch, stride=2, padding=((0, 1), (0, 1)), dtype=self.dtype, backward=self.backward)(x)
     if not self.with_conv:
       return fir.downsample_2d(x, self.fir_kernel)
     w = self.param("kernel", default_init(), (3, 3, x.shape[-1], out_ch))
@@ -272,22 +271,22 @@ class ResnetBlockDDPM(nn.Module):
   max_groups: int = 32
   groups: int | None = None          # DDPM: 32 (see group_norm)
   dtype: Any = None
-  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
+  backward: str = BACKWARD           # how the backward pass is computed (BACKWARDS)
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
     c = x.shape[-1]
     out_ch = self.out_ch or c
     dt = self.dtype
-    h = self.act(group_norm(c, self.max_groups, groups=self.groups, dtype=dt)(x))
-    h = conv3x3(out_ch, dtype=dt, vjp=self.conv_vjp)(h)
+    h = self.act(group_norm(c, self.max_groups, groups=self.groups, dtype=dt, backward=self.backward)(x))
+    h = conv3x3(out_ch, dtype=dt, backward=self.backward)(h)
     if temb is not None:
       h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=dt)(self.act(temb))[:, None, None, :]
-    h = self.act(group_norm(out_ch, self.max_groups, groups=self.groups, dtype=dt)(h))
+    h = self.act(group_norm(out_ch, self.max_groups, groups=self.groups, dtype=dt, backward=self.backward)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt, vjp=self.conv_vjp)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt, backward=self.backward)(h)
     if c != out_ch:
-      x = nin(out_ch, dtype=dt)(x)
+      x = nin(out_ch, dtype=dt, backward=self.backward)(x)
     return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
 
 
@@ -304,28 +303,28 @@ class ResnetBlockBigGAN(nn.Module):
   skip_rescale: bool = True
   init_scale: float = 0.0
   dtype: Any = None
-  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
+  backward: str = BACKWARD           # how the backward pass is computed (BACKWARDS)
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
     c = x.shape[-1]
     out_ch = self.out_ch or c
     dt = self.dtype
-    h = self.act(group_norm(c, dtype=dt)(x))
+    h = self.act(group_norm(c, dtype=dt, backward=self.backward)(x))
     if self.up:
       up = (lambda v: fir.upsample_2d(v, self.fir_kernel)) if self.fir else fir.naive_upsample_2d
       h, x = up(h), up(x)
     elif self.down:
       down = (lambda v: fir.downsample_2d(v, self.fir_kernel)) if self.fir else fir.naive_downsample_2d
       h, x = down(h), down(x)
-    h = conv3x3(out_ch, dtype=dt, vjp=self.conv_vjp)(h)
+    h = conv3x3(out_ch, dtype=dt, backward=self.backward)(h)
     if temb is not None:
       h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=dt)(self.act(temb))[:, None, None, :]
-    h = self.act(group_norm(out_ch, dtype=dt)(h))
+    h = self.act(group_norm(out_ch, dtype=dt, backward=self.backward)(h))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt, vjp=self.conv_vjp)(h)
+    h = conv3x3(out_ch, init_scale=self.init_scale, dtype=dt, backward=self.backward)(h)
     if c != out_ch or self.up or self.down:
-      x = conv1x1(out_ch, dtype=dt, vjp=self.conv_vjp)(x)
+      x = conv1x1(out_ch, dtype=dt, backward=self.backward)(x)
     return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
 
 
@@ -334,11 +333,11 @@ class Combine(nn.Module):
 
   method: str = "sum"
   dtype: Any = None
-  conv_vjp: str = CONV_VJP           # how the 3x3 / 1x1 convolutions' gradients are computed (CONV_VJPS)
+  backward: str = BACKWARD           # how the backward pass is computed (BACKWARDS)
 
   @nn.compact
   def __call__(self, pyramid, h):
-    p = conv1x1(h.shape[-1], dtype=self.dtype, vjp=self.conv_vjp)(pyramid)
+    p = conv1x1(h.shape[-1], dtype=self.dtype, backward=self.backward)(pyramid)
     return jnp.concatenate([p, h], axis=-1) if self.method == "cat" else p + h
 
 

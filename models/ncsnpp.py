@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from models import layers
 
 # Fields set from config.training by models.get_model (how to run, not what the network is): never in config.model.
-_RUN_FIELDS = ("remat", "compute_dtype", "conv_vjp")
+_RUN_FIELDS = ("remat", "compute_dtype", "backward")
 
 
 def _block_factory(remat: str) -> Callable:
@@ -72,9 +72,10 @@ class NCSNpp(nn.Module):
       ``training.remat``; the parameters do not depend on it).
     compute_dtype: ``layers.COMPUTE_DTYPES`` name for the layers' computation (from
       ``training.compute_dtype``); parameters, the Fourier/positional embedding and the output are float32.
-    conv_vjp: ``layers.CONV_VJPS`` name: how the 3x3 and 1x1 convolutions' gradients are computed (from
-      ``training.conv_vjp``; "xla" autodiff's, "taps" ``models.conv``'s written-out VJP; FIR-fused resampling
-      convolutions always use autodiff's). The parameters and the function do not depend on it.
+    backward: ``layers.BACKWARDS`` name: how the backward pass is computed (from ``training.backward``; "xla"
+      autodiff's, "materialised" autodiff's with each conv / NIN / GroupNorm output's cotangent computed once,
+      "taps" ``models.conv``'s written-out VJP for the 3x3 and 1x1 convolutions; FIR-fused resampling
+      convolutions always use autodiff's). The parameters, the function and the gradient do not depend on it.
   """
 
   nf: int = 128
@@ -99,7 +100,7 @@ class NCSNpp(nn.Module):
   centered: bool = False
   remat: str = "none"
   compute_dtype: str = "float32"
-  conv_vjp: str = "xla"
+  backward: str = "xla"
 
   RANGES = {"dropout": (0.0, 1.0), "fourier_scale": (0.0, None), "init_scale": (0.0, None), "num_classes": (0, None)}
   OPTIONAL = ("num_classes",)      # may be absent from a config (score_sde's): the default is used
@@ -125,18 +126,19 @@ class NCSNpp(nn.Module):
 
     def resblock(out_ch=None, up=False, down=False):
       common = dict(act=act, out_ch=out_ch, dropout=self.dropout, skip_rescale=self.skip_rescale,
-                    init_scale=self.init_scale, dtype=dt, conv_vjp=self.conv_vjp)
+                    init_scale=self.init_scale, dtype=dt, backward=self.backward)
       if self.resblock_type == "ddpm":
         return block(layers.ResnetBlockDDPM, TRAIN_ARG)(**common)
       return block(layers.ResnetBlockBigGAN, TRAIN_ARG)(up=up, down=down, fir=self.fir, fir_kernel=self.fir_kernel,
                                                          **common)
 
     def attn():
-      return block(layers.AttnBlock)(skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dt)
+      return block(layers.AttnBlock)(skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dt,
+                                     backward=self.backward)
 
     def head(out_ch, init_scale=1.0):
-      return lambda h: layers.conv3x3(out_ch, init_scale=init_scale, dtype=dt, vjp=self.conv_vjp)(
-          act(layers.group_norm(h.shape[-1], dtype=dt)(h)))
+      return lambda h: layers.conv3x3(out_ch, init_scale=init_scale, dtype=dt, backward=self.backward)(
+          act(layers.group_norm(h.shape[-1], dtype=dt, backward=self.backward)(h)))
 
     # Time / noise-level embedding.
     if self.embedding_type == "fourier":
@@ -157,7 +159,7 @@ class NCSNpp(nn.Module):
 
     # Downsampling path.
     pyramid_in = x if self.progressive_input != "none" else None
-    hs = [layers.conv3x3(self.nf, dtype=dt, vjp=self.conv_vjp)(x)]
+    hs = [layers.conv3x3(self.nf, dtype=dt, backward=self.backward)(x)]
     for level in range(n_res):
       for _ in range(self.num_res_blocks):
         h = resblock(self.nf * self.ch_mult[level])(hs[-1], temb, train)
@@ -167,16 +169,16 @@ class NCSNpp(nn.Module):
       if level != n_res - 1:
         if self.resblock_type == "ddpm":
           h = layers.Downsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel,
-                                dtype=dt, conv_vjp=self.conv_vjp)(hs[-1])
+                                dtype=dt, backward=self.backward)(hs[-1])
         else:
           h = resblock(down=True)(hs[-1], temb, train)
         if self.progressive_input == "input_skip":
           pyramid_in = layers.Downsample(fir=self.fir, fir_kernel=self.fir_kernel, dtype=dt,
-                                         conv_vjp=self.conv_vjp)(pyramid_in)
-          h = layers.Combine(self.progressive_combine, dtype=dt, conv_vjp=self.conv_vjp)(pyramid_in, h)
+                                         backward=self.backward)(pyramid_in)
+          h = layers.Combine(self.progressive_combine, dtype=dt, backward=self.backward)(pyramid_in, h)
         elif self.progressive_input == "residual":
           pyramid_in = layers.Downsample(out_ch=h.shape[-1], with_conv=True, fir=self.fir,
-                                         fir_kernel=self.fir_kernel, dtype=dt, conv_vjp=self.conv_vjp)(pyramid_in)
+                                         fir_kernel=self.fir_kernel, dtype=dt, backward=self.backward)(pyramid_in)
           pyramid_in = (pyramid_in + h) / root2 if self.skip_rescale else pyramid_in + h
           h = pyramid_in
         hs.append(h)
@@ -196,19 +198,19 @@ class NCSNpp(nn.Module):
       if self.progressive == "output_skip":
         out = head(channels, self.init_scale)(h)
         pyramid = out if level == n_res - 1 else layers.Upsample(fir=self.fir, fir_kernel=self.fir_kernel,
-                                                                 dtype=dt, conv_vjp=self.conv_vjp)(pyramid) + out
+                                                                 dtype=dt, backward=self.backward)(pyramid) + out
       elif self.progressive == "residual":
         if level == n_res - 1:
           pyramid = head(h.shape[-1])(h)
         else:
           pyramid = layers.Upsample(out_ch=h.shape[-1], with_conv=True, fir=self.fir,
-                                    fir_kernel=self.fir_kernel, dtype=dt, conv_vjp=self.conv_vjp)(pyramid)
+                                    fir_kernel=self.fir_kernel, dtype=dt, backward=self.backward)(pyramid)
           pyramid = (pyramid + h) / root2 if self.skip_rescale else pyramid + h
           h = pyramid
       if level != 0:
         if self.resblock_type == "ddpm":
           h = layers.Upsample(with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel, dtype=dt,
-                              conv_vjp=self.conv_vjp)(h)
+                              backward=self.backward)(h)
         else:
           h = resblock(up=True)(h, temb, train)
     assert not hs
@@ -244,7 +246,7 @@ class DDPM(nn.Module):
   centered: bool = False
   remat: str = "none"
   compute_dtype: str = "float32"
-  conv_vjp: str = "xla"
+  backward: str = "xla"
 
   RANGES = {"dropout": (0.0, 1.0), "num_classes": (0, None)}
   OPTIONAL = ("num_classes",)
@@ -261,10 +263,9 @@ class DDPM(nn.Module):
     groups = DDPM_GROUPS
     dt = layers.compute_dtype(self.compute_dtype)
     block = _block_factory(self.remat)
-    resblock = lambda out_ch=None: block(layers.ResnetBlockDDPM, TRAIN_ARG)(act=act, out_ch=out_ch, dropout=self.dropout,
-                                                                         groups=groups, dtype=dt,
-                                                                         conv_vjp=self.conv_vjp)
-    attn = lambda: block(layers.AttnBlock)(groups=groups, dtype=dt)
+    resblock = lambda out_ch=None: block(layers.ResnetBlockDDPM, TRAIN_ARG)(
+        act=act, out_ch=out_ch, dropout=self.dropout, groups=groups, dtype=dt, backward=self.backward)
+    attn = lambda: block(layers.AttnBlock)(groups=groups, dtype=dt, backward=self.backward)
     temb = None
     if self.conditional:
       temb = layers.timestep_embedding(labels, self.nf)
@@ -274,7 +275,7 @@ class DDPM(nn.Module):
     h = x if self.centered else 2 * x - 1.0
     out_dtype = h.dtype
     h = h if dt is None else h.astype(dt)
-    hs = [layers.conv3x3(self.nf, dtype=dt, vjp=self.conv_vjp)(h)]
+    hs = [layers.conv3x3(self.nf, dtype=dt, backward=self.backward)(h)]
     for level in range(n_res):
       for _ in range(self.num_res_blocks):
         h = resblock(self.nf * self.ch_mult[level])(hs[-1], temb, train)
@@ -282,7 +283,7 @@ class DDPM(nn.Module):
           h = attn()(h)
         hs.append(h)
       if level != n_res - 1:
-        hs.append(layers.Downsample(with_conv=self.resamp_with_conv, dtype=dt, conv_vjp=self.conv_vjp)(hs[-1]))
+        hs.append(layers.Downsample(with_conv=self.resamp_with_conv, dtype=dt, backward=self.backward)(hs[-1]))
     h = resblock()(hs[-1], temb, train)
     h = attn()(h)
     h = resblock()(h, temb, train)
@@ -292,7 +293,7 @@ class DDPM(nn.Module):
       if h.shape[1] in self.attn_resolutions:
         h = attn()(h)
       if level != 0:
-        h = layers.Upsample(with_conv=self.resamp_with_conv, dtype=dt, conv_vjp=self.conv_vjp)(h)
+        h = layers.Upsample(with_conv=self.resamp_with_conv, dtype=dt, backward=self.backward)(h)
     assert not hs
-    h = act(layers.group_norm(h.shape[-1], groups=groups, dtype=dt)(h))
-    return layers.conv3x3(channels, init_scale=0.0, dtype=dt, vjp=self.conv_vjp)(h).astype(out_dtype)
+    h = act(layers.group_norm(h.shape[-1], groups=groups, dtype=dt, backward=self.backward)(h))
+    return layers.conv3x3(channels, init_scale=0.0, dtype=dt, backward=self.backward)(h).astype(out_dtype)

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.cotangent import materialise_cotangent
+
 
 # Fewest pixels (H W) for the hand-written backward. GN + swish forward + backward, ours / flax, XLA:CPU,
 # 2 threads (benchmarks/group_norm.py): 8x8 and 4x4 at batch 128 1.4-2.2x, [8, 8, 8, 256] 0.92x;
@@ -85,6 +87,7 @@ class GroupNorm(nn.Module):
   num_groups: int
   epsilon: float = 1e-6
   dtype: Any = None
+  materialise: bool = False     # the output's cotangent computed once (models.layers.materialise_cotangent)
 
   @nn.compact
   def __call__(self, x):
@@ -98,4 +101,5 @@ class GroupNorm(nn.Module):
       y = group_norm(x32, scale, bias, self.num_groups, self.epsilon)
     else:
       y = _forward(x32, scale, bias, self.num_groups, self.epsilon)[0]     # autodiff's backward
-    return y.astype(self.dtype or jnp.promote_types(x.dtype, jnp.float32))
+    y = y.astype(self.dtype or jnp.promote_types(x.dtype, jnp.float32))
+    return materialise_cotangent(y) if self.materialise else y

@@ -92,12 +92,12 @@ class Training(Section):
   remat: str = spec("none", choice(*models.layers.REMAT_POLICIES))
   # Mixed precision of the trained network: parameters, Adam and EMA stay float32; layers compute in this.
   compute_dtype: str = spec("float32", choice(*models.layers.COMPUTE_DTYPES))
-  # How the networks' 3x3 / 1x1 convolutions are differentiated (models.layers.CONV_VJPS; parameters, function
-  # and gradient unchanged): "xla" (autodiff), "materialised" (autodiff, each conv output's cotangent computed
-  # once: benchmarks/results/cotangent_barrier.md), "taps" (models/conv.py's written-out VJP; 1.13-1.26x slower
-  # on 2 CPU cores, benchmarks/results/networks_vs_reference_conv_vjp.md), "auto" ("materialised" on CPU,
-  # "xla" on other backends, where it was not measured).
-  conv_vjp: str = spec("auto", choice(*models.layers.CONV_VJPS))
+  # How the network's backward pass is computed (models.layers.BACKWARDS; parameters, function and gradient
+  # unchanged): "xla" (autodiff), "materialised" (autodiff, each conv / NIN / GroupNorm output's cotangent
+  # computed once: benchmarks/results/cotangent_barrier.md), "taps" (models/conv.py's written-out conv VJP;
+  # 1.13-1.26x slower on 2 CPU cores, benchmarks/results/networks_vs_reference_conv_vjp.md), "auto"
+  # ("materialised" on CPU, "xla" on other backends, where nothing was measured).
+  backward: str = spec("auto", choice(*models.layers.BACKWARDS))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,15 +1,17 @@
-"""models.conv and layers.materialise_cotangent: every ``training.conv_vjp`` computes jax's own gradient.
+"""models.conv and layers.materialise_cotangent: every ``training.backward`` computes jax's own gradient.
 
 The forward pass is lax's convolution itself (equal bit for bit); the input gradient and the kernel gradient
 (per-tap matrix products or one convolution over the batch axis) equal jax's transpose rules to float32
 round-off, for the strides and paddings ``models.layers`` uses (3x3 "SAME" stride 1, 3x3 stride 2 padded
 right/bottom as TF's "SAME", 1x1) and odd sizes where a stride leaves input rows unreached. The materialising
-identity after each convolution ("materialised", main.py's choice on CPU) is the identity with the identity's VJP.
+identity after each convolution, NIN and GroupNorm ("materialised", main.py's choice on CPU) is the identity
+with the identity's VJP.
 A whole network built with either has the same parameter tree and the same loss gradient.
 """
 
 import functools
 import importlib
+import itertools
 
 import flax.linen as nn
 import jax
@@ -21,7 +23,7 @@ import pytest
 from jax import lax
 
 import models
-from models import conv, layers
+from models import conv, layers, norm
 from schema import parse_config
 
 # (input [B, H, W, C_in], kernel size, C_out, stride, padding): the layers' cases and odd-sized ones
@@ -84,13 +86,13 @@ def test_check_grads_first_order():
 
 def test_flax_conv_takes_it_and_errors_name_the_choices():
   x = jnp.ones((1, 4, 4, 2))
-  for vjp in layers.CONV_VJPS:
-    module = layers.conv3x3(3, vjp=vjp)
+  for vjp in layers.BACKWARDS:
+    module = layers.conv3x3(3, backward=vjp)
     params = module.init(jax.random.key(0), x)["params"]
     assert jax.tree.map(jnp.shape, params) == {"kernel": (3, 3, 2, 3), "bias": (3,)}
-  with pytest.raises(ValueError, match=r"conv vjp must be one of \['auto', 'xla', 'materialised', 'taps'\], "
+  with pytest.raises(ValueError, match=r"backward must be one of \['auto', 'xla', 'materialised', 'taps'\], "
                      r"got 'fast'"):
-    layers.conv3x3(3, vjp="fast")
+    layers.conv3x3(3, backward="fast")
   with pytest.raises(ValueError, match="kernel_grad must be one of"):
     conv.conv(x, jnp.ones((3, 3, 2, 3)), kernel_grad="im2col")
   with pytest.raises(ValueError, match="without dilation or groups"):
@@ -102,17 +104,17 @@ SIZE, BATCH = 8, 2
 
 
 def _config(name: str, vjp: str = "xla"):
-  """A CPU-sized CIFAR-10 config (two resolutions, one block each, nf=16) with ``training.conv_vjp = vjp``."""
+  """A CPU-sized CIFAR-10 config (two resolutions, one block each, nf=16) with ``training.backward = vjp``."""
   config = importlib.import_module(NETWORKS[name]).get_config()
   config.model.update(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(SIZE,))
   config.data.image_size = SIZE
-  config.training.conv_vjp = vjp
+  config.training.backward = vjp
   return parse_config(config)
 
 
 def _network(name: str, vjp: str = "xla"):
   """The network the training step differentiates, built from the config: every conv3x3 / conv1x1 of its
-  blocks and heads computes its gradient by ``vjp`` (``training.conv_vjp``)."""
+  blocks and heads computes its gradient by ``vjp`` (``training.backward``)."""
   return models.get_model(_config(name, vjp), training=True)
 
 
@@ -142,8 +144,8 @@ def test_materialise_cotangent_is_the_identity_with_the_same_vjp():
     np.testing.assert_array_equal(out, y)
     np.testing.assert_array_equal(vjp(g)[0], g)
     assert vjp(g)[0].dtype == dtype
-  assert jax.default_backend() == "cpu" and layers.resolve_conv_vjp("auto") == "materialised"
-  assert layers.resolve_conv_vjp("xla") == "xla"
+  assert jax.default_backend() == "cpu" and layers.resolve_backward("auto") == "materialised"
+  assert layers.resolve_backward("xla") == "xla"
 
 
 @pytest.mark.parametrize("vjp", ["taps", "materialised"])
@@ -159,27 +161,31 @@ def test_network_gradient_and_parameters_unchanged(name, vjp):
   np.testing.assert_allclose(flat, flat0, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(flat0))))
 
 
-def test_conv_vjp_is_a_validated_training_field_that_reaches_every_block():
-  """training.conv_vjp: one line naming the field and the choices on a bad value; the sampling network
-  (training=False) keeps autodiff's; the trained one passes the choice to every block with convolutions."""
-  with pytest.raises(ValueError, match=r"training.conv_vjp must be one of .*'xla'.*'materialised'.*'taps'"):
+def test_backward_is_a_validated_training_field_that_reaches_every_block():
+  """training.backward: one line naming the field and the choices on a bad value; the sampling network
+  (training=False) keeps autodiff's; the trained one passes the choice to every convolution, NIN and GroupNorm
+  of both networks."""
+  with pytest.raises(ValueError, match=r"training.backward must be one of .*'xla'.*'materialised'.*'taps'"):
     _config("ncsnpp", "fast")
-  assert parse_config(importlib.import_module(NETWORKS["ncsnpp"]).get_config()).training.conv_vjp == "auto"
-  assert models.get_model(_config("ncsnpp", "taps")).conv_vjp == "xla"
+  assert parse_config(importlib.import_module(NETWORKS["ncsnpp"]).get_config()).training.backward == "auto"
+  assert models.get_model(_config("ncsnpp", "taps")).backward == "xla"
   takes = {"taps": lambda conv: conv.conv_general_dilated is not None and not conv.materialise,
            "materialised": lambda conv: conv.conv_general_dilated is None and conv.materialise}
-  for vjp, took in takes.items():
-    model = _network("ncsnpp", vjp)
-    assert model.conv_vjp == vjp
-    seen = []
+  for name, (vjp, took) in itertools.product(NETWORKS, takes.items()):
+    model = _network(name, vjp)
+    assert model.backward == vjp
+    seen, others = [], []
 
-    def record(next_fun, args, kwargs, context):     # every block and every nn.Conv the network runs
+    def record(next_fun, args, kwargs, context):     # every nn.Conv, NIN and GroupNorm the network runs
       module = context.module
       if isinstance(module, nn.Conv):
         seen.append(isinstance(module, layers.Conv) and took(module))
+      elif isinstance(module, (norm.GroupNorm, layers.Dense)):
+        others.append(module.materialise == (vjp == "materialised"))
       return next_fun(*args, **kwargs)
 
     params = models.init_params(model, jax.random.key(0), (1, SIZE, SIZE, 3))
     with nn.intercept_methods(record):
       models.make_apply_fn(model)(params, jnp.zeros((1, SIZE, SIZE, 3)), jnp.array([0.5]))
-    assert seen and all(seen), f"{seen.count(False)} of {len(seen)} convolutions ignore training.conv_vjp={vjp!r}"
+    assert others and all(others), f"{others.count(False)} of {len(others)} NINs / GroupNorms of {name} ignore {vjp!r}"
+    assert seen and all(seen), f"{seen.count(False)} of {len(seen)} convolutions of {name} ignore {vjp!r}"

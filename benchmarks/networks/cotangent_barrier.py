@@ -2,7 +2,7 @@
 
 benchmarks/results/profile_step.md shows XLA:CPU fusing the backward's long elementwise cotangent chain into
 every consumer (the bias-gradient reductions, sibling fusions) and recomputing it there.
-``training.conv_vjp = "materialised"`` follows every 3x3 and 1x1 convolution by ``models.layers.
+``training.backward = "materialised"`` follows every 3x3 and 1x1 convolution by ``models.layers.
 materialise_cotangent``, an identity whose VJP multiplies the cotangent by the identity matrix: a dot, which
 XLA does not fuse its producer chain into, so the cotangent is computed once and read by its consumers. The
 function and its gradient are unchanged (the first loss is compared; tests/test_conv_vjp.py checks the
@@ -35,7 +35,7 @@ VJPS = ("xla", "materialised")
 def bench(name: str, module: str, batch, rounds: int) -> dict:
   runs = {}
   for vjp in VJPS:
-    step_fn, state, batches, run = build(module, batch, {"training.conv_vjp": vjp})
+    step_fn, state, batches, run = build(module, batch, {"training.backward": vjp})
     compiled = step_fn.lower(state, batches, run.step_key).compile(compiler_options=dict(runtime.CPU_OPTIONS))
     state, metrics = compiled(state, batches, run.step_key)                 # warm-up
     runs[vjp] = dict(fn=compiled, state=state, batches=batches, key=run.step_key, times=[],
@@ -63,7 +63,7 @@ def main():
     rows.append(bench(name, *CONFIGS[name], args.rounds))
     print(rows[-1], flush=True)
   notes = (f"`python -m benchmarks.networks.cotangent_barrier --rounds {args.rounds}` on {machine()}: the real train "
-           "step compiled with main.py's options, with `training.conv_vjp` \"xla\" and \"materialised\" (module "
+           "step compiled with main.py's options, with `training.backward` \"xla\" and \"materialised\" (module "
            "docstring), called alternately; medians; ratio = median of per-round ratios materialised / xla (below 1: "
            "faster); first_loss_rel_diff: the warm-up step's loss, the same function.")
   print(write("cotangent_barrier", "Materialising the convolutions' cotangents: train step time", rows,

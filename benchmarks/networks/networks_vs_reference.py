@@ -8,7 +8,7 @@ the rounds for each side, the median of the per-round ratios ours / reference (t
 target, <= 0.67, is about) and our compile time (lower + compile of the whole jitted function).
 
 Variants of ours are XLA compile options (``lowered.compile(compiler_options=...)``) and the convolutions'
-gradient (``training.conv_vjp``), so one process compares them on the same inputs: ``default`` (XLA's own
+gradient (``training.backward``), so one process compares them on the same inputs: ``default`` (XLA's own
 defaults), ``tuned`` (``runtime.CPU_OPTIONS``, main.py's options on CPU), ``tuned_o1``, ``tuned_taps``
 (models/conv.py's written-out VJP in every conv3x3 / conv1x1) and ``tuned_materialised`` (each conv output's
 cotangent computed once, ``models.layers.materialise_cotangent``: what main.py trains with on CPU). The cost
@@ -52,7 +52,7 @@ CONFIGS = {
     "NCSN++ deep (ve/cifar10_deep)": ("configs.ve.cifar10_deep", "configs.ve.cifar10_ncsnpp_deep_continuous"),
     "DDPM++ deep (vp/cifar10_deep)": ("configs.vp.cifar10_deep", "configs.vp.cifar10_ddpmpp_deep_continuous"),
 }
-# name -> (the convolutions' gradient, a layers.CONV_VJPS name; XLA compile options)
+# name -> (the convolutions' gradient, a layers.BACKWARDS name; XLA compile options)
 VARIANTS = {"default": ("xla", {}), "tuned": ("xla", dict(runtime.CPU_OPTIONS)),
             # LLVM at -O1 instead of -O2: compile time is mostly LLVM's (issue 12's <= 10 s target)
             "tuned_o1": ("xla", dict(runtime.CPU_OPTIONS, xla_backend_optimization_level=1)),
@@ -95,12 +95,12 @@ def start_reference(args):
   return Reference(args.torch_python, args.ref)
 
 
-def our_programs(module: str, batch: int, mode: str, remat: str = "none", conv_vjp: str = "xla"):
+def our_programs(module: str, batch: int, mode: str, remat: str = "none", backward: str = "xla"):
   """(jitted fn, args) of our network's forward (eval) or value-and-gradient of the mean squared output,
-  the network built as training builds it with ``training.remat = remat`` and ``training.conv_vjp =
-  conv_vjp``."""
+  the network built as training builds it with ``training.remat = remat`` and ``training.backward =
+  backward``."""
   config = load_config(module)
-  model = models.get_model(schema.as_config(config).model, remat=remat, conv_vjp=conv_vjp)
+  model = models.get_model(schema.as_config(config).model, remat=remat, backward=backward)
   apply_fn = models.make_apply_fn(model)
   shape = (batch, int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
   params = models.init_params(model, jax.random.key(0), shape)
@@ -119,7 +119,7 @@ def bench(name: str, ours: str, theirs: str, mode: str, args, reference, peak_gf
   compiled, compile_s, flops, fn_args = {}, {}, {}, {}
   for variant in args.variants:
     vjp, options = VARIANTS[variant]
-    fn, fn_args[variant] = our_programs(ours, args.batch, mode, conv_vjp=vjp)
+    fn, fn_args[variant] = our_programs(ours, args.batch, mode, backward=vjp)
     t0 = time.perf_counter()
     compiled[variant] = fn.lower(*fn_args[variant]).compile(compiler_options=options)
     compile_s[variant] = time.perf_counter() - t0
