@@ -5,7 +5,7 @@ Variants import ``get_default_configs()`` and override only what differs.
 
 import ml_collections
 
-from schema.defaults import sampling_config
+from schema.defaults import sampling_config, training_defaults
 
 
 def get_default_configs():
@@ -28,6 +28,9 @@ def get_default_configs():
   training.t_min = 1e-5                      # the loss's smallest time
   training.task = "score"                    # score | classifier (a noise-conditional classifier, model.name=classifier)
   training.label_dropout = 0.1               # class-conditional networks: share of labels dropped to the null label
+  # How to run, not what is learnt (schema.Training's defaults, generated): snapshot_samples, remat ("none" | "full"
+  # | "dots"), compute_dtype ("float32" | "bfloat16"), backward ("auto" | "xla" | "materialised" | "taps").
+  training_defaults(training)
 
   # Generated from the typed defaults (schema.defaults): sampling.method picks one of the per-method sections
   # (pc | ode | ald | edm_heun | dpm_solver_pp | unipc; each the sampler's options dataclass, e.g.

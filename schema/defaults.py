@@ -49,4 +49,15 @@ def sampling_config() -> ml_collections.ConfigDict:
   return out
 
 
-__all__ = ["sampling_config"]
+def training_defaults(training: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``training`` with every ``schema.Training`` field it does not set added at its typed default (remat,
+  compute_dtype, backward, ...), so the command line can override them (``--config.training.remat=full``)."""
+  from schema.sections import Training
+
+  for field in dataclasses.fields(Training):
+    if field.name not in training:
+      training[field.name] = _value(field, Training)
+  return training
+
+
+__all__ = ["sampling_config", "training_defaults"]

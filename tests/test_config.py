@@ -374,7 +374,7 @@ SHARED_SAMPLER_OPTIONS = {"t_min", "denoise", "nfe", "ladder"}
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=_module)
-def test_every_sampler_and_likelihood_option_can_be_overridden_from_each_config_file(path):
+def test_every_sampler_likelihood_and_training_option_can_be_overridden_from_each_config_file(path):
   """A --config.sampling.<method>.<option> / --config.eval.bpd_<option> override needs the field in the
   ConfigDict: every builder option of every method and of the likelihood must be there."""
   import inspect
@@ -388,6 +388,9 @@ def test_every_sampler_and_likelihood_option_can_be_overridden_from_each_config_
   likelihood = set(inspect.signature(samplers.get_likelihood_fn).parameters) - {"sde", "eps"}
   missing = sorted(o for o in likelihood if f"bpd_{o}" not in raw.eval)
   assert not missing, f"eval lacks bpd_ fields for {missing}"
+  # and every training field, how to run included (--config.training.remat=full, .backward=xla, ...)
+  missing = sorted(f.name for f in dataclasses.fields(config_lib.sections.Training) if f.name not in raw.training)
+  assert not missing, f"training lacks {missing}"
 
 
 def test_the_network_can_be_swapped_on_any_config():
