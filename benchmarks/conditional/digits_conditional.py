@@ -81,7 +81,7 @@ def bench(sde: str, root: str, args) -> dict:
            "train_classifier_s": _trained(classifier_config, clf),
            "train_unconditional_s": _trained(config, uncond)}
   shutil.rmtree(os.path.join(clf, "eval"), ignore_errors=True)
-  run([f"--config={classifier_config}", f"--workdir={clf}", "--mode=eval", "--config.eval.begin_ckpt=2"])
+  run([f"--config={classifier_config}", f"--workdir={clf}", "--mode=eval", "--config.eval.begin_ckpt=1"])
   accuracy = final_metrics(os.path.join(clf, "eval", "progress.json"))
   CLASSIFIER_ROWS.append(dict(sde=SDES[sde], **{k: v for k, v in accuracy.items() if k.startswith("accuracy")}))
   print(CLASSIFIER_ROWS[-1], flush=True)

@@ -46,7 +46,7 @@ def sampler_sweep(sde: str, config: str, workdir: str) -> None:
   for i, (label, overrides) in enumerate(SAMPLERS.items()):
     folder = f"eval_sampler_{i}"
     seconds = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval", f"--eval_folder={folder}",
-                   "--config.eval.begin_ckpt=2"] + [f"--config.sampling.{k}={v}" for k, v in overrides.items()])
+                   "--config.eval.begin_ckpt=1"] + [f"--config.sampling.{k}={v}" for k, v in overrides.items()])
     m = final_metrics(os.path.join(workdir, folder, "progress.json"))
     SAMPLER_ROWS.append(dict(sde=SDES[sde], sampler=label, nfe=m["nfe"], digits_fid=m["digits_fid"],
                              fid_over_floor=m["digits_fid"] / m["digits_fid_floor_train_vs_test"],
@@ -63,7 +63,7 @@ def bench(sde: str, root: str, args) -> dict:
   bpd_s, last_bpd = "not run", {"bpd_test": "not run"}
   if not args.skip_bpd:
     bpd_s = run([f"--config={config}", f"--workdir={workdir}", "--mode=eval", "--eval_folder=eval_bpd",
-                 "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=False", "--config.eval.begin_ckpt=2"])
+                 "--config.eval.enable_bpd=True", "--config.eval.enable_sampling=False", "--config.eval.begin_ckpt=1"])
     last_bpd = final_metrics(os.path.join(workdir, "eval_bpd", "progress.json"))
   sampler_sweep(sde, config, workdir)
   last = final_metrics(os.path.join(workdir, "eval", "progress.json"))
@@ -90,10 +90,10 @@ def report(rows: list[dict], sampler_rows: list[dict]) -> None:
   rows = merge_rows("digits", rows, "sde", fresh)
   sampler_rows = merge_rows("digits_samplers", sampler_rows, "sde", fresh)
   notes = ("`python -m benchmarks.pipeline.digits`: per SDE, the README's two commands, `main.py --mode train` "
-           "(configs/<sde>/digits.py: its n_iters steps (column steps), batch 128; train_s) and `--mode eval` (both "
-           "snapshots, 500 samples each; eval_s), then bits/dim of the 297 dequantised test digits at the final "
+           "(configs/<sde>/digits.py: its n_iters steps (column steps), batch 128; train_s) and `--mode eval` (the "
+           "final snapshot, 500 samples; eval_s), then bits/dim of the 297 dequantised test digits at the final "
            "checkpoint through the probability-flow ODE, rtol = atol = 1e-5, Hutchinson (bpd_s: `--mode eval "
-           "--config.eval.enable_bpd=True --config.eval.enable_sampling=False --config.eval.begin_ckpt=2`). "
+           "--config.eval.enable_bpd=True --config.eval.enable_sampling=False --config.eval.begin_ckpt=1`). "
            "Wall-clock seconds include process start and compilation. Metrics of the final checkpoint (its step: "
            "column steps), sampled with the config's own sampler (column nfe). digits FID: Frechet distance of the "
            "128-d hidden features of an MLP classifier trained on the digits labels, samples vs the test split; the "

@@ -168,7 +168,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default=WORKDIR)
   parser.add_argument("--config", default=CONFIG)
-  parser.add_argument("--ckpt", type=int, default=2, help="the snapshot evaluated (eval.begin_ckpt = end_ckpt)")
+  parser.add_argument("--ckpt", type=int, default=1, help="the final snapshot evaluated (eval.begin_ckpt = end_ckpt)")
   parser.add_argument("--step", type=int, default=1200, help="the training step of that snapshot (fitted on)")
   parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
   parser.add_argument("--methods", nargs="*", default=["unipc"], choices=list(fit_grid.FIT_METHODS))

@@ -38,7 +38,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "thr_vp1200"))
   parser.add_argument("--seeds", nargs="*", type=int, default=[42])
-  parser.add_argument("--ckpt", type=int, default=2, help="the snapshot (eval.begin_ckpt = end_ckpt)")
+  parser.add_argument("--ckpt", type=int, default=1, help="the final snapshot (eval.begin_ckpt = end_ckpt)")
   parser.add_argument("--rtols", nargs="*", type=float, default=list(RTOLS))
   args = parser.parse_args()
   rows = []

@@ -62,7 +62,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "thr_vp"))
   parser.add_argument("--seeds", nargs="*", type=int, default=[42])
-  parser.add_argument("--ckpt", type=int, default=2, help="the snapshot (eval.begin_ckpt = end_ckpt)")
+  parser.add_argument("--ckpt", type=int, default=1, help="the final snapshot (eval.begin_ckpt = end_ckpt)")
   args = parser.parse_args()
   rows = []
   for seed in args.seeds:
@@ -89,7 +89,7 @@ def main():
   rows = merge_rows("thresholding_digits", rows, "model", {r["model"] for r in rows})   # other runs' rows kept
   columns = ["model", "sampler", "thresholding", "seed", "nfe", "digits_fid", "fid_over_floor", "fid_minus_none", "max_abs",
              "pc_reach", "images_beyond_pc_reach", f"images_beyond_{FAR}", "eval_s", "reused", "step"]
-  notes = ("`python -m benchmarks.samplers.thresholding_digits --workdir runs/<model> [--ckpt 2]`: "
+  notes = ("`python -m benchmarks.samplers.thresholding_digits --workdir runs/<model> [--ckpt 1]`: "
            + __doc__.split("\n\n")[1].replace("\n", " ")
            + " fid_over_floor: digits FID / its floor; fid_minus_none: the change from the same sampler without "
            "thresholding on the same seed (same prior draws). pc_reach: PC's largest |x| on that seed. Target: "
