@@ -11,7 +11,8 @@ Variants of ours are XLA compile options (``lowered.compile(compiler_options=...
 gradient (``training.backward``), so one process compares them on the same inputs: ``default`` (XLA's own
 defaults), ``tuned`` (``runtime.CPU_OPTIONS``, main.py's options on CPU), ``tuned_o1``, ``tuned_taps``
 (models/conv.py's written-out VJP in every conv3x3 / conv1x1) and ``tuned_materialised`` (each conv output's
-cotangent computed once, ``models.layers.materialise_cotangent``: what main.py trains with on CPU). The cost
+cotangent computed once, ``models.cotangent.materialise_cotangent``: what main.py trains with on CPU) and
+``default_materialised`` (the same with XLA's default options). The cost
 model is reported too: XLA's flop count of our program,
 the rate it reached, and that rate as a fraction of the machine's best dense rate (benchmarks/networks/
 peak.py, measured first in the same process).
@@ -59,7 +60,8 @@ VARIANTS = {"default": ("xla", {}), "tuned": ("xla", dict(runtime.CPU_OPTIONS)),
             # models/conv.py's written-out VJP in every conv3x3 / conv1x1 (same parameters, same values)
             "tuned_taps": ("taps", dict(runtime.CPU_OPTIONS)),
             # each conv output's cotangent computed once (models.layers.materialise_cotangent): main.py on CPU
-            "tuned_materialised": ("materialised", dict(runtime.CPU_OPTIONS))}
+            "tuned_materialised": ("materialised", dict(runtime.CPU_OPTIONS)),
+            "default_materialised": ("materialised", {})}
 
 
 class Reference:
