@@ -1,12 +1,12 @@
-"""models.conv and layers.materialise_cotangent: every ``training.backward`` computes jax's own gradient.
+"""models.conv and models.cotangent: every ``training.backward`` computes jax's own gradient.
 
 The forward pass is lax's convolution itself (equal bit for bit); the input gradient and the kernel gradient
 (per-tap matrix products or one convolution over the batch axis) equal jax's transpose rules to float32
 round-off, for the strides and paddings ``models.layers`` uses (3x3 "SAME" stride 1, 3x3 stride 2 padded
 right/bottom as TF's "SAME", 1x1) and odd sizes where a stride leaves input rows unreached. The materialising
 identity after each convolution, NIN and GroupNorm ("materialised", main.py's choice on CPU) is the identity
-with the identity's VJP.
-A whole network built with either has the same parameter tree and the same loss gradient.
+with the identity's VJP. A whole network built with either has the same parameter tree and the same loss
+gradient.
 """
 
 import functools
