@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
-import jax
 import numpy as np
 
 from benchmarks.common import machine, write
+from benchmarks.networks.cpu_options import alternate
 from benchmarks.networks.train_step import build
 from training import runtime
 
@@ -33,24 +32,20 @@ VJPS = ("xla", "materialised")
 
 
 def bench(name: str, module: str, batch, rounds: int) -> dict:
-  runs = {}
+  steps, states, losses = {}, {}, {}
   for vjp in VJPS:
     step_fn, state, batches, run = build(module, batch, {"training.backward": vjp})
     compiled = step_fn.lower(state, batches, run.step_key).compile(compiler_options=dict(runtime.CPU_OPTIONS))
-    state, metrics = compiled(state, batches, run.step_key)                 # warm-up
-    runs[vjp] = dict(fn=compiled, state=state, batches=batches, key=run.step_key, times=[],
-                     loss=float(np.mean(np.asarray(metrics["loss"]))))
-  for _ in range(rounds):                                                   # alternated: load falls on both
-    for r in runs.values():
-      t0 = time.perf_counter()
-      r["state"], metrics = r["fn"](r["state"], r["batches"], r["key"])
-      jax.block_until_ready(metrics)
-      r["times"].append(time.perf_counter() - t0)
-  plain, probe = (runs[v] for v in VJPS)
-  return dict(config=name, batch=int(plain["batches"].shape[1]), xla_step_s=statistics.median(plain["times"]),
-              materialised_step_s=statistics.median(probe["times"]),
-              ratio=statistics.median(p / q for p, q in zip(probe["times"], plain["times"])),
-              first_loss_rel_diff=abs(probe["loss"] - plain["loss"]) / abs(plain["loss"]), load_1min=os.getloadavg()[0])
+    states[vjp], metrics = compiled(state, batches, run.step_key)            # warm-up
+    steps[vjp] = (compiled, batches, run.step_key)
+    losses[vjp] = float(np.mean(np.asarray(metrics["loss"])))
+  times = alternate(steps, states, rounds)
+  plain, probe = (times[v] for v in VJPS)
+  return dict(config=name, batch=int(batches.shape[1]), xla_step_s=statistics.median(plain),
+              materialised_step_s=statistics.median(probe),
+              ratio=statistics.median(p / q for p, q in zip(probe, plain)),
+              first_loss_rel_diff=abs(losses["materialised"] - losses["xla"]) / abs(losses["xla"]),
+              load_1min=os.getloadavg()[0])
 
 
 def main():

@@ -47,12 +47,12 @@ class FlatAttnBlock(layers.AttnBlock):
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
-    y = layers.group_norm(c, self.max_groups, groups=self.groups, dtype=self.dtype)(x)
-    q, k, v = (layers.nin(c, dtype=self.dtype)(y).reshape(b, h * w, c) for _ in range(3))
+    y = layers.group_norm(c, self.max_groups, groups=self.groups, dtype=self.dtype, backward=self.backward)(x)
+    q, k, v = (layers.nin(c, dtype=self.dtype, backward=self.backward)(y).reshape(b, h * w, c) for _ in range(3))
     logits = jnp.einsum("bnc,bmc->bnm", q, k) * c ** -0.5
     attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     y = jnp.einsum("bnm,bmc->bnc", attn.astype(v.dtype), v).reshape(b, h, w, c)
-    y = layers.nin(c, init_scale=self.init_scale, dtype=self.dtype)(y)
+    y = layers.nin(c, init_scale=self.init_scale, dtype=self.dtype, backward=self.backward)(y)
     return (x + y) / math.sqrt(2.0) if self.skip_rescale else x + y
 
 
@@ -91,9 +91,23 @@ def patched(names):
       setattr(mod, attr, value)
 
 
+def alternate(steps: dict, states: dict, rounds: int) -> dict[str, list[float]]:
+  """Seconds of each step call, name -> one per round: ``steps[name] = (compiled step, batches, key)`` is
+  called once per round, in turn, on ``states[name]`` (updated in place: the step donates its state), so slow
+  spells of a shared machine fall on all."""
+  times = {name: [] for name in steps}
+  for _ in range(rounds):
+    for name, (fn, batches, key) in steps.items():
+      t0 = time.perf_counter()
+      states[name], metrics = fn(states[name], batches, key)
+      jax.block_until_ready(metrics)
+      times[name].append(time.perf_counter() - t0)
+  return times
+
+
 def bench(name: str, module: str, batch: int | None, rounds: int, variants: list[str]) -> list[dict]:
   step_fn, state, batches, run = build(module, batch)
-  lowered, compiled, states, losses, times = {}, {}, {}, {}, {v: [] for v in variants}
+  lowered, compiled, states, losses = {}, {}, {}, {}
   for variant in variants:
     options, patches = VARIANTS[variant]
     if patches not in lowered:
@@ -104,12 +118,7 @@ def bench(name: str, module: str, batch: int | None, rounds: int, variants: list
     states[variant] = jax.tree.map(lambda a: a.copy(), state)      # the step donates its state
     states[variant], metrics = compiled[variant](states[variant], batches, run.step_key)   # warm-up
     losses[variant] = float(jax.device_get(metrics["loss"]).ravel()[0])
-  for _ in range(rounds):
-    for variant, fn in compiled.items():
-      t0 = time.perf_counter()
-      states[variant], metrics = fn(states[variant], batches, run.step_key)
-      jax.block_until_ready(metrics)
-      times[variant].append(time.perf_counter() - t0)
+  times = alternate({v: (fn, batches, run.step_key) for v, fn in compiled.items()}, states, rounds)
   base = times["main.py"]
   load = os.getloadavg()[0]
   return [dict(config=name, batch=batches.shape[1], variant=v, step_s=statistics.median(t),
