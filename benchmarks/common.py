@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -61,17 +59,13 @@ def run_main(args: list[str]) -> float:
 
 def eval_snapshot(config: str, workdir: str, folder: str, ckpt: int, seed: int, overrides: list[str]) -> tuple:
   """``main.py --mode eval`` of snapshot ``ckpt`` of ``workdir`` into ``folder`` (a subfolder of it) with the
-  ``--config.*`` flags ``overrides``; skipped when ``folder/progress.json`` exists. The digits classifier cache of
-  another eval folder is copied in first (the same arrays: it is trained with a fixed seed). Returns (its final
+  ``--config.*`` flags ``overrides``; skipped when ``folder/progress.json`` exists. Returns (its final
   metrics, wall seconds or "" when reused, reused)."""
   progress = os.path.join(folder, "progress.json")
   reused = os.path.exists(progress)
   seconds = ""
   if not reused:
     os.makedirs(folder, exist_ok=True)
-    cached = glob.glob(os.path.join(workdir, "*", "digits_classifier.npz"))
-    if cached and not os.path.exists(os.path.join(folder, "digits_classifier.npz")):
-      shutil.copyfile(cached[0], os.path.join(folder, "digits_classifier.npz"))
     seconds = round(run_main([f"--config={config}", f"--workdir={workdir}", "--mode=eval",
                               f"--eval_folder={os.path.basename(folder)}", f"--config.eval.begin_ckpt={ckpt}",
                               f"--config.eval.end_ckpt={ckpt}", "--config.eval.enable_loss=False",

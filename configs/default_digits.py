@@ -18,10 +18,14 @@ def get_digits_config(sde: str):
   # 0.0766; step 1000: 0.0857) and its digits FID too (mean over 5 seeds 1.34x vs 1.30x the floor; the
   # former 2,000 steps: 1.40x over 3); benchmarks/results/time_to_default_steps.md.
   training.n_iters = 1200
-  # One kept snapshot, the final one (with its sample grid), evaluated by --mode eval; the preemption checkpoint
-  # every 500 steps is what a crash resumes from. Intermediate snapshots cost the first impression a sampler run
-  # and an evaluation each: python main.py ... --config.training.snapshot_freq=400 keeps steps 400, 800, 1200.
+  # One kept snapshot, the final one, evaluated by --mode eval; the preemption checkpoint every 500 steps is what
+  # a crash resumes from. Intermediate snapshots cost the first impression a sampler run and an evaluation each:
+  # python main.py ... --config.training.snapshot_freq=400 keeps steps 400, 800, 1200.
   training.snapshot_freq = 1200
+  # No sample grid at the snapshot: --mode eval draws the same sampler's grid from it (eval/samples_step_1200.png)
+  # a minute later, and the duplicate cost the first impression 7 s (compiling and running the sampler).
+  # --config.training.snapshot_sampling=True draws one at every snapshot.
+  training.snapshot_sampling = False
   training.snapshot_freq_for_preemption = 500
   training.log_freq = 100
   training.eval_freq = 500

@@ -1,11 +1,16 @@
-"""Features for a "digits FID": a small classifier trained on the digits labels, cached in the workdir.
+"""Features for a "digits FID": a small classifier trained on the digits labels, shipped with the package.
 
 Inception-v3 means nothing on 8x8 grey digits (and its weights cannot be downloaded here), so the
 features are the hidden layer of an MLP trained on the train split's labels; its class predictions
 give the samples' class histogram.
 
-The cache is plain arrays (``<cache_dir>/digits_classifier.npz``), never a pickle: a workdir may come
-from someone else, and reading it must not execute code from it.
+The digits FID's classifier (seed 0) is shipped as ``evaluation/digits_classifier_seed0.npz``, so every
+evaluation, on any machine and scikit-learn version, measures with the same features and trains nothing
+(training it took ~6 s of every fresh ``--mode eval``). Regenerate it with
+``python -m tools.digits_classifier`` (scikit-learn of requirements-lock.txt; tests/test_digits_classifier_cache.py
+checks that it equals a fresh training). Other seeds are trained and cached in the workdir. Both files are
+plain arrays, never a pickle: a workdir may come from someone else, and reading it must not execute code
+from it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import numpy as np
 from data_lib.images import load_digits_arrays
 
 CACHE_NAME = "digits_classifier.npz"
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_classifier_seed0.npz")
+SHIPPED_SEED = 0
 # The arrays of the cache, with their shapes: 64 -> 128 ReLU -> 10, and the labels of the 10 outputs.
 SHAPES = {"coef_0": (64, 128), "intercept_0": (128,), "coef_1": (128, 10), "intercept_1": (10,), "classes": (10,)}
 MAX_CACHE_BYTES = 1 << 20                       # of arrays; the real ones are ~77 kB
@@ -30,8 +37,9 @@ class DigitsFeatures:
   numpy arrays: ``features`` and ``predict`` are its forward pass (``predict`` is the argmax of the
   output logits, which is the argmax of sklearn's softmax, so it equals ``MLPClassifier.predict``).
 
-  With ``cache_dir``, the arrays are saved in ``<cache_dir>/digits_classifier.npz`` and read back on
-  later calls by ``safeio.untrusted.read_npz`` (a regular file, ``allow_pickle=False``, at most 1 MiB of
+  Seed 0 (every digits metric's) reads the shipped arrays (``SHIPPED``, through ``read_cache``) and
+  neither trains nor touches ``cache_dir``. For another seed, with ``cache_dir``, the arrays are saved
+  in ``<cache_dir>/digits_classifier.npz`` and read back on later calls by ``safeio.untrusted.read_npz`` (a regular file, ``allow_pickle=False``, at most 1 MiB of
   arrays as the zip declares them, checked before reading). The file is treated as untrusted: it is
   used only if it holds exactly the expected arrays (``coef_0`` [64, 128], ``intercept_0``
   [128], ``coef_1`` [128, 10], ``intercept_1`` [10] of float32/float64, finite; ``classes`` [10] of
@@ -42,8 +50,9 @@ class DigitsFeatures:
   retrains.
 
   Arguments:
-    cache_dir: directory of the cache (created if needed), or None to train without caching.
-    seed: sklearn's ``random_state`` for training.
+    cache_dir: directory of the cache of a seed other than 0 (created if needed), or None to train without
+      caching.
+    seed: sklearn's ``random_state`` for training; 0 (the default): the shipped arrays.
 
   Attributes:
     test_accuracy: the share of the test split's 297 digits ``predict`` gets right (as
@@ -53,7 +62,9 @@ class DigitsFeatures:
   def __init__(self, cache_dir: str | None = None, seed: int = 0):
     path = os.path.join(cache_dir, CACHE_NAME) if cache_dir else None
     arrays = None
-    if path and os.path.exists(path):
+    if seed == SHIPPED_SEED:
+      arrays = read_cache(SHIPPED)                 # the package's own file: a broken install fails here, one line
+    elif path and os.path.exists(path):
       try:
         arrays = read_cache(path)
       except ValueError as e:
@@ -112,6 +123,13 @@ def read_cache(path: str) -> dict:
   except (ValueError, FileNotFoundError) as e:
     raise ValueError(f"{path}: not a digits classifier cache ({_first_line(e).replace(path + ': ', '')})") from None
   return {name: a.astype(np.int64 if name == "classes" else np.float64) for name, a in arrays.items()}
+
+
+def write_shipped(path: str = SHIPPED) -> dict:
+  """Trains the seed-0 classifier and writes its arrays to ``path`` (the shipped file); returns them."""
+  arrays = _train(SHIPPED_SEED)
+  np.savez(path, **arrays)
+  return arrays
 
 
 def _check(arrays: dict) -> None:

@@ -7,7 +7,6 @@ import glob
 import importlib
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,6 @@ import pytest
 import models
 import samplers
 import schema as config_lib
-from evaluation.digits_classifier import CACHE_NAME
 from schema import parse_config, track_reads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,10 +106,6 @@ def test_every_field_a_config_file_sets_is_read(tmp_path):
           consumed |= reads
       variant = copy.deepcopy(raw)                   # a class-conditional network: --mode sample's condition=class
       variant.model.num_classes, variant.sampling.condition, variant.sampling.guidance_scale = 10, "class", 2.0
-      # Its scorer's digits classifier depends on the data alone and reads no field: the one the evaluation
-      # above fitted (a scikit-learn fit of seconds) is its cache, not fitted again.
-      os.makedirs(os.path.join(workdir + "_class", "eval"))
-      shutil.copy(os.path.join(workdir, "eval", CACHE_NAME), os.path.join(workdir + "_class", "eval", CACHE_NAME))
       with track_reads() as reads:
         train(parse_config(variant), workdir + "_class")
         sample(parse_config(variant), workdir + "_class")

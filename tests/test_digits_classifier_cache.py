@@ -1,6 +1,8 @@
-"""The digits classifier's workdir cache is plain arrays, read without unpickling and checked before use.
+"""The digits classifier: shipped for seed 0 (every digits metric's), cached in the workdir for other seeds;
+plain arrays, read without unpickling and checked before use.
 
-A workdir can come from someone else, so its ``eval/digits_classifier.npz`` is hostile until checked:
+The shipped file must be what training seed 0 gives (else every digits FID would silently change). A
+workdir can come from someone else, so its ``eval/digits_classifier.npz`` is hostile until checked:
 pickles (at the old ``.pkl`` name or the new ``.npz`` one) whose loading would run ``touch MARKER``
 must never be executed, and a file that is not exactly the expected arrays is retrained over, with
 a warning naming it.
@@ -18,7 +20,9 @@ from sklearn.neural_network import MLPClassifier
 
 from data_lib.images import load_digits_arrays
 from evaluation import digits_classifier
-from evaluation.digits_classifier import CACHE_NAME, SHAPES, DigitsFeatures, read_cache
+from evaluation.digits_classifier import CACHE_NAME, SHAPES, SHIPPED, DigitsFeatures, read_cache
+
+SEED = 1                   # the workdir cache's tests: seed 0 reads the shipped file instead
 
 
 class Evil:
@@ -33,7 +37,7 @@ class Evil:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """DigitsFeatures trained once into a cache directory, and the sklearn classifier it trained."""
+  """DigitsFeatures (seed ``SEED``) trained once into a cache directory, and the sklearn classifier it trained."""
   fitted = []
   fit = MLPClassifier.fit
 
@@ -44,7 +48,7 @@ def trained(tmp_path_factory):
   cache = str(tmp_path_factory.mktemp("cache"))
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(MLPClassifier, "fit", spy)
-    feats = DigitsFeatures(cache)
+    feats = DigitsFeatures(cache, seed=SEED)
   assert len(fitted) == 1
   return cache, feats, fitted[0]
 
@@ -63,9 +67,37 @@ def test_numpy_forward_pass_equals_sklearn(trained):
   np.testing.assert_array_equal(feats.features(x_test / 255.0), hidden)
   with np.load(os.path.join(cache, CACHE_NAME), allow_pickle=False) as stored:
     assert sorted(stored.files) == sorted(SHAPES)
-  again = DigitsFeatures(cache)
+  again = DigitsFeatures(cache, seed=SEED)
   assert again.test_accuracy == feats.test_accuracy
   np.testing.assert_array_equal(again.predict(x_test / 255.0), clf.predict(flat))
+
+
+def test_the_shipped_classifier_is_seed_0s_training_and_is_read_not_trained(tmp_path, monkeypatch):
+  """The shipped arrays equal a fresh training with seed 0 (under the locked scikit-learn: bit for bit; under
+  another release, the same predictions on the test digits and weights within 1e-6 of their scale), and the
+  default DigitsFeatures reads them: it trains nothing and writes nothing into its cache directory, even when
+  that holds a hostile cache file."""
+  import sklearn
+
+  shipped = read_cache(SHIPPED)
+  fresh = digits_classifier._train(0)
+  _, _, x_test, y_test = load_digits_arrays()
+  with open(os.path.join(os.path.dirname(__file__), "..", "requirements-lock.txt")) as f:
+    locked = f"scikit-learn=={sklearn.__version__}" in f.read().split()
+  for name in SHAPES:
+    if locked:
+      np.testing.assert_array_equal(shipped[name], fresh[name], err_msg=f"{name}: run python -m tools.digits_classifier")
+    else:
+      np.testing.assert_allclose(shipped[name], fresh[name], atol=1e-6 * np.abs(fresh[name]).max(), err_msg=name)
+  with open(tmp_path / CACHE_NAME, "wb") as f:
+    pickle.dump(Evil(tmp_path / "MARKER"), f)
+  monkeypatch.setattr(digits_classifier, "_train", lambda seed: pytest.fail("trained instead of reading the shipped file"))
+  feats = DigitsFeatures(str(tmp_path))
+  assert not (tmp_path / "MARKER").exists() and sorted(os.listdir(tmp_path)) == [CACHE_NAME]
+  probe = DigitsFeatures.__new__(DigitsFeatures)
+  probe._w0, probe._b0, probe._w1, probe._b1 = fresh["coef_0"], fresh["intercept_0"], fresh["coef_1"], fresh["intercept_1"]
+  np.testing.assert_array_equal(feats.predict(x_test / 255.0), probe.predict(x_test / 255.0))
+  assert feats.test_accuracy == float(np.mean(probe.predict(x_test / 255.0) == y_test)) > 0.95
 
 
 def _valid(path, arrays, **changes):
@@ -163,9 +195,9 @@ def test_a_hostile_cache_is_never_executed_nor_trusted(tmp_path, trained, monkey
   trainings = []
   monkeypatch.setattr(digits_classifier, "_train", lambda seed: trainings.append(seed) or dict(arrays))
   with caplog.at_level(logging.WARNING):
-    feats = DigitsFeatures(str(evil_dir))
+    feats = DigitsFeatures(str(evil_dir), seed=SEED)
   assert not marker.exists()
-  assert trainings == [0]
+  assert trainings == [SEED]
   assert any(path in r.getMessage() and "retraining" in r.getMessage() for r in caplog.records), caplog.text
   _, _, x_test, _ = load_digits_arrays()
   np.testing.assert_array_equal(feats.predict(x_test / 255.0), reference.predict(x_test / 255.0))
@@ -184,7 +216,7 @@ def test_an_old_pickle_cache_is_ignored(tmp_path, trained, monkeypatch):
     pickle.dump(Evil(marker), f)
   arrays = read_cache(os.path.join(cache, CACHE_NAME))
   monkeypatch.setattr(digits_classifier, "_train", lambda seed: dict(arrays))
-  feats = DigitsFeatures(str(tmp_path))
+  feats = DigitsFeatures(str(tmp_path), seed=SEED)
   assert not marker.exists() and os.path.exists(tmp_path / CACHE_NAME)
   assert feats.test_accuracy == reference.test_accuracy
 

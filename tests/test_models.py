@@ -44,7 +44,7 @@ def test_parameter_counts_equal_the_reference(name):
   model = models.get_model(config)
   shape = (1, config.data.image_size, config.data.image_size, config.data.num_channels)
   assert models.count_params(model, shape) == REFERENCE_COUNTS[name]
-  shapes = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), shape))
+  shapes = jax.eval_shape(models.initializer(model, shape), jax.random.key(0))
   fixed = sum(v.size for k, v in jax.tree_util.tree_leaves_with_path(shapes) if "GaussianFourierProjection" in str(k))
   assert fixed == (config.model.nf if config.model.get("embedding_type") == "fourier" else 0)
 

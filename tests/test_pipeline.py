@@ -215,6 +215,35 @@ def test_main_keeps_its_compiled_programs_in_the_persistent_cache(tmp_path):
   assert set(runtime.cpu_xla_flags("").split()) == {f"--{k}={v}" for k, v in runtime.CPU_OPTIONS.items()}
 
 
+def test_a_non_finite_loss_stops_the_run_naming_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  """Batch 8, the last before the preemption checkpoint of step 9, holds a NaN: the run stops with
+  NonFiniteLossError naming step 8 (the loop checks a step's loss while the next one runs, but every step
+  before a save), keeps the preemption checkpoint of step 6 and writes none later; resuming starts from 6."""
+  import training.train as train_module
+
+  real = train_module.get_dataset
+
+  class PoisonedBatch:
+    def __init__(self, data):
+      self.data = data
+
+    def __getattr__(self, name):
+      return getattr(self.data, name)
+
+    def batch(self, step, batch_size):
+      x = self.data.batch(step, batch_size)
+      return np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x) if step == 8 else x
+
+  monkeypatch.setattr(train_module, "get_dataset",
+                      lambda data, split, **kw: PoisonedBatch(real(data, split, **kw)) if split == "train" else real(data, split, **kw))
+  config = tiny_config(n_iters=12, snapshot_freq=12, snapshot_freq_for_preemption=3, eval_freq=100)
+  with pytest.raises(train_module.NonFiniteLossError, match=r"training loss is nan at step 8; stopped"):
+    train(config, str(tmp_path))
+  assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints-meta") if d.isdigit()) == [6]
+  assert not [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+  assert int(_final_state(str(tmp_path)).step) == 6
+
+
 @pytest.mark.slow
 def test_corrupted_newest_checkpoint_is_skipped(tmp_path, caplog):
   config = tiny_config(n_iters=4)

@@ -76,7 +76,10 @@ def shard_step(step_fn: Callable, mesh: Mesh, *, train: bool = True) -> Callable
   if train:
     return jax.jit(step_fn, in_shardings=(replicated, batch, replicated), out_shardings=(replicated, replicated),
                    donate_argnums=0)
-  return jax.jit(step_fn, in_shardings=(replicated, batch, replicated), out_shardings=replicated)
+  # The evaluation loss runs a few times per run: compiled for compile time (2.5 s against 3.9 s on the digits
+  # default), not run time (82 ms against 51 ms a batch).
+  return jax.jit(step_fn, in_shardings=(replicated, batch, replicated), out_shardings=replicated,
+                 compiler_options=models.RUN_ONCE_COMPILER_OPTIONS)
 
 
 def process_rows(batch_size: int, mesh: Mesh) -> np.ndarray:

@@ -25,7 +25,8 @@ from training import tasks
 from training.checkpoint import Checkpointer
 from schema import Config, as_config, sampler_options
 from training.images import save_samples_picture
-from training.state import TrainState, create_train_state, get_optimizer, learning_rate_schedule
+from training.state import (TrainState, create_train_state, get_optimizer, learning_rate_schedule,
+                            train_state_initializer)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,7 +60,7 @@ class Setup:
     """A state of the right structure (for restoring), built without running the network, replicated
     on this run's mesh. The sharding lets a checkpoint written by any number of processes and devices
     be restored by any other (orbax refuses the saved sharding when the topology differs)."""
-    shapes = jax.eval_shape(lambda: create_train_state(self.model, self.optimizer, self.init_key, (1,) + self.data_shape))
+    shapes = jax.eval_shape(train_state_initializer(self.model, self.optimizer, (1,) + self.data_shape), self.init_key)
     replicated = NamedSharding(self.mesh, P())
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
@@ -182,31 +183,50 @@ def train(config, workdir: str) -> TrainState:
       return stack_batches([host_batch(config, data, first + i, batch_size, rows) for i in range(count)])
 
     bar = tqdm(total=n_iters, initial=start, desc="train", disable=process != 0, dynamic_ncols=True)
-    step, tick, tick_step = start, time.perf_counter(), start
+    tick = [time.perf_counter(), start]                 # time and step of the previous log line
+
+    def settle(first: int, count: int, metrics) -> None:
+      """Waits for the steps first .. first + count - 1 and reports them: a non-finite loss stops the run, the
+      bar advances, a log line at log_freq."""
+      losses = np.asarray(metrics["loss"])
+      if not np.all(np.isfinite(losses)):
+        bad = first + int(np.argmin(np.isfinite(losses)))
+        raise NonFiniteLossError(f"training loss is {losses[bad - first]} at step {bad}; stopped, the last "
+                                 f"good checkpoint in {workdir} is kept")
+      last = first + count
+      bar.update(count)
+      bar.set_postfix(loss=f"{losses[-1]:.4g}")
+      if _crossed(first, last, int(tc.log_freq)):
+        now = time.perf_counter()
+        rate = (last - tick[1]) / max(now - tick[0], 1e-9)          # since the previous log line
+        tick[:] = now, last
+        _log(writer, last, loss=float(losses[-1]), lr=float(lr_at(last)),
+             grad_norm=float(np.asarray(metrics["grad_norm"])[-1]), steps_per_s=rate)
+
+    step, pending = start, None
     while step < n_iters:
       count = min(per_call, n_iters - step)
       state, metrics = train_fn(state, step_lib.put_batches(host_batches(step, count, train_data), run.mesh),
                                 run.step_key)
-      losses = np.asarray(metrics["loss"])
-      if not np.all(np.isfinite(losses)):
-        bad = step + int(np.argmin(np.isfinite(losses)))
-        raise NonFiniteLossError(f"training loss is {losses[bad - step]} at step {bad}; stopped, the last "
-                                 f"good checkpoint in {workdir} is kept")
+      # The previous call's steps are checked while this one runs (JAX dispatches asynchronously), so the host's
+      # work (the next batch, the bar) overlaps the device's: ~5 ms of a 75 ms digits step on 2 CPU cores.
+      if pending is not None:
+        settle(*pending)
+      pending = (step, count, metrics)
       prev, step = step, step + count
-      bar.update(count)
-      bar.set_postfix(loss=f"{losses[-1]:.4g}")
-      if _crossed(prev, step, int(tc.log_freq)):
-        now = time.perf_counter()
-        rate = (step - tick_step) / max(now - tick, 1e-9)            # since the previous log line
-        tick, tick_step = now, step
-        _log(writer, step, loss=float(losses[-1]), lr=float(lr_at(step)),
-             grad_norm=float(np.asarray(metrics["grad_norm"])[-1]), steps_per_s=rate)
-      if _crossed(prev, step, int(tc.eval_freq)):
+      evaluate_now = _crossed(prev, step, int(tc.eval_freq))
+      preempt_now = _crossed(prev, step, int(tc.snapshot_freq_for_preemption))
+      snapshot_now = _crossed(prev, step, int(tc.snapshot_freq)) or step == n_iters
+      if not (evaluate_now or preempt_now or snapshot_now):
+        continue
+      settle(*pending)             # every step up to here is finite before anything is evaluated or saved
+      pending = None
+      if evaluate_now:
         eval_loss = eval_fn(state, step_lib.put_batches(host_batches(step, 1, eval_data), run.mesh), run.step_key)
         _log(writer, step, eval_loss=float(np.asarray(eval_loss["loss"])[0]))
-      if _crossed(prev, step, int(tc.snapshot_freq_for_preemption)):
+      if preempt_now:
         checkpointer.save(step, state, snapshot=False)
-      if _crossed(prev, step, int(tc.snapshot_freq)) or step == n_iters:
+      if snapshot_now:
         checkpointer.save(step, state, snapshot=True)
         if sample_fn is not None:
           # Every process runs the sampler (a computation on the replicated global EMA parameters needs
