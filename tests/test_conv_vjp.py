@@ -118,6 +118,13 @@ def _network(name: str, vjp: str = "xla"):
   return models.get_model(_config(name, vjp), training=True)
 
 
+@functools.lru_cache(maxsize=None)
+def _network_loss_grad(name: str, vjp: str = "xla"):
+  """``_loss_grad`` of ``_network(name, vjp)``, computed once per test process (the xla baseline is shared by
+  the parametrisations that compare with it)."""
+  return _loss_grad(_network(name, vjp))
+
+
 def _loss_grad(model):
   params = models.init_params(model, jax.random.key(0), (1, SIZE, SIZE, 3))
   leaves, tree = jax.tree.flatten(params)       # perturbed: init_scale=0 layers start at 1e-10
@@ -152,8 +159,8 @@ def test_materialise_cotangent_is_the_identity_with_the_same_vjp():
 @pytest.mark.parametrize("name", list(NETWORKS))
 @pytest.mark.slow
 def test_network_gradient_and_parameters_unchanged(name, vjp):
-  params0, (loss0, grads0) = _loss_grad(_network(name))
-  params1, (loss1, grads1) = _loss_grad(_network(name, vjp))
+  params0, (loss0, grads0) = _network_loss_grad(name)
+  params1, (loss1, grads1) = _network_loss_grad(name, vjp)
   assert jax.tree.structure(params1) == jax.tree.structure(params0)
   jax.tree.map(np.testing.assert_array_equal, params1, params0)
   np.testing.assert_allclose(float(loss1), float(loss0), rtol=1e-6)
