@@ -14,8 +14,9 @@ def get_digits_config(sde: str):
   training = config.training
   training.sde = sde
   # Batch 96: the step takes ~3/4 of batch 128's (its time is linear in the batch on 2 CPU cores) and the final
-  # model scores the same (digits FID over 5 sampling seeds 1.26x the floor against 1.25x), where fewer steps
-  # (850-1000 at batch 128) or batch 64 scored 1.33-1.47x; benchmarks/results/time_to_default_recipes_batch.md.
+  # model scores the same (digits FID over 5 sampling seeds 1.26x the floor against 1.25x at batch 128). Batch 64
+  # scored 1.37x, 1,000 steps at batch 128 1.33x; 900 steps at lr 3e-3 1.25x but trained longer (103 s against
+  # 92 s); benchmarks/results/time_to_default_recipes_batch.md.
   training.batch_size = 96
   # 1,200 steps: on matched sampling seeds the step-1200 EMA model's eval loss equals step 1500's (0.0773 vs
   # 0.0766; step 1000: 0.0857) and its digits FID too (mean over 5 seeds 1.34x vs 1.30x the floor; the
