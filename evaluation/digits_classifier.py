@@ -39,8 +39,9 @@ class DigitsFeatures:
 
   Seed 0 (every digits metric's) reads the shipped arrays (``SHIPPED``, through ``read_cache``) and
   neither trains nor touches ``cache_dir``. For another seed, with ``cache_dir``, the arrays are saved
-  in ``<cache_dir>/digits_classifier.npz`` and read back on later calls by ``safeio.untrusted.read_npz`` (a regular file, ``allow_pickle=False``, at most 1 MiB of
-  arrays as the zip declares them, checked before reading). The file is treated as untrusted: it is
+  in ``<cache_dir>/digits_classifier.npz`` and read back on later calls by ``safeio.untrusted.read_npz``
+  (a regular file, ``allow_pickle=False``, at most 1 MiB of arrays as the zip declares them, checked
+  before reading). The file is treated as untrusted: it is
   used only if it holds exactly the expected arrays (``coef_0`` [64, 128], ``intercept_0``
   [128], ``coef_1`` [128, 10], ``intercept_1`` [10] of float32/float64, finite; ``classes`` [10] of
   integers equal to 0..9). Any other file is not trusted: since it is only a cache, a warning names it

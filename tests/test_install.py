@@ -13,6 +13,8 @@ CHECKS = r"""
 import os
 from samplers.schedules import GRID_DIR
 assert sorted(f for f in os.listdir(GRID_DIR) if f.endswith(".json")), GRID_DIR   # package data installed
+from evaluation.digits_classifier import SHIPPED, DigitsFeatures
+assert os.path.isfile(SHIPPED) and DigitsFeatures().test_accuracy > 0.95, SHIPPED    # the digits FID's classifier
 """
 
 

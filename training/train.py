@@ -209,7 +209,7 @@ def train(config, workdir: str) -> TrainState:
       state, metrics = train_fn(state, step_lib.put_batches(host_batches(step, count, train_data), run.mesh),
                                 run.step_key)
       # The previous call's steps are checked while this one runs (JAX dispatches asynchronously), so the host's
-      # work (the next batch, the bar) overlaps the device's: ~5 ms of a 75 ms digits step on 2 CPU cores.
+      # work (the next batch, the bar) overlaps the device's: a few ms of a ~75 ms digits step on 2 CPU cores.
       if pending is not None:
         settle(*pending)
       pending = (step, count, metrics)
