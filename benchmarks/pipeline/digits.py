@@ -90,7 +90,7 @@ def report(rows: list[dict], sampler_rows: list[dict]) -> None:
   rows = merge_rows("digits", rows, "sde", fresh)
   sampler_rows = merge_rows("digits_samplers", sampler_rows, "sde", fresh)
   notes = ("`python -m benchmarks.pipeline.digits`: per SDE, the README's two commands, `main.py --mode train` "
-           "(configs/<sde>/digits.py: its n_iters steps (column steps), batch 128; train_s) and `--mode eval` (the "
+           "(configs/<sde>/digits.py: its n_iters steps (column steps) at its batch size (96 since 5f75c15, 128 before); train_s) and `--mode eval` (the "
            "final snapshot, 500 samples; eval_s), then bits/dim of the 297 dequantised test digits at the final "
            "checkpoint through the probability-flow ODE, rtol = atol = 1e-5, Hutchinson (bpd_s: `--mode eval "
            "--config.eval.enable_bpd=True --config.eval.enable_sampling=False --config.eval.begin_ckpt=1`). "
