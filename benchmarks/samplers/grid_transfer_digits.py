@@ -19,7 +19,8 @@ reference row is the config's own sampler (EDM's stochastic Heun, S_churn = 40, 
 ``converged`` row (--converged: DPM-Solver++(2M) on log-SNR at 100 NFE) shows the probability-flow ODE's own FID,
 the solution the fit moves the grid towards.
 
-    python -m benchmarks.samplers.grid_transfer_digits [--workdir DIR] [--ckpt 2] [--seeds 0 1 2 3 4]
+    python -m benchmarks.pipeline.time_to_default       # trains the default into the default --workdir
+    python -m benchmarks.samplers.grid_transfer_digits [--workdir DIR] [--ckpt 1] [--seeds 0 1 2 3 4]
         [--methods unipc] [--nfes 10 20] [--grids logsnr edm model] [--batch 64] [--iters 40]
 
 A 500-sample digits FID moves by ~0.2x the floor between sampling seeds: compare the means over seeds (sd
@@ -46,7 +47,10 @@ from schema import as_config, load_config_file
 from schema.sampling import sampler_options
 
 CONFIG = "configs/vp/digits.py"
-WORKDIR = os.path.join(ROOT, "runs", "s7", "model_num_res_blocks_1_model_attn_resolutions___", "vp")
+# The digits default trained by `python -m benchmarks.pipeline.time_to_default` (its final snapshot, step 1200, is
+# checkpoint 1); the committed results were measured on an earlier run of the former network (their command line
+# names its workdir).
+WORKDIR = os.path.join(ROOT, "runs", "bench_time_to_default", "vp")
 GRIDS = ("logsnr", "edm", "model")
 SAME = 1e-4           # |paired difference| in fid_over_floor below which two grids gave the same samples
 
