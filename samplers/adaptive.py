@@ -27,6 +27,7 @@ from sde_lib import SDE, ScoreFn, batch_broadcast, checks
 
 
 REJECTIONS = ("bridge", "fresh")
+CONTROLS = ("sample", "batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,10 @@ class SDEAdaptiveOptions(checks.Options):
   the most loop iterations (attempted steps of the slowest sample); running out raises. theta: the safety
   factor θ of the step-size update (0.9). r: its exponent (0.9). rejection: the Brownian increment after a
   rejected step, "bridge" (kept and bridged; unbiased) or "fresh" (Alg. 1 as printed; see the module docstring).
+  control: whose error sets the step, "sample" (each sample its own t and h: Alg. 1) or "batch" (one t and h for
+  the batch, from E over every coordinate of every sample: the whole-state norm of ODE/SDE solvers such as
+  diffrax's; the estimate averages over the batch, and the loop stops when the batch does, not at its slowest
+  sample's count).
   """
 
   rtol: float = checks.spec(1e-2, common.POSITIVE_FLOAT)
@@ -51,6 +56,7 @@ class SDEAdaptiveOptions(checks.Options):
   theta: float = checks.spec(0.9, checks.number(0.0, 1.0, open_lo=True))
   r: float = checks.spec(0.9, common.POSITIVE_FLOAT)
   rejection: str = checks.spec("bridge", checks.choice(*REJECTIONS))
+  control: str = checks.spec("sample", checks.choice(*CONTROLS))
 
 
 def _rms(v: jax.Array) -> jax.Array:
@@ -95,7 +101,11 @@ def adaptive_step(sde: SDE, score_fn: ScoreFn, state, z, o: SDEAdaptiveOptions):
   x_heun = x + 0.5 * (k1 + k2)
   # Mixed tolerance delta = max(atol, rtol max(|x'|, |x'_prev|)) and E = ||(x' - x'') / delta||_2 / sqrt(d) (Alg. 1).
   delta = jnp.maximum(o.atol, o.rtol * jnp.maximum(jnp.abs(x_em), jnp.abs(x_prev)))
-  err = _rms((x_em - x_heun) / delta)
+  scaled = (x_em - x_heun) / delta
+  if o.control == "sample":
+    err = _rms(scaled)
+  else:                                                   # "batch": one E over every coordinate of every sample
+    err = jnp.broadcast_to(_rms(scaled.reshape(1, -1))[0], h.shape)
   moving = h > 0
   accept = (err <= 1.0) & moving
   # Accept with extrapolation: keep the higher-order x'' and remember x' for the next tolerance (Alg. 1).
@@ -120,15 +130,16 @@ def get_sde_adaptive_sampler(sde: SDE, shape, options: SDEAdaptiveOptions | None
 
   Every attempted step costs 2 score evaluations: Euler-Maruyama x' at (x, t) and improved Euler x'' at
   (x', t - h) with the same Brownian increment; a step is accepted when E = ||(x' - x'') / delta||_2 / sqrt(d)
-  <= 1 (delta: the mixed tolerance), and the next step is h = min(t - t_min, theta h E^-r). Each sample has its
-  own t and h (the paper's per-sample steps), its own remembered Brownian interval (``rejection``) and its own
-  noise stream (attempt i of sample b draws from
+  <= 1 (delta: the mixed tolerance), and the next step is h = min(t - t_min, theta h E^-r). With
+  ``control="sample"`` (the default) each sample has its own t and h (the paper's per-sample steps), its own
+  remembered Brownian interval (``rejection``) and its own noise stream (attempt i of sample b draws from
   fold_in(key_b, i + 1)), so a sample does not depend on its batch-mates; the batched ``lax.while_loop`` runs
-  until every sample has reached t_min, samples already there idle.
+  until every sample has reached t_min, samples already there idle. With ``control="batch"`` E is taken over
+  the whole batch and every sample steps with the same t and h (noise streams stay per sample).
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)``: nfe = 2 x the iterations of the batched loop
   (equal to the attempted steps, accepted and rejected, of the slowest sample: the maximum over the batch;
-  a faster sample used fewer) + 1 with ``denoise``. An int32 scalar, data dependent.
+  a faster sample used fewer; with ``control="batch"`` every sample's) + 1 with ``denoise``. An int32 scalar, data dependent.
 
   Raises:
     ValueError: a bad option or shape. At run time, an error when a sample has not reached t_min after

@@ -15,27 +15,23 @@ REQUIREMENTS="${REQUIREMENTS:-requirements-lock.txt}"
 "$VENV/bin/python" -m pip install --quiet -r requirements-docs.txt
 # The library itself, editable (pyproject.toml): importable from any folder, as README's install makes it.
 "$VENV/bin/python" -m pip install --quiet --no-deps -e .
-# Pin JAX to the CPU and keep its threads to the 2 cores CI has.
-export JAX_PLATFORMS=cpu
-# The suite is compile-bound (hundreds of small programs, each compiled once): XLA's backend optimisation
-# off compiles ~3x faster for ~1.2x slower runs (measured on tests/test_remat.py and test_samplers.py),
-# and one persistent compilation cache shared by the workers and the main.py runs they start compiles
-# each identical program once. Benchmarks run without either.
-USER_XLA_FLAGS="${XLA_FLAGS:-}"
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0"
+# The JAX settings the suite runs under (scripts/test_env.sh: CPU, compile-fast XLA flags, one compilation
+# cache); the samplers' second run below uses the user's XLA_FLAGS as they were.
 JAX_COMPILATION_CACHE_DIR="$(mktemp -d)"
-export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 trap 'rm -rf "$JAX_COMPILATION_CACHE_DIR"' EXIT
+source scripts/test_env.sh "$VENV/bin/python" "$JAX_COMPILATION_CACHE_DIR"
 set +e
 # The layer contracts first (import-linter reads .importlinter; seconds): a broken one fails the run too.
 "$VENV/bin/lint-imports"
 contracts=$?
-"$VENV/bin/python" -m pytest -q -n 2 --durations=25 tests "$@"
+# Two workers; an idle one takes tests queued for the other (worksteal), so the run does not end on one worker's
+# backlog of slow tests.
+"$VENV/bin/python" -m pytest -q -n 2 --dist worksteal --durations=25 tests "$@"
 status=$?
 # The samplers' fast tests once more with XLA's optimisation on, as users run them: there XLA may contract
 # arithmetic into FMAs, which hid a NaN in stochastic Heun (sqrt of a rounding-negative) from the run above.
 if [ "$#" -eq 0 ]; then
-  XLA_FLAGS="$USER_XLA_FLAGS" "$VENV/bin/python" -m pytest -q -n 2 tests/test_samplers.py -m "not slow"
+  XLA_FLAGS="$TEST_ENV_USER_XLA_FLAGS" "$VENV/bin/python" -m pytest -q -n 2 tests/test_samplers.py -m "not slow"
   optimised=$?
   [ "$status" -ne 0 ] || status=$optimised
 fi

@@ -7,9 +7,10 @@
 #   bash scripts/test_newest.sh -x           # extra arguments go to pytest
 #
 # It makes a throwaway virtual environment (outside the repo), installs requirements.txt's ranges with
-# --upgrade (the newest releases PyPI offers that Python), prints the versions it got and runs the SDEs,
-# losses, samplers, likelihoods, the published-checkpoint readers and tiny training, resume (main.py) and
-# evaluation runs (SUBSET below), with the same XLA flags and compilation cache as scripts/test.sh.
+# --upgrade (the newest releases PyPI offers that Python), prints the versions it got and runs the fast tier
+# of the SDEs, losses, samplers, likelihoods and published-checkpoint readers, then the flax checkpoint reader
+# and tiny training, resume (main.py) and evaluation runs (SUBSET and SUBSET_SLOW below), with the same JAX
+# settings as scripts/test.sh (scripts/test_env.sh).
 # Without Python 3.12 it prints a skip line and exits 0, except in CI (CI set and not "false"), where it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,33 +50,31 @@ start=$SECONDS
 echo "test_newest.sh: installed in $((SECONDS - start)) s:" \
   "$("$work/venv/bin/python" -c 'import sys; print("Python", sys.version.split()[0])')," \
   "$("$work/venv/bin/python" -m pip freeze | grep -iE '^(jax|jaxlib|flax|optax|orbax-checkpoint|diffrax|equinox|numpy|scipy)==' | tr '\n' ' ')"
-export JAX_PLATFORMS=cpu
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0"
-JAX_COMPILATION_CACHE_DIR="$work/cache"
-export JAX_COMPILATION_CACHE_DIR JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
-SUBSET=(                                     # 227 tests: ~3.3 min on 2 cores, the install ~36 s
+source scripts/test_env.sh "$work/venv/bin/python" "$work/cache"
+# The library's fast tier (-m "not slow") of these files, then a few slow tests by name: SUBSET_SLOW.
+SUBSET=(
   tests/test_install.py                      # the installed wheel imports from any folder
   tests/test_sde.py                          # the SDEs against closed forms and simulation
   tests/test_losses.py                       # DSM / discrete / sliced losses against the oracle
   tests/test_samplers.py                     # PC, ALD, ODE (diffrax) samplers reproduce the mixture
   tests/test_fast_samplers.py                # EDM Heun, DPM-Solver++, UniPC
+  tests/test_sde_adaptive.py                 # the adaptive reverse SDE
   tests/test_steps.py                        # the step protocol, its loop, observations, the option table
   tests/test_likelihood.py                   # probability-flow likelihoods against the oracle
+  tests/test_published.py                    # checkpoint readers: pickles refused, .pth (reduced networks)
+)
+SUBSET_SLOW=(
   tests/test_differentiable.py::test_likelihood_gradient_matches_central_difference   # float64 AD through diffrax
-  tests/test_published.py::test_a_malicious_pickle_is_refused_without_running         # checkpoint readers:
-  tests/test_published.py::test_formats_are_detected_from_contents
-  tests/test_published.py::test_storages_are_rebuilt_with_offsets_strides_and_byte_order
-  tests/test_published.py::test_real_pth_files_load_with_ema_and_raw_weights           # .pth, reduced NCSN++/DDPM++
-  tests/test_published.py::test_our_networks_compute_score_sdes_flax_score_and_read_its_checkpoints   # flax msgpack
-  tests/test_published.py::test_mismatched_config_names_the_tensors
-  tests/test_published.py::test_a_pth_converts_and_samples_through_main
-  "tests/test_pipeline.py::test_training_on_digits_lowers_the_loss[configs.vp.digits]"   # training
+  "tests/test_published.py::test_our_networks_compute_score_sdes_flax_score_and_read_its_checkpoints[r_ncsnpp_residual]"
   tests/test_pipeline.py::test_resumed_run_is_bit_identical  # main.py train, orbax checkpoints, resume
   tests/test_pipeline.py::test_evaluation_writes_metrics_and_resumes   # train + evaluate (samples, FID, bits/dim)
 )
 set +e
-"$work/venv/bin/python" -m pytest -q -n 2 -p no:cacheprovider --durations=10 "${SUBSET[@]}" "$@"
+"$work/venv/bin/python" -m pytest -q -n 2 -p no:cacheprovider --durations=5 -m "not slow" "${SUBSET[@]}" "$@"
 status=$?
+"$work/venv/bin/python" -m pytest -q -n 2 -p no:cacheprovider --durations=5 "${SUBSET_SLOW[@]}" "$@"
+slow=$?
+[ "$status" -ne 0 ] || status=$slow
 set -e
 echo "test_newest.sh: $((SECONDS - start)) s in all, install included"
 if [ "$status" -eq 5 ]; then

@@ -32,6 +32,28 @@ def test_recovers_the_mixture_and_reports_its_nfe(sde, mixture, floor, key):
   assert int(nfe) % 2 == 1 and 3 <= int(nfe) <= 1500
 
 
+@pytest.mark.parametrize("sde", all_sdes(), ids=SDE_IDS)
+@pytest.mark.slow
+def test_one_step_for_the_batch_recovers_the_mixture_in_fewer_evaluations(sde, mixture, floor, key):
+  """control="batch": E over the whole batch sets one step for every sample. The mixture is recovered as with
+  per-sample steps, and the loop ends when the batch does, not after the slowest of its samples."""
+  x, nfe = _sample(sde, mixture.score_fn(sde), key, rtol=0.05, control="batch")
+  for name, value in mixture.mode_metrics(x).items():
+    assert value <= TOLERANCE * floor[name], (name, value, floor[name])
+  _, nfe_sample = _sample(sde, mixture.score_fn(sde), key, rtol=0.05)
+  assert int(nfe) < int(nfe_sample), (int(nfe), int(nfe_sample))
+
+
+def test_one_sample_steps_alike_under_either_control(key):
+  """With a batch of one the batch's error is the sample's: both controls take the same steps, to the bit."""
+  sde = all_sdes()[1]
+  score_fn = _gaussian_score(sde)
+  a, nfe_a = _sample(sde, score_fn, key, shape=(1, 3), rtol=0.05)
+  b, nfe_b = _sample(sde, score_fn, key, shape=(1, 3), rtol=0.05, control="batch")
+  np.testing.assert_array_equal(a, b)
+  assert int(nfe_a) == int(nfe_b)
+
+
 @pytest.mark.slow
 def test_a_fresh_draw_after_a_rejection_biases_the_mode_weights(mixture, floor, key):
   """Alg. 1 as printed redraws the increment after a rejection; the accepted ones are then the small ones, and on
@@ -102,6 +124,7 @@ def test_running_out_of_steps_raises(mixture, key):
     (dict(max_steps=0), r"^max_steps must be an integer >= 1, got 0$"),
     (dict(t_min=1.0), r"^t_min must be > 0 and < 1, got 1.0$"),
     (dict(rejection="resample"), r"^rejection must be one of \['bridge', 'fresh'\], got 'resample'$"),
+    (dict(control="device"), r"^control must be one of \['sample', 'batch'\], got 'device'$"),
     (dict(num_steps=10), r"^unknown option\(s\) \['num_steps'\] for method 'sde_adaptive'"),
 ])
 def test_bad_options_give_one_line(options, match):

@@ -77,8 +77,10 @@ def test_dynamic_thresholding_is_saharias_formula(lo, hi, p, key):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_none_is_the_unthresholded_sampler_bit_for_bit(method, key):
-  """"none" runs today's code path (no correction); a static range no x0 reaches changes no bit either, so the
-  thresholding plumbing itself leaves every other operation alone."""
+  """"none" runs today's code path (no correction), to the bit; a static range no x0 reaches changes nothing
+  beyond float32 rounding, so the thresholding plumbing itself leaves every other operation alone. (Its
+  program holds a clip the other lacks, and XLA may fuse the two programs' arithmetic differently: with
+  XLA:CPU's loop emitter, as scripts/test_env.sh compiles, they differ in the last bits, up to 1e-6.)"""
   sde = sde_lib.VPSDE()
   score_fn = _gaussian_score(sde)
 
@@ -88,7 +90,8 @@ def test_none_is_the_unthresholded_sampler_bit_for_bit(method, key):
 
   none = sample()
   np.testing.assert_array_equal(none, sample(thresholding="none", data_min=0.0, data_max=1.0))
-  np.testing.assert_array_equal(none, sample(thresholding="static", data_min=-1e30, data_max=1e30))
+  np.testing.assert_allclose(sample(thresholding="static", data_min=-1e30, data_max=1e30), none, rtol=1e-5,
+                             atol=1e-5)
   assert samplers.get_options(method).thresholding == "none"   # the library default
 
 

@@ -4,12 +4,17 @@ Each row is ``main.py --mode eval`` of one snapshot of a VP digits run (configs/
 ``--config.sampling.*`` overrides: 500 samples, digits FID against the test split over its train-vs-test floor
 (benchmarks/results/digits.md). The reference row is the config's PC sampler (Euler-Maruyama + Langevin, 500
 steps, 501 NFE); the others are ``method="sde_adaptive"`` (Jolicoeur-Martineau et al. 2021, Alg. 1; samplers/
-adaptive.py) at several rtol with the paper's atol. Target (issue 26): PC's FID at no more than half its NFE.
-The nfe column is what the sampler reports: 2 x the attempted steps of the slowest sample + the denoising step.
+adaptive.py) at several rtol with the paper's atol, per-sample steps (Alg. 1) unless the row says control=batch
+(one step for the batch, from the error over all of it). Target (issue 26): PC's FID at no more than half its NFE.
+The nfe column is what the sampler reports: 2 x the attempted steps of the slowest sample (control=batch: of
+every sample) + the denoising step.
 
-    python -m benchmarks.samplers.sde_adaptive_digits [--workdir runs/thr_vp1200] [--seeds 42 43] [--ckpt 2]
+    python -m benchmarks.samplers.sde_adaptive_digits [--workdir DIR] [--seeds 42 43] [--ckpt 2]
+        [--controls sample batch]
 
-The workdir needs the run's checkpoints (``main.py --config configs/vp/digits.py --workdir DIR --mode train``).
+The workdir needs the run's checkpoints (``main.py --config configs/vp/digits.py --workdir DIR --mode train``);
+the default, runs/bench_time_to_default/vp, is the digits default ``python -m benchmarks.pipeline.time_to_default``
+trains.
 An eval folder whose progress.json exists is reused (column reused); the digits classifier cache of one eval
 folder is copied into the others (the same arrays: it is trained with a fixed seed).
 """
@@ -36,18 +41,21 @@ def evaluate(workdir: str, label: str, overrides: dict, seed: int, ckpt: int) ->
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "thr_vp1200"))
+  parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "bench_time_to_default", "vp"))
   parser.add_argument("--seeds", nargs="*", type=int, default=[42])
   parser.add_argument("--ckpt", type=int, default=1, help="the final snapshot (eval.begin_ckpt = end_ckpt)")
   parser.add_argument("--rtols", nargs="*", type=float, default=list(RTOLS))
+  parser.add_argument("--controls", nargs="*", default=["sample"], choices=["sample", "batch"],
+                      help="step control (sampling.sde_adaptive.control): per sample (Alg. 1) or per batch")
   args = parser.parse_args()
   rows = []
   for seed in args.seeds:
     pc = evaluate(args.workdir, "pc (config, 500 steps)", {"method": "pc"}, seed, args.ckpt)
     rows.append(pc)
-    for rtol in args.rtols:
-      row = evaluate(args.workdir, f"sde_adaptive rtol={rtol:g}",
-                     {"method": "sde_adaptive", "sde_adaptive.rtol": rtol}, seed, args.ckpt)
+    for control, rtol in [(c, r) for c in args.controls for r in args.rtols]:
+      label = f"sde_adaptive rtol={rtol:g}" + ("" if control == "sample" else f" control={control}")
+      row = evaluate(args.workdir, label, {"method": "sde_adaptive", "sde_adaptive.rtol": rtol,
+                                           "sde_adaptive.control": control}, seed, args.ckpt)
       row["nfe_over_pc"] = row["nfe"] / pc["nfe"]
       row["fid_minus_pc"] = row["fid_over_floor"] - pc["fid_over_floor"]
       row["meets_target"] = bool(row["nfe"] <= pc["nfe"] / 2 and row["fid_minus_pc"] <= 0)
@@ -60,8 +68,9 @@ def main():
            + __doc__.split("\n\n")[1].replace("\n", " ")
            + " fid_minus_pc: fid_over_floor minus the PC row's on the same seed; meets_target: nfe <= PC's / 2 and "
            "fid_minus_pc <= 0. eval_s: wall seconds of the eval process (start and compilation included; 2 cores "
-           "shared with other jobs). thr_vp1200 is the current default trained by `python main.py --config "
-           "configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`.")
+           "shared with other jobs). thr_vp1200 was the default of f0b8c07 (`python main.py --config configs/vp/digits.py "
+           "--workdir runs/thr_vp1200 --mode train`); vp is the default of this row's commit, trained by "
+           "`python -m benchmarks.pipeline.time_to_default` (batch 96).")
   print(write("sde_adaptive_digits", "Adaptive reverse SDE against PC on the digits default", rows, columns, notes))
 
 
