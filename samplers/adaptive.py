@@ -139,7 +139,8 @@ def get_sde_adaptive_sampler(sde: SDE, shape, options: SDEAdaptiveOptions | None
 
   Returns ``sample_fn(key, score_fn) -> (x [shape], nfe)``: nfe = 2 x the iterations of the batched loop
   (equal to the attempted steps, accepted and rejected, of the slowest sample: the maximum over the batch;
-  a faster sample used fewer; with ``control="batch"`` every sample's) + 1 with ``denoise``. An int32 scalar, data dependent.
+  a faster sample used fewer; with ``control="batch"`` every sample's) + 1 with ``denoise``. An int32 scalar,
+  data dependent.
 
   Raises:
     ValueError: a bad option or shape. At run time, an error when a sample has not reached t_min after

@@ -20,4 +20,5 @@ if XLA_FLAGS="$XLA_FLAGS --xla_cpu_use_fusion_emitters=false" "$1" -c \
 else
   echo "$(basename "$0"): this JAX does not accept --xla_cpu_use_fusion_emitters=false; running without it"
 fi
-export JAX_COMPILATION_CACHE_DIR="$2" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+export JAX_COMPILATION_CACHE_DIR="$2"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0

@@ -80,7 +80,7 @@ def test_none_is_the_unthresholded_sampler_bit_for_bit(method, key):
   """"none" runs today's code path (no correction), to the bit; a static range no x0 reaches changes nothing
   beyond float32 rounding, so the thresholding plumbing itself leaves every other operation alone. (Its
   program holds a clip the other lacks, and XLA may fuse the two programs' arithmetic differently: with
-  XLA:CPU's loop emitter, as scripts/test_env.sh compiles, they differ in the last bits, up to 1e-6.)"""
+  XLA:CPU's loop emitter, as scripts/test_env.sh compiles, they differ in the last bits: 1e-6 at most here.)"""
   sde = sde_lib.VPSDE()
   score_fn = _gaussian_score(sde)
 

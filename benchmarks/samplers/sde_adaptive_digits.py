@@ -68,8 +68,8 @@ def main():
            + __doc__.split("\n\n")[1].replace("\n", " ")
            + " fid_minus_pc: fid_over_floor minus the PC row's on the same seed; meets_target: nfe <= PC's / 2 and "
            "fid_minus_pc <= 0. eval_s: wall seconds of the eval process (start and compilation included; 2 cores "
-           "shared with other jobs). thr_vp1200 was the default of f0b8c07 (`python main.py --config configs/vp/digits.py "
-           "--workdir runs/thr_vp1200 --mode train`); vp is the default of this row's commit, trained by "
+           "shared with other jobs). thr_vp1200 was the default of f0b8c07 (`python main.py --config "
+           "configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`); vp is the default of this row's commit, trained by "
            "`python -m benchmarks.pipeline.time_to_default` (batch 96).")
   print(write("sde_adaptive_digits", "Adaptive reverse SDE against PC on the digits default", rows, columns, notes))
 

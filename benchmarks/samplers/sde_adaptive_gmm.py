@@ -2,16 +2,15 @@
 
 For VE, VP and sub-VP and ``example_mixture(2)``, n samples from the exact score, for each of several sampling
 keys: ``sde_adaptive`` at several rtol with per-sample and per-batch step control (atol 0.0078, the other
-options at their defaults; plus ``rejection="fresh"``, Alg. 1's redraw after a rejection, at one rtol) and PC Euler-Maruyama without corrector at 100, 200, 500 and 1000 steps (+1 denoising
-NFE each). Metrics: ``mode_metrics`` (mode-weight TV, worst mode-mean error in mode stds, worst spread error
+options at their defaults; plus ``rejection="fresh"``, Alg. 1's redraw after a rejection, at one rtol) and PC
+Euler-Maruyama without corrector at 100, 200, 500 and 1000 steps (+1 denoising NFE each). Metrics: ``mode_metrics`` (mode-weight TV, worst mode-mean error in mode stds, worst spread error
 |std ratio - 1|), each also over the floor (the 99th percentile over 200 exact samples of the same size, as in
 the tests). nfe: the executed score evaluations per sample (for ``sde_adaptive`` 2 x the loop iterations of the
 batch's slowest sample + 1).
 
 Target (issue 26): Euler-Maruyama's TV and spreads at 1,000 steps at <= 150 NFE. ``target``: "yes" for an
 adaptive row with nfe <= 150 whose tv, std_err (and mean_err, stricter than the issue) are each <= max(EM-1000's,
-the floor): as good as EM-1000
-up to sampling noise; met on an SDE when one setting does so on every key.
+the floor): as good as EM-1000 up to sampling noise; met on an SDE when one setting does so on every key.
 
     python -m benchmarks.samplers.sde_adaptive_gmm [--n 4096] [--keys 3 4 5]
 """
@@ -80,8 +79,9 @@ def main():
            "|std ratio - 1| against the mixture (sampling noise included); *_x_floor: over the q99 floor row. "
            "nfe: score evaluations per sample (sde_adaptive: 2 per attempted step of the batch's slowest sample, "
            "+1 denoising; data dependent). target: nfe <= 150 and tv, mean_err, std_err each <= max(EM-1000's of "
-           "the same key, floor: the issue asks for tv and spreads; the means are held to it too); blank above 150 NFE. control=sample: each sample its own step (Alg. 1); control=batch: one "
-           "step for the batch from the error over all of it. rejection=fresh is Alg. 1 as printed (a new draw "
+           "the same key, floor: the issue asks for tv and spreads; the means are held to it too); blank above 150 "
+           "NFE. control=sample: each sample its own step (Alg. 1); control=batch: one step for the batch from the "
+           "error over all of it. rejection=fresh is Alg. 1 as printed (a new draw "
            f"after a rejection). n = {args.n}, keys {' '.join(map(str, args.keys))}, atol 0.0078, h_init 0.01, "
            "theta 0.9, r 0.9, t_min 1e-3. Command: `python -m benchmarks.samplers.sde_adaptive_gmm`.")
   text = write("sde_adaptive_gmm", f"Adaptive reverse-SDE sampler vs Euler-Maruyama on the oracle (n = {args.n})",
