@@ -25,6 +25,7 @@ import argparse
 import os
 
 from benchmarks.common import ROOT, eval_snapshot, merge_rows, write
+from samplers.adaptive import CONTROLS
 
 CONFIG = "configs/vp/digits.py"
 RTOLS = (0.01, 0.02, 0.05, 0.1)
@@ -45,7 +46,7 @@ def main():
   parser.add_argument("--seeds", nargs="*", type=int, default=[42])
   parser.add_argument("--ckpt", type=int, default=1, help="the final snapshot (eval.begin_ckpt = end_ckpt)")
   parser.add_argument("--rtols", nargs="*", type=float, default=list(RTOLS))
-  parser.add_argument("--controls", nargs="*", default=["sample"], choices=["sample", "batch"],
+  parser.add_argument("--controls", nargs="*", default=["sample"], choices=CONTROLS,
                       help="step control (sampling.sde_adaptive.control): per sample (Alg. 1) or per batch")
   args = parser.parse_args()
   rows = []
@@ -69,8 +70,8 @@ def main():
            + " fid_minus_pc: fid_over_floor minus the PC row's on the same seed; meets_target: nfe <= PC's / 2 and "
            "fid_minus_pc <= 0. eval_s: wall seconds of the eval process (start and compilation included; 2 cores "
            "shared with other jobs). thr_vp1200 was the default of f0b8c07 (`python main.py --config "
-           "configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`); vp is the default of this row's commit, trained by "
-           "`python -m benchmarks.pipeline.time_to_default` (batch 96).")
+           "configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`); vp is the default of this row's commit, "
+           "trained by `python -m benchmarks.pipeline.time_to_default` (batch 96).")
   print(write("sde_adaptive_digits", "Adaptive reverse SDE against PC on the digits default", rows, columns, notes))
 
 

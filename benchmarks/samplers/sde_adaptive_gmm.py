@@ -3,10 +3,11 @@
 For VE, VP and sub-VP and ``example_mixture(2)``, n samples from the exact score, for each of several sampling
 keys: ``sde_adaptive`` at several rtol with per-sample and per-batch step control (atol 0.0078, the other
 options at their defaults; plus ``rejection="fresh"``, Alg. 1's redraw after a rejection, at one rtol) and PC
-Euler-Maruyama without corrector at 100, 200, 500 and 1000 steps (+1 denoising NFE each). Metrics: ``mode_metrics`` (mode-weight TV, worst mode-mean error in mode stds, worst spread error
-|std ratio - 1|), each also over the floor (the 99th percentile over 200 exact samples of the same size, as in
-the tests). nfe: the executed score evaluations per sample (for ``sde_adaptive`` 2 x the loop iterations of the
-batch's slowest sample + 1).
+Euler-Maruyama without corrector at 100, 200, 500 and 1000 steps (+1 denoising NFE each). Metrics:
+``mode_metrics`` (mode-weight TV, worst mode-mean error in mode stds, worst spread error |std ratio - 1|), each
+also over the floor (the 99th percentile over 200 exact samples of the same size, as in the tests). nfe: the
+executed score evaluations per sample (for ``sde_adaptive`` 2 x the loop iterations of the batch's slowest sample
++ 1; with control=batch, of every sample).
 
 Target (issue 26): Euler-Maruyama's TV and spreads at 1,000 steps at <= 150 NFE. ``target``: "yes" for an
 adaptive row with nfe <= 150 whose tv, std_err (and mean_err, stricter than the issue) are each <= max(EM-1000's,
