@@ -45,6 +45,7 @@ from data_lib import heldout
 from samplers import fit_grid, schedules
 
 SDES = {"ve": sde_lib.VESDE(), "vp": sde_lib.VPSDE(), "subvp": sde_lib.subVPSDE()}
+SDE_NAMES = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 METHODS = fit_grid.FIT_METHODS
 SHIPPED = ("edm", "logsnr", "fitted:{sde}_gmm2", "fitted:{sde}_gmm16")
 TARGETS = {10: 0.10, 20: 0.05}
@@ -211,13 +212,15 @@ def main():
   parser.add_argument("--seed", type=int, default=heldout.HELDOUT_SEED, help="the family's seed (others: development)")
   parser.add_argument("--no-check", dest="check", action="store_false")
   parser.add_argument("--name", default="grid_transfer")
-  parser.add_argument("--curve", nargs="*", default=[], help="only append the VP NFE curve of these results to NAME.md")
+  parser.add_argument("--curve", nargs="*", default=[],
+                      help="only append the NFE curves (one per --sdes) of these results to NAME.md")
   args = parser.parse_args()
   if args.curve:
     with open(os.path.join(RESULTS, args.name + ".md"), "a") as f:
-      f.write("\n## VP: spread_bias of the best method against NFE (model grid / log-SNR / best of all grids; "
-              "'met': the best meets the target: TV within 1.5x the floor, spread within 10% at <= 10 NFE, 5% above)"
-              "\n\n" + curve(args.curve) + "\n")
+      for sde in args.sdes:
+        f.write(f"\n## {SDE_NAMES[sde]}: spread_bias of the best method against NFE (model grid / log-SNR / best of "
+                "all grids; 'met': the best meets the target: TV within 1.5x the floor, spread within 10% at <= 10 "
+                "NFE, 5% above)\n\n" + curve(args.curve, sde) + "\n")
     return
   t0 = time.perf_counter()
   rows, fits, desc = run(args)

@@ -9,10 +9,11 @@ and deterministic), DPM-Solver++(2M) and UniPC-bh2 20 steps (21 NFE). Thresholdi
 2.3; Lu et al. 2022b sec. 5): "static" clips x0 = D(x, t) to the data range [-1, 1], "dynamic" maps it by the
 per-sample 0.995 quantile of |x0|.
 
-    python -m benchmarks.samplers.thresholding_digits [--workdir runs/thr_vp] [--seeds 42]
+    python -m benchmarks.samplers.thresholding_digits [--workdir DIR] [--seeds 42]
 
 The workdir needs the run's checkpoints (``main.py --config configs/vp/digits.py --workdir DIR --mode train``,
-~4 min); --ckpt picks the snapshot (eval.begin_ckpt = end_ckpt). An eval folder whose progress.json exists is
+~2 min); the default, runs/bench_time_to_default/vp, is the digits default ``python -m
+benchmarks.pipeline.time_to_default`` trains. --ckpt picks the snapshot (eval.begin_ckpt = end_ckpt). An eval folder whose progress.json exists is
 reused (column reused). The digits classifier cache of the first eval folder is copied into the others (the
 same arrays: it is trained with a fixed seed).
 """
@@ -60,7 +61,7 @@ def evaluate(workdir: str, label: str, overrides: dict, thresholding: str, seed:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "thr_vp"))
+  parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "bench_time_to_default", "vp"))
   parser.add_argument("--seeds", nargs="*", type=int, default=[42])
   parser.add_argument("--ckpt", type=int, default=1, help="the final snapshot (eval.begin_ckpt = end_ckpt)")
   args = parser.parse_args()
@@ -95,8 +96,9 @@ def main():
            "thresholding on the same seed (same prior draws). pc_reach: PC's largest |x| on that seed. Target: "
            "inside pc_reach (images_beyond_pc_reach = 0), FID no worse. eval_s: wall seconds of the eval process "
            "(start and compilation included; 2 cores shared with other jobs). Models: thr_vp step 2000 is the VP digits "
-           "run of runs/bench_digits_inverse (the former 2,000-step default; its checkpoints copied); thr_vp1200 the current "
-           "default trained by `python main.py --config configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`.")
+           "run of runs/bench_digits_inverse (the former 2,000-step default; its checkpoints copied); thr_vp1200 the "
+           "default of f0b8c07 (`python main.py --config configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`); "
+           "vp the batch-96 default, trained by `python -m benchmarks.pipeline.time_to_default`.")
   print(write("thresholding_digits", "Thresholding the data prediction: digits VP, every fast method", rows,
               columns, notes))
 
