@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from benchmarks.common import ROOT, eval_snapshot, merge_rows, write
+import numpy as np
+
+from benchmarks.common import RESULTS, ROOT, eval_snapshot, merge_rows, write
 from samplers.adaptive import CONTROLS
 
 CONFIG = "configs/vp/digits.py"
@@ -72,7 +74,28 @@ def main():
            "shared with other jobs). thr_vp1200 was the default of f0b8c07 (`python main.py --config "
            "configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`); vp is the default of this row's commit, "
            "trained by `python -m benchmarks.pipeline.time_to_default` (batch 96).")
-  print(write("sde_adaptive_digits", "Adaptive reverse SDE against PC on the digits default", rows, columns, notes))
+  text = write("sde_adaptive_digits", "Adaptive reverse SDE against PC on the digits default", rows, columns, notes)
+  with open(os.path.join(RESULTS, "sde_adaptive_digits.md"), "a") as f:
+    f.write(summary(rows))
+  print(text + summary(rows))
+
+
+def summary(rows: list[dict]) -> str:
+  """Per model and sampler over its seeds: mean and sd of fid_over_floor, and the paired difference from PC on
+  the same seeds (mean, its standard error sd / sqrt(seeds), seeds where the sampler is better)."""
+  lines = ["", "## Over seeds (mean; sd across seeds; paired difference from PC on the same seeds)", "",
+           "| model | sampler | seeds | nfe | fid_over_floor | sd | fid_minus_pc | se | better_on |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for model, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in rows):
+    group = [r for r in rows if (r["model"], r["sampler"]) == (model, sampler)]
+    fid = np.array([r["fid_over_floor"] for r in group])
+    diff = np.array([r["fid_minus_pc"] for r in group if r.get("fid_minus_pc") is not None])
+    nfe = [r["nfe"] for r in group]
+    paired = (f"{diff.mean():+.3f} | {diff.std(ddof=1) / np.sqrt(len(diff)):.3f} | {int((diff < 0).sum())}/{len(diff)}"
+              if len(diff) > 1 else " | | ")
+    lines.append(f"| {model} | {sampler} | {len(group)} | {min(nfe)}-{max(nfe)} | {fid.mean():.3f} | "
+                 f"{fid.std(ddof=1) if len(fid) > 1 else float('nan'):.3f} | {paired} |")
+  return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
