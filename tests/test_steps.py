@@ -43,6 +43,18 @@ def test_the_guide_holds_the_generated_option_table():
       assert body == markdown_table(), f"{path}'s vocabulary table is stale: python -m samplers.vocabulary"
 
 
+def test_the_readme_names_every_conditioning_field_and_condition():
+  """The sampling section's fields beyond the methods' options (the table above) and the vocabulary's shared
+  ones are conditioning fields; the line under the README's table names each, and each sampling.condition."""
+  from schema import sampling as schema_sampling
+  text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+  shared = {"method", "t_min", "denoise", "nfe"}
+  fields = {f.name for f in dataclasses.fields(schema_sampling.Sampling)} - set(samplers.METHODS) - shared
+  assert fields >= {"guidance_scale", "guidance_interval", "inpaint", "inverse"}
+  for name in sorted(fields) + list(schema_sampling.CONDITIONS):
+    assert f"`{name}`" in text, f"README.md does not name sampling.{name}"
+
+
 def test_every_method_is_registered_with_an_options_dataclass_and_the_stepper_methods_step():
   assert set(samplers.STEPPER_METHODS) == set(samplers.METHODS) - {"ode", "sde_adaptive"}
   for name, method in samplers.METHODS.items():
