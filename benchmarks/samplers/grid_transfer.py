@@ -2,7 +2,8 @@
 
 The family (``data_lib.heldout.heldout_mixtures``, fixed seeds, used for nothing but this evaluation): two
 mixtures for each D in 2, 4, 8, 16 with 2-6 modes, random weights, mode stds 0.05-1.5 and rescaled means. For
-VE, VP and sub-VP, every fast method (EDM Heun, DPM-Solver++(2M), UniPC-bh2 order 2) runs at exact budgets on
+VE, VP and sub-VP, every fast method (EDM Heun, DPM-Solver++(2M), UniPC-bh2 order 2; --methods unipc:3 etc. for
+order 3) runs at exact budgets on
 
 * the shipped grids: ``edm`` (rho = 7), ``logsnr``, and the grids fitted on the README mixture,
   ``fitted:<sde>_gmm2`` and ``fitted:<sde>_gmm16`` (``samplers/grids``);
@@ -85,6 +86,15 @@ def check_rows(name, mixture, denoise, n, key):
   return rows
 
 
+def parse_method(label: str) -> tuple[str, int]:
+  """"unipc" -> ("unipc", 2); "unipc:3" -> ("unipc", 3): a fast method and its multistep order (EDM Heun: 2)."""
+  method, _, order = label.partition(":")
+  if method not in METHODS or (order and (method == "edm_heun" or order not in "123")):
+    raise SystemExit(f"--methods: {label!r} is not one of {list(METHODS)}, optionally ':1', ':2' or ':3' (not for "
+                     "edm_heun)")
+  return method, int(order or 2)
+
+
 def stepper_sigmas(sde, method, nfe, grid):
   return schedules.sigma_grid(sde, fit_grid.grid_levels(method, nfe), grid, t_min=T_MIN, sigma_floor=SIGMA_FLOOR)
 
@@ -113,21 +123,22 @@ def run(args) -> tuple[list[dict], list[dict], dict]:
         fits.append(dict(mixture=name, sde=sde_name, method=args.fit_method, nfe=nfe, sigmas=model.tolist(),
                          seconds=time.perf_counter() - t0, init=info["init"], delta=info["delta"],
                          loss_logsnr=info["loss_logsnr"], loss_edm=info["loss_edm"], loss_fitted=info["loss_fitted"]))
-        for method in METHODS:
+        for label in args.methods:
+          method, order = parse_method(label)
           grids = {g.format(sde=sde_name): stepper_sigmas(SDES[sde_name], method, nfe, g.format(sde=sde_name))
                    for g in SHIPPED}
           n = fit_grid.grid_levels(method, nfe)                # another method's budget: resampled as "fitted:" is
           grids["model"] = model if len(model) == n + 1 else schedules.loglinear_interp(model, n)
           for grid, sigmas in grids.items():
-            x = _solve(denoise, x_hat, jnp.asarray(sigmas, jnp.float32), method=method, nfe=nfe, order=2)
+            x = _solve(denoise, x_hat, jnp.asarray(sigmas, jnp.float32), method=method, nfe=nfe, order=order)
             row = dict(kind="sample", mixture=name, D=mixture.dim, K=mixture.num_components, sde=sde_name,
-                       method=method, grid=grid.replace(f"{sde_name}_", ""), nfe=nfe, **metrics(mixture, x, ref, floor))
+                       method=label, grid=grid.replace(f"{sde_name}_", ""), nfe=nfe, **metrics(mixture, x, ref, floor))
             target = TARGETS.get(nfe, 0.10 if nfe <= 10 else 0.05)
             row["met"] = bool(row["tv_x_floor"] <= 1.5 and row["spread_bias"] <= target)
             row["met_raw"] = bool(row["tv_x_floor"] <= 1.5 and row["std_err"] <= target)
             rows.append(row)
           best = min((r for r in rows[-len(grids):]), key=lambda r: r["spread_bias"])
-          print(f"{name} {sde_name:5s} nfe={nfe} {method:13s} fit {fits[-1]['seconds']:.1f}s "
+          print(f"{name} {sde_name:5s} nfe={nfe} {label:15s} fit {fits[-1]['seconds']:.1f}s "
                 + " ".join(f"{r['grid']}={r['spread_bias']:.3f}/{r['tv_x_floor']:.2f}x" for r in rows[-len(grids):])
                 + f" best {best['grid']}", flush=True)
   return rows, fits, desc
@@ -205,6 +216,8 @@ def main():
   parser.add_argument("--iters", type=int, default=150)
   parser.add_argument("--delta-quantile", type=float, default=0.5, help="fit_grid_from_denoiser's delta_quantile")
   parser.add_argument("--fit-method", default="unipc", choices=METHODS, help="the solver the model grids are fitted for")
+  parser.add_argument("--methods", nargs="*", default=list(METHODS),
+                      help="the methods evaluated; METHOD:ORDER sets DPM-Solver++'s / UniPC's order (default 2)")
   parser.add_argument("--nfes", nargs="*", type=int, default=[10, 20])
   parser.add_argument("--sdes", nargs="*", default=list(SDES), choices=list(SDES))
   parser.add_argument("--per-dim", type=int, default=2)
