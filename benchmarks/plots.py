@@ -11,7 +11,7 @@
 
 Rows measured before a behaviour change are drawn hollow and named in the footnote: DPM-Solver++ with N >= 10
 steps before a4ddca0 (from then its lower_order_final keeps the order in the last steps), and the fast samplers
-of digits_samplers.json, which ran before a4ddca0 made the image configs clip x0 to [-1, 1]. Rows of
+of digits_samplers.json rows that ran before a4ddca0 made the image configs clip x0 to [-1, 1]. Rows of
 digits_flow.json named "thresholding none" (the rectified-flow model's first run, kept for comparison) are left out.
 Each figure's caption (what, which results file, the commit its rows name) is printed and drawn as its footnote.
 
@@ -179,16 +179,17 @@ def nfe_quality_digits(path: str = os.path.join(IMG, "nfe_quality_digits.png")) 
     ax.axhline(3.0, color="k", lw=0.6, ls=":")
   fig.suptitle("Digits: sample quality against score evaluations (digits FID over the train-vs-test floor; "
                "dashed: the floor, dotted: 3x)", fontsize=10)
+  before = sorted({r["sde"] for r in samp["rows"] if before_change(r.get("commit", ""))})
   caption = ("Digits FID (classifier features, 500 samples vs the 297 test digits) over its train-vs-test floor, "
              "log-log. Left, middle: VP and rectified flow, the same network and 1,200 training steps, fast samplers "
              "with static thresholding to [-1, 1], from " + provenance("digits_flow", flow) + ", "
-             "`python -m benchmarks.pipeline.digits_flow --seeds 0 --seed_nfes 20 35`; its 'thresholding none' "
-             "rows (before " + CHANGE + ") are left out; grey dots: the same samplers with sampling seed 0, "
-             "for the seed-to-seed spread. Right: " + provenance("digits_samplers", samp)
-             + ", `python benchmarks/digits.py` at that "
-             "time (models of that benchmark: digits_samplers.md); every row predates " + CHANGE + ", so its fast "
-             "samplers ran without thresholding, and DPM-Solver++ with N >= 10 steps (hollow) before its "
-             "lower_order_final change.")
+             "`python -m benchmarks.pipeline.digits_flow --seeds 0 --seed_nfes 20 35`; rows named 'thresholding "
+             "none', if any, are left out; grey dots: the same samplers with sampling seed 0, for the seed-to-seed "
+             "spread. Right: " + provenance("digits_samplers", samp) + ", `python -m benchmarks.pipeline.digits` "
+             "(models of that benchmark: digits_samplers.md); "
+             + (f"the {', '.join(before)} rows predate {CHANGE}, so their fast samplers ran without thresholding, "
+                "and DPM-Solver++ with N >= 10 steps (hollow) before its lower_order_final change."
+                if before else f"every row ran after {CHANGE} (fast samplers with static thresholding)."))
   print("nfe_quality_digits.png:", caption)
   _footnote(fig, caption, 0.13)
   return _save(fig, path)

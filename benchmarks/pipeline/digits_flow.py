@@ -2,10 +2,10 @@
 
 Trains configs/rf/digits.py (rectified flow, velocity parameterisation, flow-matching loss) and
 configs/vp/digits.py (VP, score_sde's parameterisation and DSM loss) through ``main.py --mode train``
-(both configs' defaults: 1,200 steps, batch 128, seed 42, the digits DDPM++-style U-Net of
-configs/default_digits.py with a positional time embedding; results/digits_flow.md was measured with the former
-~260k-parameter network, two residual blocks per level and attention at 4x4), then for each model draws 500 samples from the final EMA parameters with
-``main.py --mode eval`` and ``--config.sampling.*`` overrides, one eval folder per sampler:
+(both configs' defaults: 1,200 steps, batch 96, seed 42, the digits DDPM++-style U-Net of
+configs/default_digits.py with a positional time embedding), then for each model draws 500 samples from the
+final EMA parameters with ``main.py --mode eval`` and ``--config.sampling.*`` overrides, one eval folder per
+sampler:
 
   - the fast samplers at 5, 10, 20 and 35 NFE: EDM's Heun (deterministic; nfe= spends exactly the budget:
     H Heun steps, one Euler step when the budget is even, and the final denoising step, so 5 and 35 NFE are
@@ -197,11 +197,8 @@ def report(summaries: list[dict], rows: list[dict], args) -> None:
       "probability-flow ODE, rtol = atol = 1e-5, Hutchinson); eval_loss is each model's own training objective on "
       "the test split (flow matching for RF, DSM for VP: not comparable across rows). EDM Heun, DPM-Solver++ and UniPC "
       "clip their data prediction to [-1, 1] (static thresholding, the configs' default since a4ddca0; hence "
-      "max_abs_sample 1.0); rows named 'thresholding none' are the rectified-flow model's first run of the same "
-      "samplers before a4ddca0 landed (which also made DPM-Solver++ keep its order in the last steps from 10 "
-      "steps on), kept in eval_flow_<key>_thresholding_none. The rows' commit stamp is that of the report; the "
-      "training, bits/dim, PC and ODE rows of rectified flow ran between 0f990de and a4ddca0, the rest at a4ddca0 "
-      "and after (PC, the ODE and the likelihood are unchanged in between).")
+      "max_abs_sample 1.0); rows named 'thresholding none' (if any) come from eval folders "
+      "eval_flow_<key>_thresholding_none left in the workdir by an earlier run without it.")
   columns = ["process", "sampler", "nfe_budget", "nfe", "seed", "digits_fid", "fid_over_floor", "max_abs_sample",
              "eval_s"]
   text = write("digits_flow", "Rectified flow vs VP on digits: same network, steps and seed", rows, columns, notes)
