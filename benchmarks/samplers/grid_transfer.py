@@ -215,7 +215,8 @@ def main():
   parser.add_argument("--batch", type=int, default=512, help="prior draws the fitter fits on")
   parser.add_argument("--iters", type=int, default=150)
   parser.add_argument("--delta-quantile", type=float, default=0.5, help="fit_grid_from_denoiser's delta_quantile")
-  parser.add_argument("--fit-method", default="unipc", choices=METHODS, help="the solver the model grids are fitted for")
+  parser.add_argument("--fit-method", default="unipc", choices=METHODS,
+                      help="the solver the model grids are fitted for")
   parser.add_argument("--methods", nargs="*", default=list(METHODS),
                       help="the methods evaluated; METHOD:ORDER sets DPM-Solver++'s / UniPC's order (default 2)")
   parser.add_argument("--nfes", nargs="*", type=int, default=[10, 20])

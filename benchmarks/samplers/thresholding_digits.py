@@ -13,8 +13,8 @@ per-sample 0.995 quantile of |x0|.
 
 The workdir needs the run's checkpoints (``main.py --config configs/vp/digits.py --workdir DIR --mode train``,
 ~2 min); the default, runs/bench_time_to_default/vp, is the digits default ``python -m
-benchmarks.pipeline.time_to_default`` trains. --ckpt picks the snapshot (eval.begin_ckpt = end_ckpt). An eval folder whose progress.json exists is
-reused (column reused). The digits classifier cache of the first eval folder is copied into the others (the
+benchmarks.pipeline.time_to_default`` trains. --ckpt picks the snapshot (eval.begin_ckpt = end_ckpt). An eval
+folder whose progress.json exists is reused (column reused). The digits classifier cache of the first eval folder is copied into the others (the
 same arrays: it is trained with a fixed seed).
 """
 
@@ -97,8 +97,8 @@ def main():
            "inside pc_reach (images_beyond_pc_reach = 0), FID no worse. eval_s: wall seconds of the eval process "
            "(start and compilation included; 2 cores shared with other jobs). Models: thr_vp step 2000 is the VP digits "
            "run of runs/bench_digits_inverse (the former 2,000-step default; its checkpoints copied); thr_vp1200 the "
-           "default of f0b8c07 (`python main.py --config configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`); "
-           "vp the batch-96 default, trained by `python -m benchmarks.pipeline.time_to_default`.")
+           "default of f0b8c07 (`python main.py --config configs/vp/digits.py --workdir runs/thr_vp1200 --mode "
+           "train`); vp the batch-96 default, trained by `python -m benchmarks.pipeline.time_to_default`.")
   print(write("thresholding_digits", "Thresholding the data prediction: digits VP, every fast method", rows,
               columns, notes))
 
