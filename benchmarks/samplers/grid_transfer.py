@@ -89,7 +89,7 @@ def check_rows(name, mixture, denoise, n, key):
 def parse_method(label: str) -> tuple[str, int]:
   """"unipc" -> ("unipc", 2); "unipc:3" -> ("unipc", 3): a fast method and its multistep order (EDM Heun: 2)."""
   method, _, order = label.partition(":")
-  if method not in METHODS or (order and (method == "edm_heun" or order not in "123")):
+  if method not in METHODS or (order and (method == "edm_heun" or order not in ("1", "2", "3"))):
     raise SystemExit(f"--methods: {label!r} is not one of {list(METHODS)}, optionally ':1', ':2' or ':3' (not for "
                      "edm_heun)")
   return method, int(order or 2)
