@@ -216,8 +216,10 @@ def main():
   ran = [r for r in rows if r["eval_s_median"] != ""]
   wall = (f"{minutes:.0f} min wall" if ran else "every evaluation reused from earlier runs of the same command "
           "(their eval folders under the workdir)")
-  notes = (f"Command: `{command}` ({wall}; one eval 25-90 s wall on a shared 2-core machine at load average "
-           "9-16). " + __doc__.split("\n\n")[1].replace("\n", " ") + " "
+  secs = [r["eval_s_median"] for r in ran]
+  evals = (f"; one eval {min(secs):.0f}-{max(secs):.0f} s wall (medians per row) on 2 cores, other jobs possibly "
+           "sharing them" if secs else "")
+  notes = (f"Command: `{command}` ({wall}{evals}). " + __doc__.split("\n\n")[1].replace("\n", " ") + " "
            + __doc__.split("\n\n")[2].replace("\n", " ")
            + f" The model grid saw only the model (EMA parameters of step {args.step}) and the training digits; "
            f"fit objective ({fit_grid.MODEL_OBJECTIVE}; here {args.ref_steps} reference steps) on the fitting batch: "
