@@ -12,7 +12,7 @@
 Rows measured before a behaviour change are drawn hollow and named in the footnote: DPM-Solver++ with N >= 10
 steps before a4ddca0 (from then its lower_order_final keeps the order in the last steps), and the fast samplers
 of digits_samplers.json rows that ran before a4ddca0 made the image configs clip x0 to [-1, 1]. Rows of
-digits_flow.json named "thresholding none" (the rectified-flow model's first run, kept for comparison) are left out.
+digits_flow.json named "thresholding none" (an earlier run without thresholding, if any) are left out.
 Each figure's caption (what, which results file, the commit its rows name) is printed and drawn as its footnote.
 
     python -m benchmarks.plots [--only digits gmm inverse]

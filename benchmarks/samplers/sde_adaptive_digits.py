@@ -75,9 +75,10 @@ def main():
            "configs/vp/digits.py --workdir runs/thr_vp1200 --mode train`); vp is the default of this row's commit, "
            "trained by `python -m benchmarks.pipeline.time_to_default` (batch 96).")
   text = write("sde_adaptive_digits", "Adaptive reverse SDE against PC on the digits default", rows, columns, notes)
+  over_seeds = summary(rows)
   with open(os.path.join(RESULTS, "sde_adaptive_digits.md"), "a") as f:
-    f.write(summary(rows))
-  print(text + summary(rows))
+    f.write(over_seeds)
+  print(text + over_seeds)
 
 
 def summary(rows: list[dict]) -> str:
